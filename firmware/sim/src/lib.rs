@@ -1,0 +1,1 @@
+//! Device simulator: virtual devices that publish events the way real firmware does.

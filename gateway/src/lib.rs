@@ -1,0 +1,6 @@
+//! Edge Gateway: carries sensor events from devices to the cloud, and never loses one on the way.
+//!
+//! The gateway is a pipeline of stages, each a module:
+//! sources ([`sources`]) → decode and validate ([`decode`]) → journal ([`journal`]) → sinks
+//! ([`sinks`]), plus the admin surface ([`admin`]). [`config`] turns TOML into a validated
+//! configuration that cannot be invalid, and [`app`] wires the stages together.
