@@ -4,3 +4,6 @@
 //! sources ([`sources`]) → decode and validate ([`decode`]) → journal ([`journal`]) → sinks
 //! ([`sinks`]), plus the admin surface ([`admin`]). [`config`] turns TOML into a validated
 //! configuration that cannot be invalid, and [`app`] wires the stages together.
+
+pub mod config;
+pub mod journal;

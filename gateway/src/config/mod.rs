@@ -1,0 +1,3 @@
+//! Placeholder until the configuration module lands.
+mod model;
+pub use model::*;

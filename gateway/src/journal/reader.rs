@@ -1,0 +1,105 @@
+//! The read path: a connection of its own on a thread of its own, so that sinks read rows while
+//! the writer commits (WAL readers never block the writer, nor the writer them).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::oneshot;
+
+use super::error::JournalError;
+use super::record::StoredEvent;
+
+struct ReadRequest {
+    after: i64,
+    limit: usize,
+    reply: oneshot::Sender<Result<Vec<StoredEvent>, JournalError>>,
+}
+
+/// Reads journaled events in id order for a sink.
+#[derive(Debug, Clone)]
+pub struct JournalReader {
+    requests: std_mpsc::Sender<ReadRequest>,
+}
+
+impl std::fmt::Debug for ReadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadRequest")
+            .field("after", &self.after)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalReader {
+    /// Opens a read connection to the journal at `path` (which the writer has created).
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let fail = |source| JournalError::Sqlite {
+            action: "open for reading",
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -1000;")
+            .map_err(fail)?;
+        let (requests, incoming) = std_mpsc::channel::<ReadRequest>();
+        let path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("journal-reader".into())
+            .spawn(move || serve(conn, path, incoming))
+            .map_err(|source| JournalError::DataDir {
+                path: PathBuf::from("journal-reader thread"),
+                source,
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Up to `limit` events with ids greater than `after`, in id order.
+    pub async fn read_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        let (reply, response) = oneshot::channel();
+        self.requests
+            .send(ReadRequest {
+                after,
+                limit,
+                reply,
+            })
+            .map_err(|_| JournalError::WriterStopped)?;
+        response.await.map_err(|_| JournalError::WriterStopped)?
+    }
+}
+
+fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadRequest>) {
+    while let Ok(request) = incoming.recv() {
+        let result =
+            read(&conn, request.after, request.limit).map_err(|source| JournalError::Sqlite {
+                action: "read from",
+                path: path.clone(),
+                source,
+            });
+        // The sink may have gone away meanwhile: nothing to do then.
+        let _ = request.reply.send(result);
+    }
+}
+
+fn read(conn: &Connection, after: i64, limit: usize) -> Result<Vec<StoredEvent>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, device, received_at, payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![after, limit as i64], |row| {
+        Ok(StoredEvent {
+            id: row.get(0)?,
+            device: row.get(1)?,
+            received_at_ms: row.get(2)?,
+            payload: row.get(3)?,
+        })
+    })?;
+    rows.collect()
+}

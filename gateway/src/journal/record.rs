@@ -1,0 +1,60 @@
+/// An event ready to be journaled: the uplink payload is encoded once, on ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The device the event came from (used for topics, stats and order).
+    pub device: String,
+    /// When the gateway received it, in ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// The message to send upstream.
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    /// What the row costs against `max_size`: its bytes plus SQLite's per-row overhead (cell
+    /// header, rowid, record header, cell pointer), rounded up.
+    pub(crate) fn cost(&self) -> u64 {
+        (self.device.len() + self.payload.len()) as u64 + ROW_OVERHEAD
+    }
+}
+
+pub(crate) const ROW_OVERHEAD: u64 = 40;
+
+/// [`Record::cost`] of a stored row, from the lengths SQLite reports.
+pub(crate) fn row_cost(device_len: i64, payload_len: i64) -> u64 {
+    u64::try_from(device_len + payload_len).unwrap_or(0) + ROW_OVERHEAD
+}
+
+/// A journaled event, as the read path hands it to a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The row id: increasing in arrival order, the unit of acknowledgement.
+    pub id: i64,
+    /// The device the event came from.
+    pub device: String,
+    /// When the gateway received it, in ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// The message to send upstream.
+    pub payload: Vec<u8>,
+}
+
+/// Rejected input, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// When it arrived, in ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// Which source it came from (`mqtt`, `serial`).
+    pub source: &'static str,
+    /// The MQTT topic or serial port.
+    pub topic: String,
+    /// The rejection reason (a metric label).
+    pub reason: &'static str,
+    /// A human-readable explanation.
+    pub detail: String,
+    /// The offending bytes, truncated to [`DeadLetter::MAX_PAYLOAD`].
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// At most this many bytes of a rejected payload are kept.
+    pub const MAX_PAYLOAD: usize = 1024;
+}

@@ -1,0 +1,474 @@
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::store::{AppendResult, Batch, Budget, Store};
+use super::*;
+use crate::config::{Synchronous, WhenFull};
+
+fn options(dir: &tempfile::TempDir, max_size: u64, when_full: WhenFull) -> JournalOptions {
+    JournalOptions {
+        path: dir.path().join("journal.db"),
+        max_size,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        when_full,
+        synchronous: Synchronous::Normal,
+    }
+}
+
+/// Arrival times of test records: recent, so that `max_age` leaves them alone.
+static START_MS: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+});
+
+fn record(device: &str, n: usize, size: usize) -> Record {
+    let mut payload = format!("{device}:{n}:").into_bytes();
+    payload.resize(size.max(payload.len()), b'x');
+    Record {
+        device: device.to_owned(),
+        received_at_ms: *START_MS + n as i64,
+        payload,
+    }
+}
+
+fn appends(records: Vec<Record>) -> Batch {
+    Batch {
+        appends: records,
+        ..Batch::default()
+    }
+}
+
+fn all_rows(path: &std::path::Path) -> Vec<(i64, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut statement = conn
+        .prepare("SELECT id, payload FROM events ORDER BY id")
+        .expect("prepare");
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn stored_ids(results: &[AppendResult]) -> Vec<i64> {
+    results
+        .iter()
+        .filter_map(|result| match result {
+            AppendResult::Stored(id) => Some(*id),
+            AppendResult::Refused => None,
+        })
+        .collect()
+}
+
+#[test]
+fn appended_rows_survive_reopen_and_acks_delete_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, report) =
+        Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("open");
+    assert_eq!(report.recovered_rows, 0);
+    let outcome = store
+        .apply(appends((0..10).map(|n| record("a", n, 100)).collect()), 0)
+        .expect("apply");
+    let ids = stored_ids(&outcome.results);
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+    let outcome = store
+        .apply(
+            Batch {
+                acks: vec![1, 2, 3, 99],
+                ..Batch::default()
+            },
+            0,
+        )
+        .expect("ack");
+    assert_eq!(outcome.acked, 3, "an unknown id deletes nothing");
+    drop(store);
+
+    let (store, report) =
+        Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("reopen");
+    assert_eq!(report.recovered_rows, 7);
+    assert_eq!(store.rows(), 7);
+    let rows = all_rows(&dir.path().join("journal.db"));
+    assert_eq!(rows.first().map(|row| row.0), Some(4));
+    assert_eq!(
+        rows.last().map(|row| row.1.clone()),
+        Some(record("a", 9, 100).payload)
+    );
+}
+
+#[test]
+fn ids_keep_growing_after_the_journal_empties() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("open");
+    let first = stored_ids(
+        &store
+            .apply(appends(vec![record("a", 0, 10)]), 0)
+            .expect("apply")
+            .results,
+    );
+    store
+        .apply(
+            Batch {
+                acks: first.clone(),
+                ..Batch::default()
+            },
+            0,
+        )
+        .expect("ack");
+    let second = stored_ids(
+        &store
+            .apply(appends(vec![record("a", 1, 10)]), 0)
+            .expect("apply")
+            .results,
+    );
+    assert!(
+        second[0] > first[0],
+        "a sink's cursor must never see an id reused"
+    );
+}
+
+#[test]
+fn drop_oldest_evicts_from_the_head_and_stays_within_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let max_size = 256 * 1024;
+    let (mut store, _) = Store::open(options(&dir, max_size, WhenFull::DropOldest)).expect("open");
+    let budget = store.budget();
+    let mut evicted = 0;
+    for chunk in 0..40 {
+        let records = (0..100)
+            .map(|n| record("a", chunk * 100 + n, 200))
+            .collect();
+        let outcome = store.apply(appends(records), 0).expect("apply");
+        evicted += outcome
+            .dropped
+            .iter()
+            .filter(|(reason, _)| *reason == DropReason::EvictedOldest)
+            .map(|(_, count)| count)
+            .sum::<u64>();
+        assert!(store.row_bytes() <= budget.rows);
+        assert!(
+            store.file_bytes() <= max_size,
+            "file {} > {max_size}",
+            store.file_bytes()
+        );
+    }
+    let rows = all_rows(&dir.path().join("journal.db"));
+    assert_eq!(rows.len() as u64 + evicted, 4000);
+    assert_eq!(
+        rows.last().map(|row| row.0),
+        Some(4000),
+        "the newest row is kept"
+    );
+    let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "survivors are one contiguous tail"
+    );
+}
+
+#[test]
+fn drop_newest_refuses_new_rows_and_keeps_old_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) =
+        Store::open(options(&dir, 256 * 1024, WhenFull::DropNewest)).expect("open");
+    let outcome = store
+        .apply(appends((0..4000).map(|n| record("a", n, 200)).collect()), 0)
+        .expect("apply");
+    let stored = stored_ids(&outcome.results);
+    assert!(stored.len() < 4000);
+    assert_eq!(stored.first(), Some(&1));
+    assert_eq!(outcome.results.len(), 4000);
+    assert_eq!(
+        outcome.dropped,
+        vec![(DropReason::RejectedNewest, 4000 - stored.len() as u64)]
+    );
+    assert!(store.row_bytes() <= store.budget().rows);
+}
+
+#[test]
+fn block_defers_what_does_not_fit_until_acks_make_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(options(&dir, 256 * 1024, WhenFull::Block)).expect("open");
+    let outcome = store
+        .apply(appends((0..2000).map(|n| record("a", n, 200)).collect()), 0)
+        .expect("apply");
+    let stored = stored_ids(&outcome.results);
+    assert!(!outcome.deferred.is_empty());
+    assert_eq!(stored.len() + outcome.deferred.len(), 2000);
+    assert_eq!(
+        outcome.deferred[0],
+        record("a", stored.len(), 200),
+        "deferred rows keep their order"
+    );
+    assert!(outcome.dropped.is_empty(), "block never drops");
+    let acked = Batch {
+        acks: stored[..100].to_vec(),
+        appends: outcome.deferred,
+        ..Batch::default()
+    };
+    let outcome = store.apply(acked, 0).expect("apply");
+    assert!(
+        !stored_ids(&outcome.results).is_empty(),
+        "room made by acks is used"
+    );
+}
+
+#[test]
+fn rows_older_than_max_age_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(&dir, 64 << 20, WhenFull::DropOldest);
+    opts.max_age = Duration::from_secs(60);
+    let (mut store, _) = Store::open(opts).expect("open");
+    let now = 1_700_000_000_000;
+    let records = (0..10)
+        .map(|n| Record {
+            received_at_ms: now - 120_000 + n as i64 * 20_000,
+            ..record("a", n, 10)
+        })
+        .collect();
+    store.apply(appends(records), now).expect("apply");
+    let outcome = store
+        .apply(
+            Batch {
+                expire: true,
+                ..Batch::default()
+            },
+            now,
+        )
+        .expect("expire");
+    // arrivals at -120 s, -100 s, -80 s are older than 60 s; -60 s is not
+    assert_eq!(outcome.dropped, vec![(DropReason::Expired, 3)]);
+    assert_eq!(store.rows(), 7);
+}
+
+#[test]
+fn dead_letters_are_kept_and_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(options(&dir, 1 << 20, WhenFull::DropOldest)).expect("open");
+    for n in 0..100 {
+        let letter = DeadLetter {
+            received_at_ms: n,
+            source: "mqtt",
+            topic: "devices/x/events".into(),
+            reason: "invalid_json",
+            detail: format!("bad {n}"),
+            payload: vec![b'!'; 5000],
+        };
+        store
+            .apply(
+                Batch {
+                    dead_letters: vec![letter],
+                    ..Batch::default()
+                },
+                0,
+            )
+            .expect("apply");
+    }
+    let summary = summarize(&dir.path().join("journal.db")).expect("summary");
+    let kept = Budget::for_max_size(1 << 20).dead_letters / (DeadLetter::MAX_PAYLOAD as u64 + 512);
+    assert_eq!(summary.dead_letters, kept.clamp(8, 1000));
+}
+
+#[test]
+fn summary_counts_rows_per_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("open");
+    let mut records: Vec<Record> = (0..3).map(|n| record("a", n, 10)).collect();
+    records.push(record("b", 9, 10));
+    store.apply(appends(records), 0).expect("apply");
+    let summary = summarize(&dir.path().join("journal.db")).expect("summary");
+    assert_eq!(summary.rows, 4);
+    assert_eq!(
+        summary.per_device,
+        vec![("a".to_owned(), 3), ("b".to_owned(), 1)]
+    );
+    assert_eq!(summary.oldest_received_at_ms, Some(*START_MS));
+}
+
+fn corrupt_and_reopen(damage: impl FnOnce(&std::path::Path)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(&dir, 64 << 20, WhenFull::DropOldest);
+    {
+        let (mut store, _) = Store::open(opts.clone()).expect("open");
+        store
+            .apply(appends((0..5000).map(|n| record("a", n, 200)).collect()), 0)
+            .expect("apply");
+        store.checkpoint();
+    }
+    damage(&opts.path);
+    let (mut store, report) =
+        Store::open(opts.clone()).expect("a damaged journal never stops the gateway");
+    let moved = report
+        .moved_aside
+        .expect("the damaged journal is moved aside");
+    assert!(moved.exists(), "the damaged file is kept for inspection");
+    assert_eq!(store.rows(), 0);
+    let outcome = store
+        .apply(appends(vec![record("a", 1, 10)]), 0)
+        .expect("the fresh journal works");
+    assert_eq!(stored_ids(&outcome.results).len(), 1);
+}
+
+#[test]
+fn a_garbage_journal_is_moved_aside() {
+    corrupt_and_reopen(|path| {
+        std::fs::write(path, vec![0x5a; 64 * 1024]).expect("write garbage");
+    });
+}
+
+#[test]
+fn a_truncated_journal_is_moved_aside() {
+    corrupt_and_reopen(|path| {
+        let len = std::fs::metadata(path).expect("meta").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        file.set_len(len / 3).expect("truncate");
+    });
+}
+
+#[test]
+fn a_journal_with_a_scribbled_page_is_moved_aside() {
+    corrupt_and_reopen(|path| {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        // page 3 onwards: b-tree pages of the events table
+        file.seek(SeekFrom::Start(2 * 4096)).expect("seek");
+        file.write_all(&[0xff; 4096 * 4]).expect("scribble");
+    });
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<usize>),
+    /// Ack the rows at these positions of the live rows (modulo their count).
+    Ack(Vec<usize>),
+    AckUnknown,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(1usize..600, 1..40).prop_map(Op::Append),
+        3 => prop::collection::vec(any::<usize>(), 1..20).prop_map(Op::Ack),
+        1 => Just(Op::AckUnknown),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The journal behaves like a queue: it holds exactly the appended, unacked rows in order,
+    /// except for a head that `drop_oldest` evicted — only when over budget, and counted.
+    #[test]
+    fn journal_matches_a_queue_model(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = options(&dir, 128 * 1024, WhenFull::DropOldest);
+        let (mut store, _) = Store::open(opts.clone()).expect("open");
+        let mut model: VecDeque<(i64, Vec<u8>)> = VecDeque::new();
+        let mut next = 0usize;
+        for op in ops {
+            let mut evicted = 0;
+            match op {
+                Op::Append(sizes) => {
+                    let records: Vec<Record> = sizes
+                        .iter()
+                        .map(|size| {
+                            next += 1;
+                            record("dev", next, *size)
+                        })
+                        .collect();
+                    let outcome = store.apply(appends(records.clone()), 0).expect("apply");
+                    let ids = stored_ids(&outcome.results);
+                    prop_assert_eq!(ids.len(), records.len());
+                    model.extend(ids.into_iter().zip(records.into_iter().map(|r| r.payload)));
+                    evicted = outcome.dropped.iter().map(|(_, count)| count).sum::<u64>();
+                }
+                Op::Ack(positions) => {
+                    if !model.is_empty() {
+                        let ids: Vec<i64> = positions.iter().map(|p| model[p % model.len()].0).collect();
+                        store.apply(Batch { acks: ids.clone(), ..Batch::default() }, 0).expect("ack");
+                        model.retain(|(id, _)| !ids.contains(id));
+                    }
+                }
+                Op::AckUnknown => {
+                    let outcome = store.apply(Batch { acks: vec![i64::MAX, -5], ..Batch::default() }, 0).expect("ack");
+                    prop_assert_eq!(outcome.acked, 0);
+                }
+                Op::Reopen => {
+                    drop(store);
+                    let (reopened, report) = Store::open(opts.clone()).expect("reopen");
+                    prop_assert_eq!(report.recovered_rows, model.len() as u64);
+                    store = reopened;
+                }
+            }
+            let rows = all_rows(&opts.path);
+            // The store holds a tail of the model: what is missing is an evicted head.
+            prop_assert!(rows.len() <= model.len());
+            let head = model.len() - rows.len();
+            prop_assert_eq!(head as u64, evicted, "rows vanish only by counted eviction");
+            model.drain(..head);
+            prop_assert!(rows.iter().eq(model.iter()), "rows, ids and payloads match the model");
+            prop_assert_eq!(store.rows(), model.len() as u64);
+            prop_assert!(store.row_bytes() <= store.budget().rows);
+        }
+    }
+}
+
+#[tokio::test]
+async fn writer_commits_groups_and_acks_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _) =
+        Journal::start(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("start");
+    let handle = journal.handle();
+    let mut committed = handle.committed();
+    let mut tasks = Vec::new();
+    for device in 0..8 {
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..250 {
+                handle
+                    .append(vec![record(&format!("d{device}"), n, 100)])
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let ids = handle
+        .append_and_wait(vec![record("last", 0, 10)])
+        .await
+        .expect("append_and_wait");
+    assert_eq!(
+        ids,
+        vec![Some(2001)],
+        "the waited-for record is committed after all before it"
+    );
+    assert_eq!(*committed.borrow_and_update(), 2001);
+    assert!(
+        handle.stats().commits() < 2001,
+        "group commit: {} commits for 2001 rows",
+        handle.stats().commits()
+    );
+    let reader = JournalReader::open(handle.path()).expect("reader");
+    let first = reader.read_after(0, 10).await.expect("read");
+    assert_eq!(first.len(), 10);
+    handle.ack((1..=2000).collect()).expect("ack");
+    journal.close().await;
+    let summary = summarize(&dir.path().join("journal.db")).expect("summary");
+    assert_eq!(
+        summary.rows, 1,
+        "acked rows are deleted before close returns"
+    );
+    assert_eq!(summary.per_device, vec![("last".to_owned(), 1)]);
+}

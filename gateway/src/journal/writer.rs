@@ -1,0 +1,463 @@
+//! The write path: one thread owns the write connection and commits appends, acks and dead
+//! letters in groups.
+//!
+//! # Group commit
+//! The thread waits for the first piece of work, then takes everything else already queued (up
+//! to [`MAX_BATCH_ROWS`]) and applies it in one transaction. Under light load an event is
+//! committed as soon as it arrives; under heavy load the batches grow while a commit's sync is
+//! under way, so the cost of a sync is shared by many events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::error::JournalError;
+use super::record::{DeadLetter, Record};
+use super::stats::{DropReason, JournalStats};
+use super::store::{AppendResult, Batch, JournalOptions, OpenReport, Store};
+
+/// Most rows applied in one transaction.
+pub(crate) const MAX_BATCH_ROWS: usize = 4096;
+/// Append requests queued before senders wait.
+const APPEND_QUEUE: usize = 256;
+/// How often rows past `max_age` are looked for.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+enum AppendRequest {
+    Records {
+        records: Vec<Record>,
+        done: Option<oneshot::Sender<Vec<Option<i64>>>>,
+    },
+    DeadLetter(DeadLetter),
+}
+
+enum Control {
+    Ack(Vec<i64>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A hand-off that failed because the writer has stopped; the records come back.
+#[derive(Debug, thiserror::Error)]
+#[error("journal writer has stopped")]
+pub struct AppendError(pub Vec<Record>);
+
+/// The running journal: owns the writer thread.
+#[derive(Debug)]
+pub struct Journal {
+    handle: JournalHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A cheap, cloneable handle to append to and ack rows of the journal.
+#[derive(Clone)]
+pub struct JournalHandle {
+    appends: mpsc::Sender<AppendRequest>,
+    controls: mpsc::UnboundedSender<Control>,
+    stats: Arc<JournalStats>,
+    committed: watch::Receiver<i64>,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for JournalHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalHandle")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Opens (or recovers) the journal and starts its writer thread.
+    pub fn start(options: JournalOptions) -> Result<(Self, OpenReport), JournalError> {
+        let stats = Arc::new(JournalStats::default());
+        let (store, report) = Store::open(options)?;
+        if let Some(moved_to) = &report.moved_aside {
+            stats.record_corruption();
+            tracing::error!(
+                journal = %store.path().display(),
+                moved_to = %moved_to.display(),
+                "journal was unreadable: moved it aside and started an empty one; events it held are lost"
+            );
+        }
+        stats.set_levels(
+            store.rows(),
+            store.file_bytes(),
+            store.oldest_received_at_ms(),
+        );
+        stats.record_commit(true);
+        let (appends, append_rx) = mpsc::channel(APPEND_QUEUE);
+        let (controls, control_rx) = mpsc::unbounded_channel();
+        let (committed_tx, committed) = watch::channel(0);
+        let path = store.path().to_path_buf();
+        let writer = Writer {
+            store,
+            stats: Arc::clone(&stats),
+            committed: committed_tx,
+            appends: append_rx,
+            controls: control_rx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| JournalError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        let handle = JournalHandle {
+            appends,
+            controls,
+            stats,
+            committed,
+            path,
+        };
+        Ok((
+            Self {
+                handle,
+                thread: Some(thread),
+            },
+            report,
+        ))
+    }
+
+    /// A handle for sources and sinks.
+    pub fn handle(&self) -> JournalHandle {
+        self.handle.clone()
+    }
+
+    /// Commits whatever is queued, checkpoints the WAL and stops the writer thread.
+    pub async fn close(mut self) {
+        let (done, finished) = oneshot::channel();
+        if self.handle.controls.send(Control::Shutdown(done)).is_ok() {
+            let _ = finished.await;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl JournalHandle {
+    /// Queues records for the next commit. Returns once they are queued, not committed: sources
+    /// that must confirm durability use [`JournalHandle::append_and_wait`].
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), AppendError> {
+        self.appends
+            .send(AppendRequest::Records {
+                records,
+                done: None,
+            })
+            .await
+            .map_err(|error| match error.0 {
+                AppendRequest::Records { records, .. } => AppendError(records),
+                AppendRequest::DeadLetter(_) => AppendError(Vec::new()),
+            })
+    }
+
+    /// Appends records and waits until they are committed. The result has one entry per record:
+    /// its row id, or `None` if the journal refused it (full with `drop_newest`, or a failed
+    /// write).
+    pub async fn append_and_wait(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Vec<Option<i64>>, AppendError> {
+        let (done, committed) = oneshot::channel();
+        let count = records.len();
+        self.appends
+            .send(AppendRequest::Records {
+                records,
+                done: Some(done),
+            })
+            .await
+            .map_err(|error| match error.0 {
+                AppendRequest::Records { records, .. } => AppendError(records),
+                AppendRequest::DeadLetter(_) => AppendError(Vec::new()),
+            })?;
+        committed
+            .await
+            .map_err(|_| AppendError(Vec::with_capacity(count)))
+    }
+
+    /// Keeps a rejected input for inspection.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), JournalError> {
+        self.appends
+            .send(AppendRequest::DeadLetter(letter))
+            .await
+            .map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// Deletes rows a sink has delivered (in the next commit).
+    pub fn ack(&self, ids: Vec<i64>) -> Result<(), JournalError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.controls
+            .send(Control::Ack(ids))
+            .map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// The highest row id committed so far; changes after each commit that appended rows.
+    pub fn committed(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
+    }
+
+    /// Live figures.
+    pub fn stats(&self) -> &Arc<JournalStats> {
+        &self.stats
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+struct Writer {
+    store: Store,
+    stats: Arc<JournalStats>,
+    committed: watch::Sender<i64>,
+    appends: mpsc::Receiver<AppendRequest>,
+    controls: mpsc::UnboundedReceiver<Control>,
+}
+
+/// Who is waiting for how many of the queued records.
+struct Waiter {
+    remaining: usize,
+    ids: Vec<Option<i64>>,
+    done: Option<oneshot::Sender<Vec<Option<i64>>>>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        // The writer's own single-threaded runtime: it only waits on channels; SQLite work blocks
+        // this thread and no other.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "failed to start the journal writer");
+                return;
+            }
+        };
+        runtime.block_on(self.serve());
+    }
+
+    async fn serve(&mut self) {
+        let mut pending: VecDeque<Record> = VecDeque::new();
+        let mut waiters: VecDeque<Waiter> = VecDeque::new();
+        let mut appends_open = true;
+        let mut ticker = tokio::time::interval(EXPIRY_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_expiry = Instant::now();
+        let mut shutdown: Option<Shutdown> = None;
+
+        loop {
+            let mut batch = Batch::default();
+            // Records deferred by `when_full = "block"` go first, and nothing new is taken until
+            // they are in: that is what makes the senders wait.
+            let blocked = !pending.is_empty();
+            tokio::select! {
+                biased;
+                control = self.controls.recv() => match control {
+                    Some(control) => take_control(control, &mut batch, &mut shutdown),
+                    // Every handle is gone: nobody can append or ack any more.
+                    None => shutdown = Some(Shutdown(None)),
+                },
+                request = self.appends.recv(), if appends_open && !blocked => match request {
+                    Some(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
+                    None => appends_open = false,
+                },
+                _ = ticker.tick() => {}
+            }
+            while batch.acks.len() + pending.len() + batch.dead_letters.len() < MAX_BATCH_ROWS {
+                if let Ok(control) = self.controls.try_recv() {
+                    take_control(control, &mut batch, &mut shutdown);
+                    continue;
+                }
+                if !appends_open || !pending.is_empty() && blocked {
+                    break;
+                }
+                match self.appends.try_recv() {
+                    Ok(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
+                    Err(_) => break,
+                }
+            }
+            if shutdown.is_some() {
+                // Take everything still queued, then stop.
+                self.appends.close();
+                while let Ok(request) = self.appends.try_recv() {
+                    take_append(request, &mut batch, &mut pending, &mut waiters);
+                }
+            }
+            if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+                batch.expire = true;
+                last_expiry = Instant::now();
+            }
+            batch.appends = pending.drain(..).collect();
+            if !batch.is_empty() {
+                self.commit(batch, &mut pending, &mut waiters);
+            }
+            if let Some(Shutdown(done)) = shutdown.take() {
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        rows = pending.len(),
+                        "journal full at shutdown: events held back by when_full = \"block\" were not stored"
+                    );
+                }
+                self.store.checkpoint();
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        batch: Batch,
+        pending: &mut VecDeque<Record>,
+        waiters: &mut VecDeque<Waiter>,
+    ) {
+        let appended = batch.appends.len();
+        let now_ms = now_ms();
+        let outcome = match self.store.apply(batch, now_ms) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.stats.record_commit(false);
+                tracing::error!(error = %error_chain(&error), rows = appended, "journal commit failed; the batch is lost");
+                if error.is_corruption() {
+                    self.recover_from_corruption();
+                }
+                self.stats
+                    .add_dropped(DropReason::WriteFailed, appended as u64);
+                settle(waiters, std::iter::repeat_n(None, appended));
+                return;
+            }
+        };
+        self.stats.record_commit(true);
+        for (reason, count) in &outcome.dropped {
+            self.stats.add_dropped(*reason, *count);
+        }
+        self.stats.set_levels(
+            self.store.rows(),
+            self.store.file_bytes(),
+            self.store.oldest_received_at_ms(),
+        );
+        let highest = outcome
+            .results
+            .iter()
+            .rev()
+            .find_map(|result| match result {
+                AppendResult::Stored(id) => Some(*id),
+                AppendResult::Refused => None,
+            });
+        if let Some(highest) = highest {
+            self.committed.send_replace(highest);
+        }
+        // Waiters hear last: whoever is told "committed" finds the figures already updated.
+        let results = outcome.results.iter().map(|result| match result {
+            AppendResult::Stored(id) => Some(*id),
+            AppendResult::Refused => None,
+        });
+        settle(waiters, results);
+        pending.extend(outcome.deferred);
+    }
+
+    fn recover_from_corruption(&mut self) {
+        let lost = self.store.rows();
+        let options = self.store.options().clone();
+        match Store::open(options) {
+            Ok((store, report)) => {
+                self.stats.record_corruption();
+                self.stats.add_dropped(DropReason::Corrupt, lost);
+                tracing::error!(
+                    lost_rows = lost,
+                    moved_to = ?report.moved_aside,
+                    "journal became unreadable: moved it aside and started an empty one"
+                );
+                self.store = store;
+            }
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "failed to recover the journal");
+            }
+        }
+    }
+}
+
+/// A request to stop, and who to tell when stopped.
+struct Shutdown(Option<oneshot::Sender<()>>);
+
+fn take_control(control: Control, batch: &mut Batch, shutdown: &mut Option<Shutdown>) {
+    match control {
+        Control::Ack(ids) => batch.acks.extend(ids),
+        Control::Shutdown(done) => *shutdown = Some(Shutdown(Some(done))),
+    }
+}
+
+fn take_append(
+    request: AppendRequest,
+    batch: &mut Batch,
+    pending: &mut VecDeque<Record>,
+    waiters: &mut VecDeque<Waiter>,
+) {
+    match request {
+        AppendRequest::Records { records, done } => {
+            waiters.push_back(Waiter {
+                remaining: records.len(),
+                ids: Vec::with_capacity(if done.is_some() { records.len() } else { 0 }),
+                done,
+            });
+            pending.extend(records);
+        }
+        AppendRequest::DeadLetter(letter) => batch.dead_letters.push(letter),
+    }
+}
+
+/// Hands each committed (or refused) record's fate to whoever waits for it, in order.
+fn settle(waiters: &mut VecDeque<Waiter>, results: impl Iterator<Item = Option<i64>>) {
+    for result in results {
+        while waiters.front().is_some_and(|waiter| waiter.remaining == 0) {
+            finish(waiters);
+        }
+        let Some(waiter) = waiters.front_mut() else {
+            break;
+        };
+        waiter.remaining -= 1;
+        if waiter.done.is_some() {
+            waiter.ids.push(result);
+        }
+    }
+    while waiters.front().is_some_and(|waiter| waiter.remaining == 0) {
+        finish(waiters);
+    }
+}
+
+fn finish(waiters: &mut VecDeque<Waiter>) {
+    if let Some(waiter) = waiters.pop_front()
+        && let Some(done) = waiter.done
+    {
+        let _ = done.send(waiter.ids);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// An error with its causes, for logs.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
