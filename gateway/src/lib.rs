@@ -4,3 +4,5 @@
 //! sources ([`sources`]) → decode and validate ([`decode`]) → journal ([`journal`]) → sinks
 //! ([`sinks`]), plus the admin surface ([`admin`]). [`config`] turns TOML into a validated
 //! configuration that cannot be invalid, and [`app`] wires the stages together.
+
+pub mod decode;
