@@ -6,4 +6,5 @@
 //! configuration that cannot be invalid, and [`app`] wires the stages together.
 
 pub mod config;
+pub mod decode;
 pub mod journal;
