@@ -1,20 +1,260 @@
-/// What to do when the journal is full.
+//! The validated configuration: every value here has been checked, so the rest of the gateway
+//! uses it without re-checking. Field docs are the reference; `docs/configuration.md` mirrors them.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default `[gateway] data_dir`.
+const DEFAULT_DATA_DIR: &str = "/var/lib/edge-gateway";
+/// Default `[uplink] topic_prefix`.
+const DEFAULT_TOPIC_PREFIX: &str = "edge";
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[gateway]`: who this gateway is and where it keeps its state.
+    pub gateway: GatewayConfig,
+    /// `[local_broker]`: the embedded MQTT broker devices publish to.
+    pub local_broker: LocalBrokerConfig,
+    /// `[[serial]]`: serial ports devices are attached to; none by default.
+    pub serial: Vec<SerialConfig>,
+    /// `[uplink]`: the cloud MQTT broker events are forwarded to.
+    pub uplink: UplinkConfig,
+    /// `[journal]`: the SQLite journal that holds events until the uplink acknowledges them.
+    pub journal: JournalConfig,
+    /// `[admin]`: the admin HTTP surface (health, metrics).
+    pub admin: AdminConfig,
+}
+
+impl Config {
+    /// A configuration with the two required values and every other value at its default.
+    pub fn new(gateway_id: impl Into<String>, uplink_url: UplinkUrl) -> Self {
+        let gateway = GatewayConfig::new(gateway_id);
+        let uplink = UplinkConfig::new(uplink_url, &gateway.id);
+        Self {
+            gateway,
+            local_broker: LocalBrokerConfig::default(),
+            serial: Vec::new(),
+            uplink,
+            journal: JournalConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+
+    /// Where the journal database lives: `{data_dir}/journal.db`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.gateway.data_dir.join("journal.db")
+    }
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `id` (required): 1 to 64 of `A-Z a-z 0-9 . _ -`; names this gateway in uplink topics and
+    /// in the default uplink client id.
+    pub id: String,
+    /// `data_dir` (default `/var/lib/edge-gateway`): holds `journal.db`.
+    pub data_dir: PathBuf,
+}
+
+impl GatewayConfig {
+    /// A gateway called `id` with the default data directory.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        }
+    }
+}
+
+/// `[local_broker]`: the embedded broker devices connect to.
+#[derive(Debug, Clone)]
+pub struct LocalBrokerConfig {
+    /// `listen` (default `0.0.0.0:1883`): `ip:port` to accept device connections on.
+    pub listen: SocketAddr,
+    /// `users` (default none, meaning no authentication): device logins, names unique.
+    pub users: Vec<DeviceUser>,
+    /// `max_connections` (default 1000, at least 1): device connections accepted at once.
+    pub max_connections: usize,
+}
+
+impl Default for LocalBrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
+            users: Vec::new(),
+            max_connections: 1000,
+        }
+    }
+}
+
+/// One device login of the local broker: `{ name = "...", password_file = "..." }`.
+#[derive(Debug, Clone)]
+pub struct DeviceUser {
+    /// `name` (required): the MQTT username.
+    pub name: String,
+    /// `password_file` (required): a file holding the password, so that it stays out of the
+    /// configuration; read at start-up.
+    pub password_file: PathBuf,
+}
+
+/// One `[[serial]]` port.
+#[derive(Debug, Clone)]
+pub struct SerialConfig {
+    /// `port` (required): the device path, preferably `/dev/serial/by-id/...`, which survives
+    /// re-plugging; each port at most once.
+    pub port: PathBuf,
+    /// `baud` (default 115200, at least 1).
+    pub baud: u32,
+}
+
+impl SerialConfig {
+    /// `port` at the default baud rate.
+    pub fn new(port: impl Into<PathBuf>) -> Self {
+        Self {
+            port: port.into(),
+            baud: 115_200,
+        }
+    }
+}
+
+/// `[uplink]`: the cloud broker.
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    /// `url` (required): `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
+    /// (TLS, default port 8883).
+    pub url: UplinkUrl,
+    /// `topic_prefix` (default `edge`): events go to `{topic_prefix}/{gateway.id}/...`; not
+    /// empty, no `+` or `#`, no leading or trailing `/`.
+    pub topic_prefix: String,
+    /// `client_id` (default `edge-gateway-{gateway.id}`): the MQTT client id; not empty.
+    pub client_id: String,
+    /// `ca_file` (default: the system roots): PEM certificates to trust; `mqtts` only.
+    pub ca_file: Option<PathBuf>,
+    /// `client_cert_file`: PEM client certificate for mutual TLS; `mqtts` only, together with
+    /// `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// `client_key_file`: PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// `username` (default none): MQTT username; not empty.
+    pub username: Option<String>,
+    /// `password_file`: a file holding the MQTT password; only with `username`.
+    pub password_file: Option<PathBuf>,
+    /// `keep_alive` (default `30s`, from 5s to 65535s in whole seconds): MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// `max_inflight` (default 256, 1 to 65535): QoS 1 publishes awaiting an ack at once.
+    pub max_inflight: u16,
+    /// `reconnect_min` (default `100ms`, above zero): first delay before reconnecting; doubles
+    /// on each failure.
+    pub reconnect_min: Duration,
+    /// `reconnect_max` (default `30s`, at least `reconnect_min`): the longest reconnect delay.
+    pub reconnect_max: Duration,
+}
+
+impl UplinkConfig {
+    /// The uplink to `url` with every optional value at its default; the client id is derived
+    /// from `gateway_id`.
+    pub fn new(url: UplinkUrl, gateway_id: &str) -> Self {
+        Self {
+            url,
+            topic_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            client_id: format!("edge-gateway-{gateway_id}"),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            username: None,
+            password_file: None,
+            keep_alive: Duration::from_secs(30),
+            max_inflight: 256,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A parsed `mqtt://` or `mqtts://` URL. `Display` gives it back with the port spelled out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkUrl {
+    /// `true` for `mqtts://`.
+    pub tls: bool,
+    /// A host name or IP address; an IPv6 address without its brackets.
+    pub host: String,
+    /// The port, the scheme's default if the URL named none.
+    pub port: u16,
+}
+
+impl fmt::Display for UplinkUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `[journal]`: the durable buffer between devices and the uplink.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// `max_size` (default `512MiB`, at least `64KiB`): the journal never grows past this;
+    /// `when_full` says what gives.
+    pub max_size: u64,
+    /// `max_age` (default `7d`, above zero): events older than this are dropped unsent.
+    pub max_age: Duration,
+    /// `when_full` (default `drop_oldest`).
+    pub when_full: WhenFull,
+    /// `synchronous` (default `full`).
+    pub synchronous: Synchronous,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 512 << 20,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            when_full: WhenFull::default(),
+            synchronous: Synchronous::default(),
+        }
+    }
+}
+
+/// What to do with a new event when the journal is at `max_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WhenFull {
-    /// Evict the oldest row.
+    /// `drop_oldest`: evict the oldest events to make room; the newest data survives.
     #[default]
     DropOldest,
-    /// Refuse the new row.
+    /// `drop_newest`: refuse the new event; what is already buffered survives.
     DropNewest,
-    /// Hold the source back.
+    /// `block`: hold the sources back (devices see their publishes stall) until there is room.
     Block,
 }
-/// SQLite synchronous.
+
+/// SQLite `synchronous` mode of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
-    /// Sync each commit.
+    /// `full`: every commit is synced to disk before devices are acked; survives power loss.
     #[default]
     Full,
-    /// Sync at checkpoints.
+    /// `normal`: synced at checkpoints; survives a crash of the process but the last commits
+    /// may be lost on power loss. Fewer writes to flash.
     Normal,
+}
+
+/// `[admin]`: the admin HTTP surface.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `listen` (default `127.0.0.1:9100`): `ip:port` of the admin HTTP server.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9100)),
+        }
+    }
 }

@@ -1,0 +1,95 @@
+//! The configuration file as written: serde structs mirroring the TOML, before any checking.
+//!
+//! Every key is optional here, even the required ones, and values that need checking beyond their
+//! TOML type (durations, sizes, addresses, names, integers with a range) keep their text and
+//! span, so that `validate` can report *all* missing and bad values at once, each at its place.
+//! Unknown keys are not refused by serde (that would stop at the first one): they are collected
+//! by `serde_ignored` in `load`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string value and where it is.
+pub(super) type Text = Spanned<String>;
+/// An integer value and where it is; ranges are checked by `validate`.
+pub(super) type Integer = Spanned<i64>;
+
+/// The whole document.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawConfig {
+    pub(super) gateway: Option<Spanned<RawGateway>>,
+    pub(super) local_broker: RawLocalBroker,
+    pub(super) serial: Vec<Spanned<RawSerial>>,
+    pub(super) uplink: Option<Spanned<RawUplink>>,
+    pub(super) journal: RawJournal,
+    pub(super) admin: RawAdmin,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawGateway {
+    pub(super) id: Option<Text>,
+    pub(super) data_dir: Option<Text>,
+}
+
+/// `[local_broker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawLocalBroker {
+    pub(super) listen: Option<Text>,
+    pub(super) users: Vec<Spanned<RawDeviceUser>>,
+    pub(super) max_connections: Option<Integer>,
+}
+
+/// One entry of `local_broker.users`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawDeviceUser {
+    pub(super) name: Option<Text>,
+    pub(super) password_file: Option<Text>,
+}
+
+/// One `[[serial]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawSerial {
+    pub(super) port: Option<Text>,
+    pub(super) baud: Option<Integer>,
+}
+
+/// `[uplink]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawUplink {
+    pub(super) url: Option<Text>,
+    pub(super) topic_prefix: Option<Text>,
+    pub(super) client_id: Option<Text>,
+    pub(super) ca_file: Option<Text>,
+    pub(super) client_cert_file: Option<Text>,
+    pub(super) client_key_file: Option<Text>,
+    pub(super) username: Option<Text>,
+    pub(super) password_file: Option<Text>,
+    pub(super) keep_alive: Option<Text>,
+    pub(super) max_inflight: Option<Integer>,
+    pub(super) reconnect_min: Option<Text>,
+    pub(super) reconnect_max: Option<Text>,
+}
+
+/// `[journal]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawJournal {
+    pub(super) max_size: Option<Text>,
+    pub(super) max_age: Option<Text>,
+    pub(super) when_full: Option<Text>,
+    pub(super) synchronous: Option<Text>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<Text>,
+}

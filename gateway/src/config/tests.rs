@@ -1,0 +1,476 @@
+//! Whole-file tests: the example, defaults, and each kind of problem at its exact place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../config/gateway.toml");
+
+const MINIMAL: &str = r#"
+[gateway]
+id = "gw-1"
+
+[uplink]
+url = "mqtt://127.0.0.1"
+"#;
+
+/// `LINE:COL: message` for each problem in `source`; panics if it is valid.
+fn problems(source: &str) -> Vec<String> {
+    match parse(source, "test.toml") {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(error) => {
+            assert_eq!(error.file, "test.toml");
+            error
+                .problems
+                .iter()
+                .map(|problem| format!("{}:{}: {}", problem.line, problem.column, problem.message))
+                .collect()
+        }
+    }
+}
+
+fn valid(source: &str) -> Config {
+    match parse(source, "test.toml") {
+        Ok(config) => config,
+        Err(error) => panic!("expected a valid config, got:\n{error}"),
+    }
+}
+
+fn address(text: &str) -> SocketAddr {
+    text.parse().expect("test address")
+}
+
+#[test]
+fn the_example_parses_and_matches_the_defaults_it_documents() {
+    let config = valid(EXAMPLE);
+    let defaults = Config::new("greenhouse-pi", config.uplink.url.clone());
+
+    assert_eq!(config.gateway.id, "greenhouse-pi");
+    assert_eq!(config.gateway.data_dir, defaults.gateway.data_dir);
+    assert_eq!(config.local_broker.listen, defaults.local_broker.listen);
+    assert_eq!(config.local_broker.max_connections, 1000);
+    assert_eq!(config.local_broker.users.len(), 1);
+    assert_eq!(config.local_broker.users[0].name, "sensor-1");
+    assert_eq!(
+        config.local_broker.users[0].password_file,
+        Path::new("/etc/edge-gateway/sensor-1.pass")
+    );
+    assert_eq!(config.serial.len(), 1);
+    assert_eq!(config.serial[0].port, Path::new("/dev/ttyUSB0"));
+    assert_eq!(config.serial[0].baud, 115_200);
+    assert_eq!(
+        config.uplink.url.to_string(),
+        "mqtts://broker.example.com:8883"
+    );
+    assert_eq!(config.uplink.topic_prefix, defaults.uplink.topic_prefix);
+    assert_eq!(config.uplink.client_id, defaults.uplink.client_id);
+    assert_eq!(config.uplink.ca_file, None);
+    assert_eq!(config.uplink.username, None);
+    assert_eq!(config.uplink.keep_alive, defaults.uplink.keep_alive);
+    assert_eq!(config.uplink.max_inflight, defaults.uplink.max_inflight);
+    assert_eq!(config.uplink.reconnect_min, defaults.uplink.reconnect_min);
+    assert_eq!(config.uplink.reconnect_max, defaults.uplink.reconnect_max);
+    assert_eq!(config.journal.max_size, defaults.journal.max_size);
+    assert_eq!(config.journal.max_age, defaults.journal.max_age);
+    assert_eq!(config.journal.when_full, WhenFull::DropOldest);
+    assert_eq!(config.journal.synchronous, Synchronous::Full);
+    assert_eq!(config.admin.listen, defaults.admin.listen);
+}
+
+#[test]
+fn the_example_loads_from_disk() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+    let config = load(&path).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.gateway.id, "greenhouse-pi");
+}
+
+#[test]
+fn only_gateway_id_and_uplink_url_are_required() {
+    let config = valid(MINIMAL);
+    assert_eq!(config.gateway.id, "gw-1");
+    assert_eq!(config.gateway.data_dir, Path::new("/var/lib/edge-gateway"));
+    assert_eq!(config.local_broker.listen, address("0.0.0.0:1883"));
+    assert!(config.local_broker.users.is_empty());
+    assert_eq!(config.local_broker.max_connections, 1000);
+    assert!(config.serial.is_empty());
+    assert_eq!(
+        config.uplink.url,
+        UplinkUrl {
+            tls: false,
+            host: "127.0.0.1".to_owned(),
+            port: 1883
+        }
+    );
+    assert_eq!(config.uplink.topic_prefix, "edge");
+    assert_eq!(config.uplink.client_id, "edge-gateway-gw-1");
+    assert_eq!(config.uplink.ca_file, None);
+    assert_eq!(config.uplink.client_cert_file, None);
+    assert_eq!(config.uplink.client_key_file, None);
+    assert_eq!(config.uplink.username, None);
+    assert_eq!(config.uplink.password_file, None);
+    assert_eq!(config.uplink.keep_alive, Duration::from_secs(30));
+    assert_eq!(config.uplink.max_inflight, 256);
+    assert_eq!(config.uplink.reconnect_min, Duration::from_millis(100));
+    assert_eq!(config.uplink.reconnect_max, Duration::from_secs(30));
+    assert_eq!(config.journal.max_size, 512 * 1024 * 1024);
+    assert_eq!(
+        config.journal.max_age,
+        Duration::from_secs(7 * 24 * 60 * 60)
+    );
+    assert_eq!(config.journal.when_full, WhenFull::DropOldest);
+    assert_eq!(config.journal.synchronous, Synchronous::Full);
+    assert_eq!(config.admin.listen, address("127.0.0.1:9100"));
+    assert_eq!(
+        config.journal_path(),
+        Path::new("/var/lib/edge-gateway/journal.db")
+    );
+}
+
+#[test]
+fn every_value_can_be_set() {
+    let config = valid(
+        r#"
+        [gateway]
+        id = "a.b_c-1"
+        data_dir = "/tmp/gw"
+        [local_broker]
+        listen = "[::]:2883"
+        max_connections = 5
+        [[local_broker.users]]
+        name = "s1"
+        password_file = "/s1"
+        [[local_broker.users]]
+        name = "s2"
+        password_file = "/s2"
+        [[serial]]
+        port = "/dev/ttyACM0"
+        baud = 9600
+        [[serial]]
+        port = "/dev/ttyACM1"
+        [uplink]
+        url = "mqtts://[::1]"
+        topic_prefix = "site/a"
+        client_id = "me"
+        ca_file = "/ca.pem"
+        client_cert_file = "/c.pem"
+        client_key_file = "/c.key"
+        username = "u"
+        password_file = "/p"
+        keep_alive = "1m"
+        max_inflight = 65535
+        reconnect_min = "1s"
+        reconnect_max = "1s"
+        [journal]
+        max_size = "64KiB"
+        max_age = "1h30m"
+        when_full = "block"
+        synchronous = "normal"
+        [admin]
+        listen = "0.0.0.0:8080"
+        "#,
+    );
+    assert_eq!(config.journal_path(), Path::new("/tmp/gw/journal.db"));
+    assert_eq!(config.local_broker.listen, address("[::]:2883"));
+    assert_eq!(config.local_broker.max_connections, 5);
+    let names: Vec<&str> = config
+        .local_broker
+        .users
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(names, ["s1", "s2"]);
+    assert_eq!(config.serial[0].baud, 9600);
+    assert_eq!(config.serial[1].baud, 115_200);
+    assert_eq!(config.uplink.url.to_string(), "mqtts://[::1]:8883");
+    assert_eq!(config.uplink.topic_prefix, "site/a");
+    assert_eq!(config.uplink.client_id, "me");
+    assert_eq!(config.uplink.ca_file, Some(PathBuf::from("/ca.pem")));
+    assert_eq!(
+        config.uplink.client_cert_file,
+        Some(PathBuf::from("/c.pem"))
+    );
+    assert_eq!(config.uplink.client_key_file, Some(PathBuf::from("/c.key")));
+    assert_eq!(config.uplink.username.as_deref(), Some("u"));
+    assert_eq!(config.uplink.password_file, Some(PathBuf::from("/p")));
+    assert_eq!(config.uplink.keep_alive, Duration::from_secs(60));
+    assert_eq!(config.uplink.max_inflight, u16::MAX);
+    assert_eq!(config.uplink.reconnect_min, Duration::from_secs(1));
+    assert_eq!(config.uplink.reconnect_max, Duration::from_secs(1));
+    assert_eq!(config.journal.max_size, 65_536);
+    assert_eq!(config.journal.max_age, Duration::from_secs(5_400));
+    assert_eq!(config.journal.when_full, WhenFull::Block);
+    assert_eq!(config.journal.synchronous, Synchronous::Normal);
+    assert_eq!(config.admin.listen, address("0.0.0.0:8080"));
+}
+
+#[test]
+fn unknown_keys_are_all_reported_at_the_key() {
+    let source = r#"[gateway]
+id = "gw"
+colour = "red"
+
+[uplink]
+url = "mqtt://x"
+
+[journal]
+max_sise = "1GiB"
+
+[[serial]]
+port = "/dev/a"
+[[serial]]
+port = "/dev/b"
+  speed = 9600
+
+[local_broker]
+users = [{ name = "a", password_file = "/a", pasword = "x" }]
+
+[[rule]]
+name = "too hot"
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "3:1: unknown key `gateway.colour`",
+            "9:1: unknown key `journal.max_sise`",
+            "15:3: unknown key `serial[1].speed`",
+            "18:46: unknown key `local_broker.users[0].pasword`",
+            "20:3: unknown key `rule`",
+        ]
+    );
+}
+
+#[test]
+fn missing_keys_point_at_their_section_or_the_start_of_the_file() {
+    assert_eq!(
+        problems("# nothing here\n"),
+        [
+            "1:1: missing key `gateway.id`",
+            "1:1: missing key `uplink.url`"
+        ]
+    );
+    let source = r#"[gateway]
+data_dir = "/x"
+
+[uplink]
+topic_prefix = "t"
+
+[[serial]]
+baud = 9600
+
+[local_broker]
+users = [{ name = "a" }]
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "1:1: missing key `gateway.id`",
+            "4:1: missing key `uplink.url`",
+            "7:1: missing key `serial[0].port`",
+            "11:10: missing key `local_broker.users[0].password_file`",
+        ]
+    );
+}
+
+#[test]
+fn a_syntax_error_is_reported_where_it_is() {
+    assert_eq!(
+        problems("[gateway]\nid = \"gw\"\nname \"x\"\n"),
+        ["3:6: invalid toml: key with no value, expected `=`"]
+    );
+    assert_eq!(
+        problems("[gateway]\nid = \"gw\"\nid = \"other\"\n"),
+        ["3:1: invalid toml: duplicate key"]
+    );
+}
+
+#[test]
+fn a_wrong_type_names_the_key() {
+    let source = r#"[gateway]
+id = "gw"
+[uplink]
+url = "mqtt://x"
+[[serial]]
+port = "/dev/a"
+baud = "fast"
+"#;
+    assert_eq!(
+        problems(source),
+        ["7:8: wrong type for `serial[0].baud`: expected an integer, found string \"fast\""]
+    );
+    assert_eq!(
+        problems("gateway = \"gw\"\n"),
+        ["1:11: wrong type for `gateway`: expected a table, found string \"gw\""]
+    );
+    assert_eq!(
+        problems("[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://x\"\nkeep_alive = 30\n"),
+        ["5:14: wrong type for `uplink.keep_alive`: expected a string, found integer `30`"]
+    );
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let source = r#"[gateway]
+id = "green house"
+data_dir = ""
+
+[local_broker]
+listen = "localhost:1883"
+max_connections = 0
+users = [
+    { name = "a", password_file = "/a" },
+    { name = "a", password_file = "/b" },
+]
+
+[[serial]]
+port = "/dev/ttyUSB0"
+baud = -1
+[[serial]]
+port = "/dev/ttyUSB0"
+
+[uplink]
+url = "http://x"
+topic_prefix = "edge/#/"
+client_id = ""
+keep_alive = "1s"
+max_inflight = 70000
+reconnect_min = "0s"
+reconnect_max = "5 minutes"
+
+[journal]
+max_size = "1KiB"
+max_age = "1w"
+when_full = "drop"
+synchronous = "off"
+
+[admin]
+listen = "127.0.0.1"
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "2:6: invalid value `green house` for `gateway.id`: expected 1 to 64 of A-Z a-z 0-9 . _ -",
+            "3:12: invalid value `` for `gateway.data_dir`: must not be empty",
+            "6:10: invalid address `localhost:1883` for `local_broker.listen`: expected ip:port, e.g. 0.0.0.0:1883",
+            "7:19: invalid value `0` for `local_broker.max_connections`: must be from 1 to 4294967295",
+            "10:14: duplicate user `a` in `local_broker.users[1].name`: already in `local_broker.users[0]`",
+            "15:8: invalid value `-1` for `serial[0].baud`: must be from 1 to 4294967295",
+            "17:8: duplicate port `/dev/ttyUSB0` in `serial[1].port`: already in `serial[0]`",
+            "20:7: invalid url `http://x` for `uplink.url`: scheme must be mqtt or mqtts",
+            "21:16: invalid value `edge/#/` for `uplink.topic_prefix`: must not contain the wildcards + or #",
+            "22:13: invalid value `` for `uplink.client_id`: must not be empty",
+            "23:14: invalid value `1s` for `uplink.keep_alive`: must be from 5s to 65535s",
+            "24:16: invalid value `70000` for `uplink.max_inflight`: must be from 1 to 65535",
+            "25:17: invalid value `0s` for `uplink.reconnect_min`: must be above zero",
+            "26:17: invalid duration `5 minutes` for `uplink.reconnect_max`: expected a number followed by ms, s, m, h or d",
+            "29:12: invalid value `1KiB` for `journal.max_size`: must be at least 64KiB",
+            "30:11: invalid duration `1w` for `journal.max_age`: expected a number followed by ms, s, m, h or d",
+            "31:13: invalid value `drop` for `journal.when_full`: expected drop_oldest, drop_newest or block",
+            "32:15: invalid value `off` for `journal.synchronous`: expected full or normal",
+            "35:10: invalid address `127.0.0.1` for `admin.listen`: expected ip:port, e.g. 127.0.0.1:9100",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_reported_together() {
+    let source = "[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://x\"\n[journal]\nmax_sise = \"1GiB\"\nmax_age = \"soon\"\n";
+    assert_eq!(
+        problems(source),
+        [
+            "6:1: unknown key `journal.max_sise`",
+            "7:11: invalid duration `soon` for `journal.max_age`: expected a number followed by ms, s, m, h or d",
+        ]
+    );
+}
+
+#[test]
+fn values_that_contradict_each_other_are_reported() {
+    let source = r#"[gateway]
+id = "gw"
+[uplink]
+url = "mqtt://x"
+ca_file = "/ca.pem"
+client_cert_file = "/c.pem"
+password_file = "/p"
+reconnect_min = "1m"
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "5:11: `uplink.ca_file` needs an mqtts:// url",
+            "6:20: `uplink.client_cert_file` needs an mqtts:// url",
+            "6:20: `uplink.client_cert_file` needs `uplink.client_key_file`",
+            "7:17: `uplink.password_file` needs `uplink.username`",
+            "8:17: `uplink.reconnect_max` (30s) must be at least `uplink.reconnect_min` (60s)",
+        ]
+    );
+    let source = "[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtts://x\"\nclient_key_file = \"/k\"\nkeep_alive = \"5500ms\"\n";
+    assert_eq!(
+        problems(source),
+        [
+            "5:19: `uplink.client_key_file` needs `uplink.client_cert_file`",
+            "6:14: invalid value `5500ms` for `uplink.keep_alive`: must be whole seconds",
+        ]
+    );
+}
+
+#[test]
+fn gateway_id_length_is_bounded() {
+    let id = "a".repeat(64);
+    let source = format!("[gateway]\nid = \"{id}\"\n[uplink]\nurl = \"mqtt://x\"\n");
+    assert_eq!(valid(&source).gateway.id, id);
+    let source = format!("[gateway]\nid = \"{id}a\"\n[uplink]\nurl = \"mqtt://x\"\n");
+    assert_eq!(problems(&source).len(), 1);
+    assert_eq!(
+        problems("[gateway]\nid = \"\"\n[uplink]\nurl = \"mqtt://x\"\n").len(),
+        1
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let source = "[gateway]\nid = \"gw\" # été\n[uplink]\nurl = \"mqtt://x\"\n\"clé\" = 1\n";
+    assert_eq!(problems(source), ["5:1: unknown key `uplink.\"clé\"`"]);
+    let source = "[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://x\"\n[journal]\nmax_age = \"été\" \nmax_size = \"é\"\n";
+    let found = problems(source);
+    assert!(
+        found[0].starts_with("6:11: invalid duration `été`"),
+        "{found:?}"
+    );
+    assert!(found[1].starts_with("7:12: invalid size `é`"), "{found:?}");
+}
+
+#[test]
+fn display_prints_one_line_per_problem() {
+    let error =
+        parse("[gateway]\nid = \"gw\"\nextra = 1\n", "gw.toml").expect_err("invalid config");
+    assert_eq!(
+        error.to_string(),
+        "gw.toml:1:1: missing key `uplink.url`\ngw.toml:3:1: unknown key `gateway.extra`"
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_one_problem_about_the_file() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("absent.toml");
+    let error = load(&path).expect_err("file does not exist");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: failed to read config file: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+    assert_eq!(error.problems.len(), 1);
+    assert_eq!((error.problems[0].line, error.problems[0].column), (0, 0));
+}
+
+#[test]
+fn a_config_built_in_code_has_the_same_defaults_as_an_empty_file() {
+    let parsed = valid(MINIMAL);
+    let built = Config::new("gw-1", parsed.uplink.url.clone());
+    assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+}
