@@ -5,6 +5,12 @@
 //! ([`sinks`]), plus the admin surface ([`admin`]). [`config`] turns TOML into a validated
 //! configuration that cannot be invalid, and [`app`] wires the stages together.
 
+pub mod admin;
+pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod journal;
+pub mod sinks;
+pub mod sources;

@@ -1,1 +1,200 @@
-fn main() {}
+//! The `edge-gateway` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use edge_gateway::config;
+
+/// Carries sensor events from devices to the cloud through a durable journal.
+#[derive(Debug, Parser)]
+#[command(name = "edge-gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway service.
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file: exit 0 if valid, else print `file:line:col: message` lines
+    /// and exit 2.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Look into the journal (works while the gateway runs).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Run everything on this machine with embedded defaults: a gateway, a "cloud" broker and
+    /// simulated devices.
+    Demo(edge_gateway::demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Rows, bytes, oldest age and rows per device.
+    Stats {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The oldest buffered events and the latest dead letters.
+    Inspect {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How many of each to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(2);
+                }
+            };
+            report(run(config))
+        }
+        Command::Journal { command } => report(journal(command)),
+        Command::Demo(args) => report(demo(args)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // TLS for the uplink uses ring: lean to build, fast enough for a gateway.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+fn run(config: config::Config) -> anyhow::Result<()> {
+    init_logging();
+    runtime()?.block_on(async {
+        edge_gateway::app::run(config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn demo(args: edge_gateway::demo::DemoArgs) -> anyhow::Result<()> {
+    init_logging();
+    runtime()?.block_on(edge_gateway::demo::run(args, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn journal(command: JournalCommand) -> anyhow::Result<()> {
+    let (config_path, limit) = match &command {
+        JournalCommand::Stats { config } => (config, None),
+        JournalCommand::Inspect { config, limit } => (config, Some(*limit)),
+    };
+    let config = config::load(config_path).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let path = config.journal_path();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    match limit {
+        None => {
+            let summary = edge_gateway::journal::summarize(&path)?;
+            println!("journal:      {}", path.display());
+            println!("rows:         {}", summary.rows);
+            println!("bytes:        {}", summary.file_bytes);
+            match summary.oldest_received_at_ms {
+                Some(at) => println!("oldest age:   {:.1}s", (now_ms - at).max(0) as f64 / 1000.0),
+                None => println!("oldest age:   -"),
+            }
+            println!("dead letters: {}", summary.dead_letters);
+            if !summary.per_device.is_empty() {
+                println!("per device:");
+                for (device, rows) in &summary.per_device {
+                    println!("  {device:<40} {rows}");
+                }
+            }
+        }
+        Some(limit) => {
+            let inspection = edge_gateway::journal::inspect(&path, limit)?;
+            println!("oldest {} buffered events:", inspection.events.len());
+            for event in &inspection.events {
+                let age = (now_ms - event.received_at_ms).max(0) as f64 / 1000.0;
+                println!(
+                    "  #{} {} age {age:.1}s {}",
+                    event.id,
+                    event.device,
+                    String::from_utf8_lossy(&event.payload)
+                );
+            }
+            println!("latest {} dead letters:", inspection.dead_letters.len());
+            for letter in &inspection.dead_letters {
+                println!(
+                    "  {} {} [{}] {}",
+                    letter.received_at_ms, letter.topic, letter.reason, letter.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,9 @@
 //! Device simulator: virtual devices that publish events the way real firmware does.
+//!
+//! [`mqtt`] runs a fleet of devices, each with its own MQTT connection, publishing to
+//! `devices/{device}/events` at QoS 1 in JSON or in the `edge-wire` CBOR encoding. [`signal`]
+//! makes readings that look like a greenhouse: a slow daily swing, noise, and on some devices a
+//! heat spike that crosses alert thresholds.
+
+pub mod mqtt;
+pub mod signal;

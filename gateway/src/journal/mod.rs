@@ -38,5 +38,7 @@ pub use error::JournalError;
 pub use reader::JournalReader;
 pub use record::{DeadLetter, Record, StoredEvent};
 pub use stats::{DropReason, JournalStats};
-pub use store::{JournalOptions, JournalSummary, OpenReport, summarize};
+pub use store::{
+    Inspection, JournalOptions, JournalSummary, OpenReport, StoredDeadLetter, inspect, summarize,
+};
 pub use writer::{AppendError, Journal, JournalHandle};

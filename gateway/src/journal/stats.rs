@@ -49,6 +49,7 @@ pub struct JournalStats {
     oldest_received_at_ms: AtomicI64,
     dropped: [AtomicU64; 5],
     commits: AtomicU64,
+    appended: AtomicU64,
     corruptions: AtomicU64,
     writable: AtomicBool,
 }
@@ -82,6 +83,11 @@ impl JournalStats {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// Rows committed since start.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
     /// Journals found corrupt and moved aside since start.
     pub fn corruptions(&self) -> u64 {
         self.corruptions.load(Ordering::Relaxed)
@@ -96,6 +102,10 @@ impl JournalStats {
         if count > 0 {
             self.dropped[reason.index()].fetch_add(count, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn add_appended(&self, count: u64) {
+        self.appended.fetch_add(count, Ordering::Relaxed);
     }
 
     pub(crate) fn record_corruption(&self) {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::error::JournalError;
-use super::record::{DeadLetter, Record, row_cost};
+use super::record::{DeadLetter, Record, StoredEvent, row_cost};
 use super::stats::DropReason;
 use crate::config::{Synchronous, WhenFull};
 
@@ -16,6 +16,8 @@ const PAGE_SIZE: u64 = 4096;
 /// Rows removed per eviction step, at least: evicting one row per append would cost a query per
 /// event when the journal sits full.
 const EVICTION_CHUNK_DIVISOR: u64 = 64;
+/// WAL bytes one appended row costs, generously (see [`Budget::rows_per_transaction`]).
+const WAL_BYTES_PER_ROW: u64 = 1024;
 
 /// How the journal is bounded and synced.
 #[derive(Debug, Clone)]
@@ -57,6 +59,14 @@ impl Budget {
             dead_letters,
             rows,
         }
+    }
+
+    /// Most rows one transaction may append. Every page a transaction touches is written to the
+    /// WAL before a checkpoint can copy it back: half the WAL budget is the autocheckpoint
+    /// threshold, the other half is for the transaction that crosses it. A row costs about
+    /// [`WAL_BYTES_PER_ROW`] of WAL (its bytes, b-tree page overhead, the eviction it causes).
+    pub(crate) fn rows_per_transaction(self) -> usize {
+        usize::try_from(self.wal / 2 / WAL_BYTES_PER_ROW).unwrap_or(usize::MAX)
     }
 
     fn dead_letter_rows(self) -> u64 {
@@ -178,7 +188,7 @@ impl Store {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
         };
-        let wal_pages = (budget.wal / PAGE_SIZE).max(8);
+        let wal_pages = (budget.wal / 2 / PAGE_SIZE).max(4);
         conn.execute_batch(&format!(
             "PRAGMA page_size = {PAGE_SIZE};
              PRAGMA journal_mode = WAL;
@@ -260,7 +270,6 @@ impl Store {
         self.row_bytes
     }
 
-    #[cfg(test)]
     pub(crate) fn budget(&self) -> Budget {
         self.budget
     }
@@ -637,5 +646,87 @@ pub fn summarize(path: &Path) -> Result<JournalSummary, JournalError> {
         oldest_received_at_ms,
         per_device,
         dead_letters: u64::try_from(dead_letters).unwrap_or(0),
+    })
+}
+
+/// A dead letter as read back from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// When it arrived, in ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// Which source it came from.
+    pub source: String,
+    /// The MQTT topic or serial port.
+    pub topic: String,
+    /// The rejection reason.
+    pub reason: String,
+    /// A human-readable explanation.
+    pub detail: String,
+    /// The offending bytes (truncated).
+    pub payload: Vec<u8>,
+}
+
+/// What `edge-gateway journal inspect` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The oldest buffered events, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// The latest dead letters, newest first.
+    pub dead_letters: Vec<StoredDeadLetter>,
+}
+
+/// Reads the oldest `limit` events and the newest `limit` dead letters; safe while the gateway
+/// runs.
+pub fn inspect(path: &Path, limit: usize) -> Result<Inspection, JournalError> {
+    if !path.exists() {
+        return Err(JournalError::Missing(path.to_path_buf()));
+    }
+    let fail = |source| JournalError::Sqlite {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(fail)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let events = conn
+        .prepare("SELECT id, device, received_at, payload FROM events ORDER BY id LIMIT ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_map([limit], |row| {
+                    Ok(StoredEvent {
+                        id: row.get(0)?,
+                        device: row.get(1)?,
+                        received_at_ms: row.get(2)?,
+                        payload: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(fail)?;
+    let dead_letters = conn
+        .prepare(
+            "SELECT received_at, source, topic, reason, detail, payload FROM dead_letters
+             ORDER BY id DESC LIMIT ?1",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([limit], |row| {
+                    Ok(StoredDeadLetter {
+                        received_at_ms: row.get(0)?,
+                        source: row.get(1)?,
+                        topic: row.get(2)?,
+                        reason: row.get(3)?,
+                        detail: row.get(4)?,
+                        payload: row.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(fail)?;
+    Ok(Inspection {
+        events,
+        dead_letters,
     })
 }

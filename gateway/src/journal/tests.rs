@@ -299,8 +299,7 @@ fn corrupt_and_reopen(damage: impl FnOnce(&std::path::Path)) {
         store.checkpoint();
     }
     damage(&opts.path);
-    let (mut store, report) =
-        Store::open(opts.clone()).expect("a damaged journal never stops the gateway");
+    let (mut store, report) = Store::open(opts).expect("a damaged journal never stops the gateway");
     let moved = report
         .moved_aside
         .expect("the damaged journal is moved aside");

@@ -295,9 +295,29 @@ impl Writer {
                 batch.expire = true;
                 last_expiry = Instant::now();
             }
-            batch.appends = pending.drain(..).collect();
-            if !batch.is_empty() {
-                self.commit(batch, &mut pending, &mut waiters);
+            // Large batches are committed in slices that keep the WAL within its budget.
+            let rows_per_transaction = self
+                .store
+                .budget()
+                .rows_per_transaction()
+                .clamp(16, MAX_BATCH_ROWS);
+            loop {
+                let take = pending.len().min(rows_per_transaction);
+                batch.appends = pending.drain(..take).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let deferred = self.commit(std::mem::take(&mut batch), &mut waiters);
+                if !deferred.is_empty() {
+                    // Full under `block`: these go first once acks have made room.
+                    for record in deferred.into_iter().rev() {
+                        pending.push_front(record);
+                    }
+                    break;
+                }
+                if pending.is_empty() {
+                    break;
+                }
             }
             if let Some(Shutdown(done)) = shutdown.take() {
                 if !pending.is_empty() {
@@ -315,12 +335,8 @@ impl Writer {
         }
     }
 
-    fn commit(
-        &mut self,
-        batch: Batch,
-        pending: &mut VecDeque<Record>,
-        waiters: &mut VecDeque<Waiter>,
-    ) {
+    /// Commits one batch; returns the appends deferred by `when_full = "block"`.
+    fn commit(&mut self, batch: Batch, waiters: &mut VecDeque<Waiter>) -> Vec<Record> {
         let appended = batch.appends.len();
         let now_ms = now_ms();
         let outcome = match self.store.apply(batch, now_ms) {
@@ -334,10 +350,16 @@ impl Writer {
                 self.stats
                     .add_dropped(DropReason::WriteFailed, appended as u64);
                 settle(waiters, std::iter::repeat_n(None, appended));
-                return;
+                return Vec::new();
             }
         };
         self.stats.record_commit(true);
+        let stored = outcome
+            .results
+            .iter()
+            .filter(|result| matches!(result, AppendResult::Stored(_)))
+            .count();
+        self.stats.add_appended(stored as u64);
         for (reason, count) in &outcome.dropped {
             self.stats.add_dropped(*reason, *count);
         }
@@ -363,7 +385,7 @@ impl Writer {
             AppendResult::Refused => None,
         });
         settle(waiters, results);
-        pending.extend(outcome.deferred);
+        outcome.deferred
     }
 
     fn recover_from_corruption(&mut self) {

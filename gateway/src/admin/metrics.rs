@@ -1,0 +1,370 @@
+//! A small metrics registry with fixed families, rendered in the Prometheus text format.
+//!
+//! Every family the gateway exports is a field here, so a scrape never misses a series that has
+//! not happened yet (counters start at zero) and hot paths pay one atomic add.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::journal::{DropReason, JournalStats};
+
+/// Where events enter the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The embedded MQTT broker.
+    Mqtt,
+    /// A serial port.
+    Serial,
+}
+
+impl Source {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mqtt => "mqtt",
+            Source::Serial => "serial",
+        }
+    }
+}
+
+/// A counter with one label whose values are known up front (and may grow).
+#[derive(Debug, Default)]
+struct LabeledCounter {
+    values: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl LabeledCounter {
+    fn with_labels(labels: &[&'static str]) -> Self {
+        Self {
+            values: Mutex::new(labels.iter().map(|label| (*label, 0)).collect()),
+        }
+    }
+
+    fn add(&self, label: &'static str, count: u64) {
+        if let Ok(mut values) = self.values.lock() {
+            *values.entry(label).or_default() += count;
+        }
+    }
+
+    fn get(&self, label: &str) -> u64 {
+        self.values
+            .lock()
+            .map(|values| values.get(label).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.values
+            .lock()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|(label, value)| (*label, *value))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Upper bounds of the ack-latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if let Some(index) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Every figure the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    received: [AtomicU64; 2],
+    rejected: LabeledCounter,
+    dead_letters_dropped: AtomicU64,
+    uplink_connected: AtomicBool,
+    uplink_connections: AtomicU64,
+    uplink_published: AtomicU64,
+    uplink_acked: AtomicU64,
+    /// Time from handing a message to the uplink to its PUBACK.
+    pub uplink_ack_latency: Histogram,
+    journal: Arc<JournalStats>,
+}
+
+impl Metrics {
+    /// A registry reading the journal's figures from `journal`; `reject_reasons` are the labels
+    /// of `edge_events_rejected_total` shown from the start.
+    pub fn new(journal: Arc<JournalStats>, reject_reasons: &[&'static str]) -> Self {
+        Self {
+            received: Default::default(),
+            rejected: LabeledCounter::with_labels(reject_reasons),
+            dead_letters_dropped: AtomicU64::new(0),
+            uplink_connected: AtomicBool::new(false),
+            uplink_connections: AtomicU64::new(0),
+            uplink_published: AtomicU64::new(0),
+            uplink_acked: AtomicU64::new(0),
+            uplink_ack_latency: Histogram::default(),
+            journal,
+        }
+    }
+
+    /// Counts accepted events.
+    pub fn add_received(&self, source: Source, count: u64) {
+        self.received[source as usize].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Counts a rejected input.
+    pub fn add_rejected(&self, reason: &'static str) {
+        self.rejected.add(reason, 1);
+    }
+
+    /// Rejected inputs so far, for one reason.
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.rejected.get(reason)
+    }
+
+    /// Counts a dead letter that could not be kept (writer stopped).
+    pub fn add_dead_letter_dropped(&self) {
+        self.dead_letters_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets whether the uplink is connected.
+    pub fn set_uplink_connected(&self, connected: bool) {
+        self.uplink_connected.store(connected, Ordering::Relaxed);
+        if connected {
+            self.uplink_connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the uplink is connected.
+    pub fn uplink_connected(&self) -> bool {
+        self.uplink_connected.load(Ordering::Relaxed)
+    }
+
+    /// Counts messages handed to the uplink connection.
+    pub fn add_published(&self, count: u64) {
+        self.uplink_published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Counts messages the cloud broker acknowledged.
+    pub fn add_acked(&self, count: u64) {
+        self.uplink_acked.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// The journal's figures.
+    pub fn journal(&self) -> &JournalStats {
+        &self.journal
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self, now_ms: i64) -> String {
+        let mut out = String::with_capacity(4096);
+        family(
+            &mut out,
+            "edge_events_received_total",
+            "counter",
+            "Events accepted, by source.",
+        );
+        for source in [Source::Mqtt, Source::Serial] {
+            let value = self.received[source as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "edge_events_received_total{{source=\"{}\"}} {value}",
+                source.as_str()
+            );
+        }
+        family(
+            &mut out,
+            "edge_events_rejected_total",
+            "counter",
+            "Inputs rejected (and dead-lettered), by reason.",
+        );
+        for (reason, value) in self.rejected.snapshot() {
+            let _ = writeln!(
+                out,
+                "edge_events_rejected_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        single(
+            &mut out,
+            "edge_dead_letters_dropped_total",
+            "counter",
+            "Rejected inputs that could not be kept as dead letters.",
+            self.dead_letters_dropped.load(Ordering::Relaxed),
+        );
+        let journal = &self.journal;
+        single(
+            &mut out,
+            "edge_journal_rows",
+            "gauge",
+            "Events waiting in the journal.",
+            journal.rows(),
+        );
+        single(
+            &mut out,
+            "edge_journal_bytes",
+            "gauge",
+            "Size of the journal's files (database and WAL).",
+            journal.file_bytes(),
+        );
+        let age = journal
+            .oldest_received_at_ms()
+            .map(|at| (now_ms - at).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        family(
+            &mut out,
+            "edge_journal_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest event in the journal.",
+        );
+        let _ = writeln!(out, "edge_journal_oldest_age_seconds {age}");
+        family(
+            &mut out,
+            "edge_journal_dropped_total",
+            "counter",
+            "Events removed from the journal without delivery, by reason.",
+        );
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "edge_journal_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                journal.dropped(reason)
+            );
+        }
+        single(
+            &mut out,
+            "edge_journal_appended_total",
+            "counter",
+            "Events committed to the journal.",
+            journal.appended(),
+        );
+        single(
+            &mut out,
+            "edge_journal_commits_total",
+            "counter",
+            "Journal transactions committed.",
+            journal.commits(),
+        );
+        single(
+            &mut out,
+            "edge_journal_corruptions_total",
+            "counter",
+            "Unreadable journals moved aside and replaced by an empty one.",
+            journal.corruptions(),
+        );
+        single(
+            &mut out,
+            "edge_uplink_connected",
+            "gauge",
+            "Whether the cloud uplink is connected.",
+            u64::from(self.uplink_connected()),
+        );
+        single(
+            &mut out,
+            "edge_uplink_connections_total",
+            "counter",
+            "Successful connections to the cloud broker.",
+            self.uplink_connections.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "edge_uplink_published_total",
+            "counter",
+            "Messages handed to the cloud connection (retransmissions included).",
+            self.uplink_published.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "edge_uplink_acked_total",
+            "counter",
+            "Messages the cloud broker acknowledged.",
+            self.uplink_acked.load(Ordering::Relaxed),
+        );
+        self.uplink_ack_latency.render(
+            &mut out,
+            "edge_uplink_ack_latency_seconds",
+            "Time from publishing a message to its acknowledgement.",
+        );
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_labels_and_histogram_buckets() {
+        let metrics = Metrics::new(Arc::new(JournalStats::default()), &["invalid_json"]);
+        metrics.add_received(Source::Mqtt, 3);
+        metrics.add_rejected("invalid_json");
+        metrics.add_rejected("oversized");
+        metrics.uplink_ack_latency.observe(Duration::from_millis(3));
+        metrics.uplink_ack_latency.observe(Duration::from_secs(60));
+        let text = metrics.render(0);
+        assert!(text.contains("edge_events_received_total{source=\"mqtt\"} 3\n"));
+        assert!(text.contains("edge_events_received_total{source=\"serial\"} 0\n"));
+        assert!(text.contains("edge_events_rejected_total{reason=\"invalid_json\"} 1\n"));
+        assert!(text.contains("edge_events_rejected_total{reason=\"oversized\"} 1\n"));
+        assert!(text.contains("edge_journal_dropped_total{reason=\"evicted_oldest\"} 0\n"));
+        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"0.001\"} 0\n"));
+        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"10\"} 1\n"));
+        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("edge_uplink_ack_latency_seconds_count 2\n"));
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");
+        }
+    }
+}

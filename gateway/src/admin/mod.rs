@@ -1,0 +1,8 @@
+//! The admin surface: `/healthz`, `/readyz` and `/metrics` (Prometheus text format) over HTTP,
+//! and the metrics registry every stage writes to.
+
+mod metrics;
+mod server;
+
+pub use metrics::{Histogram, Metrics, Source};
+pub use server::serve;

@@ -1,0 +1,128 @@
+//! Wires the stages together and runs them until asked to stop.
+//!
+//! Start order: journal (recovering what a previous run left) → admin server → embedded broker
+//! and MQTT source → cloud sink. Stop order is the reverse of the data flow: sources stop taking
+//! input, the sink flushes its acks and says `offline`, the journal commits what is queued and
+//! checkpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::admin::{self, Metrics, Source};
+use crate::config::Config;
+use crate::decode::RejectReason;
+use crate::journal::{Journal, JournalError, JournalOptions};
+use crate::sinks::mqtt::{MqttSink, SinkError};
+use crate::sources::Ingest;
+use crate::sources::mqtt::{BrokerError, MqttSource, start_broker};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The cloud sink could not be set up.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The admin listener could not bind.
+    #[error("failed to listen for admin requests on {listen}")]
+    Admin {
+        /// The address.
+        listen: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The journal settings of a configuration.
+pub fn journal_options(config: &Config) -> JournalOptions {
+    JournalOptions {
+        path: config.journal_path(),
+        max_size: config.journal.max_size,
+        max_age: config.journal.max_age,
+        when_full: config.journal.when_full,
+        synchronous: config.journal.synchronous,
+    }
+}
+
+/// Runs the gateway until `shutdown` resolves, then stops it cleanly.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let (journal, report) = Journal::start(journal_options(&config))?;
+    let handle = journal.handle();
+    if report.recovered_rows > 0 {
+        tracing::info!(
+            rows = report.recovered_rows,
+            "journal holds events from a previous run; sending them again"
+        );
+    }
+    let reasons: Vec<&'static str> = RejectReason::ALL
+        .iter()
+        .map(|reason| reason.as_str())
+        .collect();
+    let metrics = Arc::new(Metrics::new(Arc::clone(handle.stats()), &reasons));
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| AppError::Admin {
+            listen: config.admin.listen,
+            source,
+        })?;
+    let sink = MqttSink::new(
+        &config.uplink,
+        &config.gateway.id,
+        handle.clone(),
+        Arc::clone(&metrics),
+    )?;
+    let link = start_broker(&config.local_broker)?;
+
+    let (stop, stopped) = watch::channel(false);
+    let admin_task = {
+        let mut stopped = stopped.clone();
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let wait = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(error) = admin::serve(admin_listener, metrics, wait).await {
+                tracing::error!(%error, "admin server failed");
+            }
+        })
+    };
+    let ingest = Ingest::new(
+        Source::Mqtt,
+        config.gateway.id.clone(),
+        handle.clone(),
+        Arc::clone(&metrics),
+    );
+    let source_task = tokio::spawn(MqttSource::new(link, ingest).run(stopped.clone()));
+    let sink_task = tokio::spawn(sink.run(stopped));
+    tracing::info!(
+        gateway = %config.gateway.id,
+        devices = %config.local_broker.listen,
+        admin = %config.admin.listen,
+        uplink = %config.uplink.url,
+        journal = %config.journal_path().display(),
+        "edge-gateway running"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = source_task.await;
+    let _ = sink_task.await;
+    drop(handle);
+    journal.close().await;
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! `edge-gateway demo`: the whole path on one machine with embedded defaults.
+//!
+//! It starts an embedded "cloud" broker, a gateway forwarding to it, and a fleet of simulated
+//! greenhouse devices publishing to the gateway over MQTT (every fifth one runs hot), then prints
+//! where to look and, every few seconds, what the cloud has received. Ports are chosen away from
+//! the standard 1883 so the demo runs beside a local Mosquitto.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rumqttd::Notification;
+use tokio::sync::watch;
+
+use crate::config::{
+    AdminConfig, Config, GatewayConfig, JournalConfig, LocalBrokerConfig, Synchronous,
+    UplinkConfig, UplinkUrl, WhenFull,
+};
+use crate::sources::mqtt::start_broker;
+
+/// Options of `edge-gateway demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 5)]
+    pub devices: usize,
+    /// Milliseconds between a device's events.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Port devices publish to (the gateway's embedded broker).
+    #[arg(long, default_value_t = 11883)]
+    pub device_port: u16,
+    /// Port of the embedded "cloud" broker.
+    #[arg(long, default_value_t = 11884)]
+    pub cloud_port: u16,
+    /// Port of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, default_value_t = 19100)]
+    pub admin_port: u16,
+    /// Where the journal lives (default: a fresh folder under the system temp dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+}
+
+const GATEWAY_ID: &str = "demo-gateway";
+const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the demo until `shutdown` resolves (or the duration passes). Fails if the cloud received
+/// nothing, so a broken demo does not look like a working one.
+pub async fn run(
+    args: DemoArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("edge-gateway-demo-{}", std::process::id()))
+    });
+    let config = Config {
+        gateway: GatewayConfig {
+            id: GATEWAY_ID.into(),
+            data_dir: data_dir.clone(),
+        },
+        local_broker: LocalBrokerConfig {
+            listen: localhost(args.device_port),
+            users: Vec::new(),
+            max_connections: 1000,
+        },
+        serial: Vec::new(),
+        uplink: UplinkConfig {
+            url: UplinkUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: args.cloud_port,
+            },
+            topic_prefix: "edge".into(),
+            client_id: format!("edge-gateway-{GATEWAY_ID}"),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            username: None,
+            password_file: None,
+            keep_alive: Duration::from_secs(30),
+            max_inflight: 256,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        },
+        journal: JournalConfig {
+            max_size: 64 * 1024 * 1024,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            when_full: WhenFull::DropOldest,
+            synchronous: Synchronous::Full,
+        },
+        admin: AdminConfig {
+            listen: localhost(args.admin_port),
+        },
+    };
+
+    // The "cloud": an embedded broker, and a subscriber that tallies what arrives.
+    let cloud = start_broker(&LocalBrokerConfig {
+        listen: localhost(args.cloud_port),
+        users: Vec::new(),
+        max_connections: 100,
+    })
+    .context("failed to start the demo cloud broker")?;
+    let (tally_tx, tally) = watch::channel(Tally::default());
+    tokio::spawn(watch_cloud(cloud, tally_tx));
+
+    let (stop, stopped) = watch::channel(false);
+    let gateway = {
+        let mut stopped = stopped.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            crate::app::run(config, async move {
+                let _ = stopped.changed().await;
+            })
+            .await
+        })
+    };
+    wait_for_port(localhost(args.device_port)).await?;
+
+    let boot = u32::try_from(crate::sources::now_ms() / 1000 % i64::from(u32::MAX)).unwrap_or(1);
+    let devices: Vec<_> = (0..args.devices)
+        .map(|index| {
+            let device = edge_sim::mqtt::DeviceConfig {
+                name: format!("greenhouse-{index}"),
+                index,
+                host: "127.0.0.1".into(),
+                port: args.device_port,
+                interval: Duration::from_millis(args.interval_ms),
+                count: None,
+                format: if index % 2 == 0 {
+                    edge_sim::mqtt::Format::Json
+                } else {
+                    edge_sim::mqtt::Format::Cbor
+                },
+                boot,
+            };
+            tokio::spawn(edge_sim::mqtt::run_device(device, stopped.clone()))
+        })
+        .collect();
+
+    println!(
+        "Edge Gateway demo: {} simulated greenhouse devices",
+        args.devices
+    );
+    println!(
+        "  devices publish to  mqtt://127.0.0.1:{}  topic devices/<device>/events",
+        args.device_port
+    );
+    println!(
+        "  cloud broker        mqtt://127.0.0.1:{}  topic edge/{GATEWAY_ID}/#",
+        args.cloud_port
+    );
+    println!(
+        "  metrics             http://127.0.0.1:{}/metrics",
+        args.admin_port
+    );
+    println!(
+        "  readiness           http://127.0.0.1:{}/readyz",
+        args.admin_port
+    );
+    println!("  journal             {}", config.journal_path().display());
+    println!(
+        "  watch the cloud:    mosquitto_sub -p {} -t 'edge/#' -v",
+        args.cloud_port
+    );
+    println!("Ctrl-C stops it.");
+
+    let deadline = async {
+        match args.duration_secs {
+            Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut report = tokio::time::interval(REPORT_INTERVAL);
+    report.tick().await;
+    tokio::pin!(shutdown, deadline);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut deadline => break,
+            _ = report.tick() => println!("{}", tally.borrow().summary()),
+        }
+    }
+    let _ = stop.send(true);
+    let mut acked = 0;
+    for device in devices {
+        acked += device.await.unwrap_or(0);
+    }
+    gateway.await.context("gateway task failed")??;
+    let tally = tally.borrow().clone();
+    println!("devices sent {acked} events; {}", tally.summary());
+    anyhow::ensure!(tally.events > 0, "the cloud received no events");
+    Ok(())
+}
+
+/// What the demo cloud has received.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    events: u64,
+    per_device: BTreeMap<String, u64>,
+    hottest: Option<(String, f64)>,
+    status: String,
+}
+
+impl Tally {
+    fn summary(&self) -> String {
+        let hottest = match &self.hottest {
+            Some((device, temp)) => format!(", hottest {device} at {temp:.1} °C"),
+            None => String::new(),
+        };
+        format!(
+            "cloud: {} events from {} devices{hottest}; gateway status {}",
+            self.events,
+            self.per_device.len(),
+            if self.status.is_empty() {
+                "unknown"
+            } else {
+                &self.status
+            }
+        )
+    }
+}
+
+async fn watch_cloud(
+    (mut link_tx, mut link_rx): (rumqttd::local::LinkTx, rumqttd::local::LinkRx),
+    tally: watch::Sender<Tally>,
+) {
+    if link_tx.try_subscribe("edge/#").is_err() {
+        return;
+    }
+    loop {
+        match link_rx.next().await {
+            Ok(Some(Notification::Forward(forward))) => {
+                let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
+                tally.send_modify(|tally| {
+                    if topic.ends_with("/status") {
+                        tally.status =
+                            String::from_utf8_lossy(&forward.publish.payload).into_owned();
+                        return;
+                    }
+                    let Ok(message) =
+                        serde_json::from_slice::<serde_json::Value>(&forward.publish.payload)
+                    else {
+                        return;
+                    };
+                    tally.events += 1;
+                    let device = message["device"].as_str().unwrap_or_default().to_owned();
+                    let temp = message["readings"]["temp_c"].as_f64().unwrap_or(f64::MIN);
+                    if tally
+                        .hottest
+                        .as_ref()
+                        .is_none_or(|(_, hottest)| temp > *hottest)
+                    {
+                        tally.hottest = Some((device.clone(), temp));
+                    }
+                    *tally.per_device.entry(device).or_default() += 1;
+                });
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                if link_rx.wake().await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+async fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway's device broker did not start on {address}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

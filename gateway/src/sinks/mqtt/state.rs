@@ -1,0 +1,188 @@
+//! Which packet id carries which journal row: the bookkeeping behind at-least-once delivery over
+//! rumqttc.
+//!
+//! rumqttc assigns packet ids inside its event loop and reports them as
+//! `Outgoing::Publish(pkid)`, in the order the publishes were handed to it; a PUBACK names the
+//! packet id. So every publish handed over is queued as *unassigned*; each
+//! `Outgoing::Publish(pkid)` assigns the oldest unassigned message to `pkid`; each PUBACK
+//! releases the message assigned to its `pkid`.
+//!
+//! # Invariants
+//! 1. A message is in exactly one place: unassigned, or assigned to one packet id.
+//! 2. `len()` never exceeds the window: the caller checks [`InflightWindow::has_room`].
+//! 3. A connection's state is dropped with the connection: after a reconnect everything that was
+//!    in flight is read again from the journal (see `sink.rs`), so a packet id never outlives the
+//!    connection that assigned it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+/// A message handed to the MQTT client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InflightMessage {
+    /// A journal row.
+    Row {
+        /// Its row id.
+        id: i64,
+        /// When it was handed over, for the ack latency.
+        published_at: Instant,
+    },
+    /// The gateway's status message.
+    Status,
+}
+
+/// Something the event loop reported that does not fit the bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WindowError {
+    /// A packet id was reported for a publish that was never handed over.
+    #[error("packet id {0} was assigned but no publish is waiting for one")]
+    NothingUnassigned(u16),
+    /// A packet id was reported while still in use.
+    #[error("packet id {0} was assigned twice")]
+    PacketIdInUse(u16),
+    /// A PUBACK named a packet id that carries nothing.
+    #[error("puback for unknown packet id {0}")]
+    UnknownPacketId(u16),
+}
+
+/// The messages in flight on one connection.
+#[derive(Debug)]
+pub(crate) struct InflightWindow {
+    capacity: usize,
+    unassigned: VecDeque<InflightMessage>,
+    assigned: HashMap<u16, InflightMessage>,
+}
+
+impl InflightWindow {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            unassigned: VecDeque::with_capacity(capacity),
+            assigned: HashMap::with_capacity(capacity),
+        }
+    }
+
+    /// Messages handed over and not yet acknowledged.
+    pub(crate) fn len(&self) -> usize {
+        self.unassigned.len() + self.assigned.len()
+    }
+
+    /// Whether another message may be handed over.
+    pub(crate) fn has_room(&self) -> bool {
+        self.len() < self.capacity
+    }
+
+    /// A message was handed to the client.
+    pub(crate) fn handed_over(&mut self, message: InflightMessage) {
+        self.unassigned.push_back(message);
+    }
+
+    /// The client put the oldest handed-over message on the wire as `pkid`.
+    pub(crate) fn on_outgoing_publish(&mut self, pkid: u16) -> Result<(), WindowError> {
+        if self.assigned.contains_key(&pkid) {
+            return Err(WindowError::PacketIdInUse(pkid));
+        }
+        let message = self
+            .unassigned
+            .pop_front()
+            .ok_or(WindowError::NothingUnassigned(pkid))?;
+        self.assigned.insert(pkid, message);
+        Ok(())
+    }
+
+    /// The broker acknowledged `pkid`: the message it carried is delivered.
+    pub(crate) fn on_puback(&mut self, pkid: u16) -> Result<InflightMessage, WindowError> {
+        self.assigned
+            .remove(&pkid)
+            .ok_or(WindowError::UnknownPacketId(pkid))
+    }
+
+    /// The lowest row id still in flight: where reading starts again after a reconnect.
+    pub(crate) fn lowest_row(&self) -> Option<i64> {
+        self.unassigned
+            .iter()
+            .chain(self.assigned.values())
+            .filter_map(|message| match message {
+                InflightMessage::Row { id, .. } => Some(*id),
+                InflightMessage::Status => None,
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64) -> InflightMessage {
+        InflightMessage::Row {
+            id,
+            published_at: Instant::now(),
+        }
+    }
+
+    fn id_of(message: InflightMessage) -> Option<i64> {
+        match message {
+            InflightMessage::Row { id, .. } => Some(id),
+            InflightMessage::Status => None,
+        }
+    }
+
+    #[test]
+    fn packet_ids_are_assigned_in_hand_over_order() {
+        let mut window = InflightWindow::new(3);
+        window.handed_over(InflightMessage::Status);
+        window.handed_over(row(10));
+        window.handed_over(row(11));
+        assert!(!window.has_room());
+        assert_eq!(window.on_outgoing_publish(1), Ok(()));
+        assert_eq!(window.on_outgoing_publish(2), Ok(()));
+        assert_eq!(window.on_outgoing_publish(3), Ok(()));
+        // acks may come in any order
+        assert_eq!(window.on_puback(3).map(id_of), Ok(Some(11)));
+        assert_eq!(window.on_puback(1), Ok(InflightMessage::Status));
+        assert!(window.has_room());
+        assert_eq!(window.lowest_row(), Some(10));
+        assert_eq!(window.on_puback(2).map(id_of), Ok(Some(10)));
+        assert_eq!(window.len(), 0);
+        assert_eq!(window.lowest_row(), None);
+    }
+
+    #[test]
+    fn a_packet_id_is_reused_only_after_its_ack() {
+        let mut window = InflightWindow::new(2);
+        window.handed_over(row(1));
+        window.handed_over(row(2));
+        window.on_outgoing_publish(1).expect("assign");
+        // a collision held back by the client: it reports the id again only after the ack
+        assert_eq!(
+            window.on_outgoing_publish(1),
+            Err(WindowError::PacketIdInUse(1))
+        );
+        assert_eq!(window.on_puback(1).map(id_of), Ok(Some(1)));
+        window.on_outgoing_publish(1).expect("reuse after ack");
+        assert_eq!(window.on_puback(1).map(id_of), Ok(Some(2)));
+    }
+
+    #[test]
+    fn unexpected_reports_are_errors_not_panics() {
+        let mut window = InflightWindow::new(2);
+        assert_eq!(
+            window.on_outgoing_publish(7),
+            Err(WindowError::NothingUnassigned(7))
+        );
+        assert_eq!(window.on_puback(7), Err(WindowError::UnknownPacketId(7)));
+    }
+
+    #[test]
+    fn lowest_row_covers_unassigned_and_assigned_messages() {
+        let mut window = InflightWindow::new(4);
+        window.handed_over(row(5));
+        window.handed_over(row(6));
+        window.on_outgoing_publish(9).expect("assign");
+        window.handed_over(row(7));
+        assert_eq!(window.lowest_row(), Some(5));
+        window.on_puback(9).expect("ack");
+        assert_eq!(window.lowest_row(), Some(6));
+    }
+}

@@ -1,0 +1,162 @@
+//! What every source does with a payload: decode, validate, stamp, hand to the journal; or count,
+//! log (rate-limited) and dead-letter it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::admin::{Metrics, Source};
+use crate::decode::{self, DeviceEvent, Rejection};
+use crate::journal::{DeadLetter, JournalHandle, Record};
+
+/// At most one WARN per reason in this interval; the rest are counted and summarised.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Turns raw payloads into journal records.
+#[derive(Debug)]
+pub struct Ingest {
+    source: Source,
+    gateway_id: String,
+    journal: JournalHandle,
+    metrics: Arc<Metrics>,
+    warnings: WarnLimiter,
+}
+
+impl Ingest {
+    /// An ingest stage for one source.
+    pub fn new(
+        source: Source,
+        gateway_id: String,
+        journal: JournalHandle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            source,
+            gateway_id,
+            journal,
+            metrics,
+            warnings: WarnLimiter::default(),
+        }
+    }
+
+    /// The journal records go to.
+    pub fn journal(&self) -> &JournalHandle {
+        &self.journal
+    }
+
+    /// Decodes one payload that arrived on `topic`: the record to journal, or `None` when it
+    /// was rejected (then it is already counted, logged and dead-lettered).
+    pub async fn accept(&mut self, topic: &str, payload: &[u8]) -> Option<Record> {
+        let received_at_ms = now_ms();
+        let decoded = decode::device_from_topic(topic)
+            .and_then(|device| decode::decode_payload(device, payload));
+        match decoded {
+            Ok(event) => Some(self.record(&event, received_at_ms)),
+            Err(rejection) => {
+                self.reject(topic, payload, rejection, received_at_ms).await;
+                None
+            }
+        }
+    }
+
+    /// The journal record of an accepted event.
+    pub fn record(&self, event: &DeviceEvent, received_at_ms: i64) -> Record {
+        self.metrics.add_received(self.source, 1);
+        Record {
+            device: event.device.clone(),
+            received_at_ms,
+            payload: decode::encode_uplink(
+                event,
+                &self.gateway_id,
+                u64::try_from(received_at_ms).unwrap_or(0),
+            ),
+        }
+    }
+
+    /// Counts, logs and dead-letters a rejected input.
+    pub async fn reject(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        rejection: Rejection,
+        received_at_ms: i64,
+    ) {
+        let reason = rejection.reason.as_str();
+        self.metrics.add_rejected(reason);
+        if let Some(suppressed) = self.warnings.allow(reason) {
+            tracing::warn!(
+                source = self.source.as_str(),
+                topic,
+                reason,
+                suppressed,
+                "rejected input: {}",
+                rejection.detail
+            );
+        }
+        let letter = DeadLetter {
+            received_at_ms,
+            source: self.source.as_str(),
+            topic: topic.to_owned(),
+            reason,
+            detail: rejection.detail,
+            payload: payload[..payload.len().min(DeadLetter::MAX_PAYLOAD)].to_vec(),
+        };
+        if self.journal.dead_letter(letter).await.is_err() {
+            self.metrics.add_dead_letter_dropped();
+        }
+    }
+}
+
+/// Rate-limits warnings per reason.
+#[derive(Debug, Default)]
+struct WarnLimiter {
+    last: std::collections::HashMap<&'static str, (Instant, u64)>,
+}
+
+impl WarnLimiter {
+    /// `Some(n)` when a warning may be logged now, `n` being how many were suppressed since the
+    /// last one; `None` when this one is suppressed.
+    fn allow(&mut self, reason: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.last.get_mut(reason) {
+            Some((at, suppressed)) if now.duration_since(*at) < WARN_INTERVAL => {
+                *suppressed += 1;
+                None
+            }
+            Some((at, suppressed)) => {
+                let count = *suppressed;
+                *at = now;
+                *suppressed = 0;
+                Some(count)
+            }
+            None => {
+                self.last.insert(reason, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_limited_per_reason() {
+        let mut limiter = WarnLimiter::default();
+        assert_eq!(limiter.allow("a"), Some(0));
+        assert_eq!(limiter.allow("a"), None);
+        assert_eq!(limiter.allow("a"), None);
+        assert_eq!(
+            limiter.allow("b"),
+            Some(0),
+            "reasons are limited separately"
+        );
+    }
+}

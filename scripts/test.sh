@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, property and end-to-end tests (real gateway binary, real
+# Mosquitto and rumqttd brokers on 127.0.0.1, ephemeral ports, temp dirs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "installing mosquitto (the end-to-end tests start their own instances)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+cargo test --workspace --locked "$@"

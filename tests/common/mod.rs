@@ -1,0 +1,592 @@
+//! The end-to-end harness: the real `edge-gateway` binary, real brokers (Mosquitto, or rumqttd
+//! in this process), real MQTT clients, temp dirs and ephemeral ports on 127.0.0.1.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; panics with `what` then.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An unused TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("no free port")
+}
+
+/// Journal settings of a test gateway.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    pub max_size: String,
+    pub when_full: &'static str,
+    pub synchronous: &'static str,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            max_size: "256MiB".into(),
+            when_full: "drop_oldest",
+            synchronous: "full",
+        }
+    }
+}
+
+/// A gateway process and everything it needs on disk.
+#[derive(Debug)]
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub device_port: u16,
+    pub admin_port: u16,
+    pub uplink_port: u16,
+    child: Option<Child>,
+    runs: usize,
+}
+
+impl Gateway {
+    /// Writes a config forwarding to `uplink_port` and starts the gateway.
+    pub fn start(uplink_port: u16, journal: JournalSettings) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device_port = free_port();
+        let admin_port = free_port();
+        let config_path = dir.path().join("gateway.toml");
+        let config = format!(
+            r#"[gateway]
+id = "test-gw"
+data_dir = "{data}"
+
+[local_broker]
+listen = "127.0.0.1:{device_port}"
+
+[uplink]
+url = "mqtt://127.0.0.1:{uplink_port}"
+topic_prefix = "edge"
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+
+[journal]
+max_size = "{max_size}"
+when_full = "{when_full}"
+synchronous = "{synchronous}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+"#,
+            data = dir.path().join("data").display(),
+            max_size = journal.max_size,
+            when_full = journal.when_full,
+            synchronous = journal.synchronous,
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        let mut gateway = Self {
+            dir,
+            config_path,
+            device_port,
+            admin_port,
+            uplink_port,
+            child: None,
+            runs: 0,
+        };
+        gateway.spawn();
+        gateway
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("journal.db")
+    }
+
+    pub fn log(&self) -> String {
+        (1..=self.runs)
+            .map(|run| {
+                std::fs::read_to_string(self.dir.path().join(format!("gateway-{run}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Starts (again) the gateway process and waits for its admin server and device broker.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "gateway already running");
+        self.runs += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("gateway-{}.log", self.runs)))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("EDGE_LOG", "info,rumqttd=warn,rumqttc=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn edge-gateway");
+        self.child = Some(child);
+        let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
+        let devices = SocketAddr::from(([127, 0, 0, 1], self.device_port));
+        wait_until("the gateway to start", Duration::from_secs(20), || {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("gateway exited early with {status}:\n{}", self.log());
+            }
+            http_get(admin, "/healthz").is_some_and(|(status, _)| status == 200)
+                && TcpStream::connect(devices).is_ok()
+        });
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("gateway not running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("gateway did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin(), "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The value of one series, e.g. `edge_journal_rows` or
+    /// `edge_events_rejected_total{reason="invalid_json"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series).unwrap_or(f64::NAN)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A minimal HTTP/1.0 GET: (status, body).
+pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())?;
+    Some((status, body))
+}
+
+/// A Mosquitto broker of the test's own, on an ephemeral port, with persistence so that a
+/// subscriber's session (and queued messages) survive a restart.
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nautosave_interval 1\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.resume();
+        broker
+    }
+
+    /// Starts the broker (again) on the same port.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install mosquitto)");
+        self.child = Some(child);
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        wait_until("mosquitto to listen", Duration::from_secs(10), || {
+            TcpStream::connect(address).is_ok()
+        });
+    }
+
+    /// Stops the broker cleanly (it saves its sessions).
+    pub fn pause(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An event as the cloud received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub topic: String,
+    pub id: String,
+    pub device: String,
+    pub boot: u64,
+    pub seq: u64,
+    pub body: serde_json::Value,
+}
+
+/// Everything a cloud subscriber received, in arrival order.
+#[derive(Debug, Clone, Default)]
+pub struct Inbox {
+    messages: Arc<Mutex<Vec<Received>>>,
+    statuses: Arc<Mutex<Vec<String>>>,
+}
+
+impl Inbox {
+    fn push(&self, topic: &str, payload: &[u8]) {
+        if topic.ends_with("/status") {
+            self.statuses
+                .lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(payload).into_owned());
+            return;
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(payload).expect("the cloud receives JSON");
+        let received = Received {
+            topic: topic.to_owned(),
+            id: body["id"].as_str().expect("id").to_owned(),
+            device: body["device"].as_str().expect("device").to_owned(),
+            boot: body["boot"].as_u64().expect("boot"),
+            seq: body["seq"].as_u64().expect("seq"),
+            body,
+        };
+        self.messages.lock().expect("lock").push(received);
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.messages.lock().expect("lock").clone()
+    }
+
+    pub fn statuses(&self) -> Vec<String> {
+        self.statuses.lock().expect("lock").clone()
+    }
+
+    /// Distinct ids received.
+    pub fn unique(&self) -> usize {
+        let messages = self.messages.lock().expect("lock");
+        messages
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    /// Checks what the cloud got: duplicates share their id *and* content; after dropping
+    /// duplicates, every device's events are in order. Returns the seqs per device.
+    pub fn check_order_and_duplicates(&self) -> BTreeMap<String, Vec<u64>> {
+        let messages = self.all();
+        let mut first: HashMap<&str, &Received> = HashMap::new();
+        let mut per_device: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for message in &messages {
+            match first.get(message.id.as_str()) {
+                Some(original) => {
+                    assert_eq!(
+                        original.body, message.body,
+                        "a duplicate must be identical to the original"
+                    );
+                }
+                None => {
+                    first.insert(&message.id, message);
+                    assert_eq!(
+                        message.topic,
+                        format!("edge/test-gw/devices/{}/events", message.device)
+                    );
+                    assert_eq!(
+                        message.id,
+                        format!("{}:{}:{}", message.device, message.boot, message.seq)
+                    );
+                    per_device
+                        .entry(message.device.clone())
+                        .or_default()
+                        .push(message.seq);
+                }
+            }
+        }
+        for (device, seqs) in &per_device {
+            assert!(
+                seqs.windows(2).all(|pair| pair[0] < pair[1]),
+                "events of {device} out of order: {seqs:?}"
+            );
+        }
+        per_device
+    }
+}
+
+/// A cloud-side subscriber over MQTT (to Mosquitto), with a persistent session.
+pub struct Subscriber {
+    pub inbox: Inbox,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Subscriber {
+    pub fn connect(port: u16) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let inbox = Inbox::default();
+        let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+        {
+            let inbox = inbox.clone();
+            runtime.spawn(async move {
+                let mut options =
+                    MqttOptions::new(format!("cloud-{}", free_port()), "127.0.0.1", port);
+                options
+                    .set_clean_session(false)
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(1 << 20, 1 << 20)
+                    .set_inflight(1000);
+                let (client, mut event_loop) = AsyncClient::new(options, 100);
+                let mut subscribed_tx = Some(subscribed_tx);
+                loop {
+                    match event_loop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            if !ack.session_present {
+                                let _ = client.try_subscribe("edge/#", QoS::AtLeastOnce);
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            if let Some(tx) = subscribed_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(publish))) => {
+                            inbox.push(&publish.topic, &publish.payload)
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            });
+        }
+        subscribed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("cloud subscriber did not subscribe");
+        Self { inbox, runtime }
+    }
+}
+
+/// Publishes `per_device` JSON events from each of `devices` simulated devices (QoS 1) to the
+/// gateway, and returns once the gateway's broker acknowledged all of them.
+pub fn publish_events(device_port: u16, devices: usize, per_device: u32) -> u64 {
+    publish_events_paced(device_port, devices, per_device, Duration::from_micros(100))
+}
+
+/// [`publish_events`] with each device waiting `interval` between events.
+pub fn publish_events_paced(
+    device_port: u16,
+    devices: usize,
+    per_device: u32,
+    interval: Duration,
+) -> u64 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..devices)
+            .map(|index| {
+                let config = edge_sim::mqtt::DeviceConfig {
+                    name: format!("dev-{index:03}"),
+                    index,
+                    host: "127.0.0.1".into(),
+                    port: device_port,
+                    interval,
+                    count: Some(per_device),
+                    format: if index % 2 == 0 {
+                        edge_sim::mqtt::Format::Json
+                    } else {
+                        edge_sim::mqtt::Format::Cbor
+                    },
+                    boot: 1,
+                };
+                tokio::spawn(edge_sim::mqtt::run_device(config, stopped.clone()))
+            })
+            .collect();
+        let mut acked = 0;
+        for task in tasks {
+            acked += task.await.expect("device task");
+        }
+        acked
+    })
+}
+
+/// Publishes raw payloads to topics with one client (QoS 1), waiting for each PUBACK.
+pub fn publish_raw(device_port: u16, messages: &[(String, Vec<u8>)]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut options =
+            MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", device_port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut event_loop) = AsyncClient::new(options, messages.len() + 10);
+        for (topic, payload) in messages {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .expect("queue publish");
+        }
+        let mut acked = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while acked < messages.len() {
+            match tokio::time::timeout_at(deadline, event_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => panic!("raw publisher failed: {error}"),
+                Err(_) => panic!(
+                    "raw publisher timed out with {acked} of {} acked",
+                    messages.len()
+                ),
+            }
+        }
+    });
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
+}
+
+/// A "cloud" rumqttd broker in this process; a link subscriber fills the inbox.
+pub struct RumqttdCloud {
+    pub port: u16,
+    pub inbox: Inbox,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RumqttdCloud {
+    pub fn start() -> Self {
+        let port = free_port();
+        let (mut link_tx, mut link_rx) =
+            edge_gateway::sources::mqtt::start_broker(&edge_gateway::config::LocalBrokerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], port)),
+                users: Vec::new(),
+                max_connections: 100,
+            })
+            .expect("start rumqttd");
+        link_tx.try_subscribe("edge/#").expect("subscribe");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let inbox = Inbox::default();
+        {
+            let inbox = inbox.clone();
+            runtime.spawn(async move {
+                let _keep = link_tx;
+                loop {
+                    match link_rx.next().await {
+                        Ok(Some(rumqttd::Notification::Forward(forward))) => inbox.push(
+                            &String::from_utf8_lossy(&forward.publish.topic),
+                            &forward.publish.payload,
+                        ),
+                        Ok(Some(rumqttd::Notification::Unschedule)) => {
+                            if link_rx.wake().await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_until("rumqttd to listen", Duration::from_secs(10), || {
+            TcpStream::connect(address).is_ok()
+        });
+        Self {
+            port,
+            inbox,
+            runtime,
+        }
+    }
+}

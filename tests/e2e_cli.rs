@@ -1,0 +1,194 @@
+//! End to end: the command line — check-config, run refusing a bad config, journal stats while
+//! the gateway runs, and the demo.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn edge_gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+}
+
+fn example_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml")
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let output = edge_gateway()
+        .args(["check-config", "--config"])
+        .arg(example_config())
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn check_config_and_run_report_every_problem_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"gw\"\n\n[uplink]\nurl = \"http://cloud\"\n\n[journal]\nmax_sise = \"1MiB\"\nmax_age = \"5 minutes\"\n",
+    )
+    .expect("write");
+    for subcommand in ["check-config", "run"] {
+        let output = edge_gateway()
+            .args([subcommand, "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{subcommand} exits 2");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let file = path.display().to_string();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with(&format!("{file}:5:7: "))
+                    && line.contains("uplink.url")),
+            "{stderr}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with(&format!("{file}:8:1: "))
+                    && line.contains("journal.max_sise")),
+            "{stderr}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with(&format!("{file}:9:11: "))
+                    && line.contains("journal.max_age")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn journal_stats_reads_a_running_gateway() {
+    // no cloud broker: everything stays in the journal
+    let gateway = Gateway::start(free_port(), JournalSettings::default());
+    assert_eq!(publish_events(gateway.device_port, 3, 20), 60);
+    wait_until("events journaled", Duration::from_secs(20), || {
+        gateway.metric("edge_journal_rows") == 60.0
+    });
+    let output = edge_gateway()
+        .args(["journal", "stats", "--config"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.split_whitespace().eq(["rows:", "60"])),
+        "{stdout}"
+    );
+    for device in ["dev-000", "dev-001", "dev-002"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.split_whitespace().eq([device, "20"])),
+            "{stdout}"
+        );
+    }
+    let output = edge_gateway()
+        .args(["journal", "inspect", "--limit", "2", "--config"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("oldest 2 buffered events"), "{stdout}");
+}
+
+#[test]
+fn a_gateway_stops_cleanly_on_sigterm_and_says_offline() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let mut gateway = Gateway::start(broker.port, JournalSettings::default());
+    wait_until("online", Duration::from_secs(10), || {
+        cloud.inbox.statuses().last().is_some_and(|s| s == "online")
+    });
+    assert_eq!(
+        http_get(gateway.admin(), "/readyz").map(|(status, _)| status),
+        Some(200)
+    );
+    let status = gateway.stop();
+    assert!(status.success(), "exit status {status}");
+    wait_until("offline", Duration::from_secs(10), || {
+        cloud
+            .inbox
+            .statuses()
+            .last()
+            .is_some_and(|s| s == "offline")
+    });
+}
+
+#[test]
+fn a_killed_gateway_is_announced_offline_by_its_last_will() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let mut gateway = Gateway::start(broker.port, JournalSettings::default());
+    wait_until("online", Duration::from_secs(10), || {
+        cloud.inbox.statuses().last().is_some_and(|s| s == "online")
+    });
+    gateway.kill();
+    wait_until("offline by last will", Duration::from_secs(10), || {
+        cloud
+            .inbox
+            .statuses()
+            .last()
+            .is_some_and(|s| s == "offline")
+    });
+}
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = edge_gateway()
+        .args([
+            "demo",
+            "--duration-secs",
+            "4",
+            "--interval-ms",
+            "100",
+            "--devices",
+            "3",
+        ])
+        .args(["--device-port", &free_port().to_string()])
+        .args(["--cloud-port", &free_port().to_string()])
+        .args(["--admin-port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(summary.contains("from 3 devices"), "{stdout}");
+    let events: u64 = summary
+        .split("cloud: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0);
+    assert!(events >= 30, "3 devices at 10 Hz for 4 s: {summary}");
+}
