@@ -590,3 +590,91 @@ impl RumqttdCloud {
         }
     }
 }
+
+/// A fleet of simulated devices publishing in the background; tracks how many events each
+/// device's broker acknowledged (PUBACKs come in order, so `k` acks mean seqs `0..k`).
+pub struct Fleet {
+    pub acked: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Fleet {
+    /// `devices` devices publishing JSON every `interval` until stopped.
+    pub fn start(device_port: u16, devices: usize, interval: Duration) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let acked: Vec<Arc<AtomicU64>> =
+            (0..devices).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        for (index, counter) in acked.iter().enumerate() {
+            let counter = Arc::clone(counter);
+            let mut stopped = stopped.clone();
+            runtime.spawn(async move {
+                let name = format!("dev-{index:03}");
+                let mut options =
+                    MqttOptions::new(format!("fleet-{name}"), "127.0.0.1", device_port);
+                options.set_clean_session(true);
+                let (client, mut event_loop) = AsyncClient::new(options, 1000);
+                let poller = tokio::spawn(async move {
+                    loop {
+                        match event_loop.poll().await {
+                            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(_) => {}
+                            // the broker is gone: stop (a reconnect would resend with new acks)
+                            Err(_) => return,
+                        }
+                    }
+                });
+                let mut ticker = tokio::time::interval(interval);
+                for seq in 0u32.. {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stopped.changed() => break,
+                    }
+                    let body = format!(
+                        r#"{{"device":"{name}","boot":1,"seq":{seq},"readings":{{"n":{seq}}}}}"#
+                    );
+                    if client
+                        .try_publish(
+                            format!("devices/{name}/events"),
+                            QoS::AtLeastOnce,
+                            false,
+                            body,
+                        )
+                        .is_err()
+                    {
+                        break;
+                    }
+                    if poller.is_finished() {
+                        break;
+                    }
+                }
+                poller.abort();
+            });
+        }
+        Self {
+            acked,
+            stop,
+            runtime,
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Acknowledged events per device, in device order.
+    pub fn acked(&self) -> Vec<u64> {
+        self.acked
+            .iter()
+            .map(|counter| counter.load(std::sync::atomic::Ordering::SeqCst))
+            .collect()
+    }
+}
