@@ -39,13 +39,7 @@ impl JournalReader {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(fail)?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -1000;")
-            .map_err(fail)?;
+        let conn = open(path).map_err(fail)?;
         let (requests, incoming) = std_mpsc::channel::<ReadRequest>();
         let path = path.to_path_buf();
         std::thread::Builder::new()
@@ -87,6 +81,15 @@ fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadReque
         // The sink may have gone away meanwhile: nothing to do then.
         let _ = request.reply.send(result);
     }
+}
+
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -1000;")?;
+    Ok(conn)
 }
 
 fn read(conn: &Connection, after: i64, limit: usize) -> Result<Vec<StoredEvent>, rusqlite::Error> {

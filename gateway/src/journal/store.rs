@@ -256,6 +256,17 @@ impl Store {
         &self.options.path
     }
 
+    /// The id the next appended row gets.
+    pub(crate) fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
+    /// Makes ids continue from `next_id` (after a journal was replaced while running, so that a
+    /// sink's read position stays valid).
+    pub(crate) fn continue_ids_from(&mut self, next_id: i64) {
+        self.next_id = self.next_id.max(next_id);
+    }
+
     pub(crate) fn options(&self) -> &JournalOptions {
         &self.options
     }

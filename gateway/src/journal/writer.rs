@@ -390,9 +390,11 @@ impl Writer {
 
     fn recover_from_corruption(&mut self) {
         let lost = self.store.rows();
+        let next_id = self.store.next_id();
         let options = self.store.options().clone();
         match Store::open(options) {
-            Ok((store, report)) => {
+            Ok((mut store, report)) => {
+                store.continue_ids_from(next_id);
                 self.stats.record_corruption();
                 self.stats.add_dropped(DropReason::Corrupt, lost);
                 tracing::error!(
