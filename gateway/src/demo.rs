@@ -14,10 +14,7 @@ use anyhow::Context as _;
 use rumqttd::Notification;
 use tokio::sync::watch;
 
-use crate::config::{
-    AdminConfig, Config, GatewayConfig, JournalConfig, LocalBrokerConfig, Synchronous,
-    UplinkConfig, UplinkUrl, WhenFull,
-};
+use crate::config::{Config, LocalBrokerConfig, UplinkUrl};
 use crate::sources::mqtt::start_broker;
 
 /// Options of `edge-gateway demo`.
@@ -59,51 +56,24 @@ pub async fn run(
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("edge-gateway-demo-{}", std::process::id()))
     });
-    let config = Config {
-        gateway: GatewayConfig {
-            id: GATEWAY_ID.into(),
-            data_dir: data_dir.clone(),
+    let mut config = Config::new(
+        GATEWAY_ID,
+        UplinkUrl {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: args.cloud_port,
         },
-        local_broker: LocalBrokerConfig {
-            listen: localhost(args.device_port),
-            users: Vec::new(),
-            max_connections: 1000,
-        },
-        serial: Vec::new(),
-        uplink: UplinkConfig {
-            url: UplinkUrl {
-                tls: false,
-                host: "127.0.0.1".into(),
-                port: args.cloud_port,
-            },
-            topic_prefix: "edge".into(),
-            client_id: format!("edge-gateway-{GATEWAY_ID}"),
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-            username: None,
-            password_file: None,
-            keep_alive: Duration::from_secs(30),
-            max_inflight: 256,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
-        },
-        journal: JournalConfig {
-            max_size: 64 * 1024 * 1024,
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            when_full: WhenFull::DropOldest,
-            synchronous: Synchronous::Full,
-        },
-        admin: AdminConfig {
-            listen: localhost(args.admin_port),
-        },
-    };
+    );
+    config.gateway.data_dir = data_dir;
+    config.local_broker.listen = localhost(args.device_port);
+    config.admin.listen = localhost(args.admin_port);
+    config.uplink.reconnect_max = Duration::from_secs(5);
+    config.journal.max_size = 64 * 1024 * 1024;
 
     // The "cloud": an embedded broker, and a subscriber that tallies what arrives.
     let cloud = start_broker(&LocalBrokerConfig {
         listen: localhost(args.cloud_port),
-        users: Vec::new(),
-        max_connections: 100,
+        ..LocalBrokerConfig::default()
     })
     .context("failed to start the demo cloud broker")?;
     let (tally_tx, tally) = watch::channel(Tally::default());

@@ -547,8 +547,7 @@ impl RumqttdCloud {
         let (mut link_tx, mut link_rx) =
             edge_gateway::sources::mqtt::start_broker(&edge_gateway::config::LocalBrokerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], port)),
-                users: Vec::new(),
-                max_connections: 100,
+                ..Default::default()
             })
             .expect("start rumqttd");
         link_tx.try_subscribe("edge/#").expect("subscribe");

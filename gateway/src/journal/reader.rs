@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::error::JournalError;
 use super::record::StoredEvent;
+use super::store::read_events;
 
 struct ReadRequest {
     after: i64,
@@ -72,12 +73,13 @@ impl JournalReader {
 
 fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadRequest>) {
     while let Ok(request) = incoming.recv() {
-        let result =
-            read(&conn, request.after, request.limit).map_err(|source| JournalError::Sqlite {
+        let result = read_events(&conn, request.after, request.limit).map_err(|source| {
+            JournalError::Sqlite {
                 action: "read from",
                 path: path.clone(),
                 source,
-            });
+            }
+        });
         // The sink may have gone away meanwhile: nothing to do then.
         let _ = request.reply.send(result);
     }
@@ -90,19 +92,4 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     )?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -1000;")?;
     Ok(conn)
-}
-
-fn read(conn: &Connection, after: i64, limit: usize) -> Result<Vec<StoredEvent>, rusqlite::Error> {
-    let mut statement = conn.prepare_cached(
-        "SELECT id, device, received_at, payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let rows = statement.query_map(params![after, limit as i64], |row| {
-        Ok(StoredEvent {
-            id: row.get(0)?,
-            device: row.get(1)?,
-            received_at_ms: row.get(2)?,
-            payload: row.get(3)?,
-        })
-    })?;
-    rows.collect()
 }

@@ -700,22 +700,7 @@ pub fn inspect(path: &Path, limit: usize) -> Result<Inspection, JournalError> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(fail)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let events = conn
-        .prepare("SELECT id, device, received_at, payload FROM events ORDER BY id LIMIT ?1")
-        .and_then(|mut statement| {
-            statement
-                .query_map([limit], |row| {
-                    Ok(StoredEvent {
-                        id: row.get(0)?,
-                        device: row.get(1)?,
-                        received_at_ms: row.get(2)?,
-                        payload: row.get(3)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(fail)?;
+    let events = read_events(&conn, i64::MIN, limit).map_err(fail)?;
     let dead_letters = conn
         .prepare(
             "SELECT received_at, source, topic, reason, detail, payload FROM dead_letters
@@ -723,7 +708,7 @@ pub fn inspect(path: &Path, limit: usize) -> Result<Inspection, JournalError> {
         )
         .and_then(|mut statement| {
             statement
-                .query_map([limit], |row| {
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
                     Ok(StoredDeadLetter {
                         received_at_ms: row.get(0)?,
                         source: row.get(1)?,
@@ -740,4 +725,25 @@ pub fn inspect(path: &Path, limit: usize) -> Result<Inspection, JournalError> {
         events,
         dead_letters,
     })
+}
+
+/// Up to `limit` events with ids greater than `after`, in id order.
+pub(crate) fn read_events(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, device, received_at, payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![after, limit], |row| {
+        Ok(StoredEvent {
+            id: row.get(0)?,
+            device: row.get(1)?,
+            received_at_ms: row.get(2)?,
+            payload: row.get(3)?,
+        })
+    })?;
+    rows.collect()
 }
