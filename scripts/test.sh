@@ -9,6 +9,11 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "installing openssl (the security tests make their certificates with it)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
 export PATH="$PATH:/usr/sbin"
 
 cargo test --workspace --locked "$@"

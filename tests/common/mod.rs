@@ -65,9 +65,39 @@ pub struct Gateway {
 impl Gateway {
     /// Writes a config forwarding to `uplink_port` and starts the gateway.
     pub fn start(uplink_port: u16, journal: JournalSettings) -> Self {
+        Self::start_with(&format!("mqtt://127.0.0.1:{uplink_port}"), "", "", journal)
+    }
+
+    /// Writes a config forwarding to `uplink_url`, with `uplink_extra` added to its `[uplink]`
+    /// section and `local_broker_extra` to its `[local_broker]` section (TOML lines), and starts
+    /// the gateway.
+    pub fn start_with(
+        uplink_url: &str,
+        uplink_extra: &str,
+        local_broker_extra: &str,
+        journal: JournalSettings,
+    ) -> Self {
+        let mut gateway = Self::prepare(uplink_url, uplink_extra, local_broker_extra, journal);
+        gateway.spawn();
+        gateway
+    }
+
+    /// [`Gateway::start_with`] without starting the process: only the config and its directory.
+    pub fn prepare(
+        uplink_url: &str,
+        uplink_extra: &str,
+        local_broker_extra: &str,
+        journal: JournalSettings,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let device_port = free_port();
         let admin_port = free_port();
+        let uplink_port = uplink_url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(0);
         let config_path = dir.path().join("gateway.toml");
         let config = format!(
             r#"[gateway]
@@ -76,13 +106,13 @@ data_dir = "{data}"
 
 [local_broker]
 listen = "127.0.0.1:{device_port}"
-
+{local_broker_extra}
 [uplink]
-url = "mqtt://127.0.0.1:{uplink_port}"
+url = "{uplink_url}"
 topic_prefix = "edge"
 reconnect_min = "50ms"
 reconnect_max = "500ms"
-
+{uplink_extra}
 [journal]
 max_size = "{max_size}"
 when_full = "{when_full}"
@@ -97,7 +127,7 @@ listen = "127.0.0.1:{admin_port}"
             synchronous = journal.synchronous,
         );
         std::fs::write(&config_path, config).expect("write config");
-        let mut gateway = Self {
+        Self {
             dir,
             config_path,
             device_port,
@@ -105,9 +135,7 @@ listen = "127.0.0.1:{admin_port}"
             uplink_port,
             child: None,
             runs: 0,
-        };
-        gateway.spawn();
-        gateway
+        }
     }
 
     pub fn journal_path(&self) -> PathBuf {
@@ -258,6 +286,32 @@ impl Mosquitto {
         };
         broker.resume();
         broker
+    }
+
+    /// A broker whose `port` is a plain listener allowing anonymous clients (for the cloud
+    /// [`Subscriber`]), followed by `extra`: more listeners with settings of their own
+    /// (`per_listener_settings` is on). It keeps root privileges when started as root, so that
+    /// it can read the test's password and certificate files.
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "user root\nper_listener_settings true\nmax_queued_messages 0\nmax_inflight_messages 0\n\
+             listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n"
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.resume();
+        broker
+    }
+
+    /// What the broker logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     /// Starts the broker (again) on the same port.
@@ -528,6 +582,54 @@ pub fn publish_raw(device_port: u16, messages: &[(String, Vec<u8>)]) {
             }
         }
     });
+}
+
+/// Publishes raw payloads at QoS 1 as a device logging in with `credentials` (user, password),
+/// waiting for each PUBACK. An error if the connection fails or is refused before all are acked.
+pub fn try_publish_raw_as(
+    device_port: u16,
+    credentials: Option<(&str, &str)>,
+    messages: &[(String, Vec<u8>)],
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut options =
+            MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", device_port);
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
+        let (client, mut event_loop) = AsyncClient::new(options, messages.len() + 10);
+        for (topic, payload) in messages {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .expect("queue publish");
+        }
+        let mut acked = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while acked < messages.len() {
+            match tokio::time::timeout_at(deadline, event_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(ack))))
+                    if ack.code != rumqttc::ConnectReturnCode::Success =>
+                {
+                    return Err(format!("refused: {:?}", ack.code));
+                }
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(format!("connection failed: {error}")),
+                Err(_) => {
+                    return Err(format!(
+                        "timed out with {acked} of {} acked",
+                        messages.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 pub fn file_size(path: &Path) -> u64 {

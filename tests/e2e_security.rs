@@ -1,0 +1,444 @@
+//! End to end: the uplink's TLS (server verification, mutual TLS), its MQTT login, and device
+//! logins on the embedded broker. Each case shows the right party getting through and the wrong
+//! one kept out, with the kept-out gateway's events staying in its journal. Certificates are
+//! made at test time with the `openssl` command; brokers are Mosquitto instances of the test's
+//! own.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Events each device publishes in a case.
+const PER_DEVICE: u32 = 10;
+/// Devices publishing in a case.
+const DEVICES: usize = 2;
+/// Events published in a case.
+const EVENTS: u64 = 20;
+
+const PKI_CONFIG: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+[client_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+";
+
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate, plus an
+/// unrelated self-signed CA.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pki.cnf"), PKI_CONFIG).expect("write pki.cnf");
+        let pki = Self { dir };
+        const KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        for ca in ["ca", "other-ca"] {
+            pki.openssl(&format!(
+                "req -x509 -config pki.cnf -extensions ca_ext {KEY} -days 2 \
+                 -keyout {ca}.key -out {ca}.pem -subj /CN=edge-test-{ca}"
+            ));
+        }
+        for (serial, leaf) in [(1, "server"), (2, "client")] {
+            pki.openssl(&format!(
+                "req -new -config pki.cnf {KEY} -keyout {leaf}.key -out {leaf}.csr \
+                 -subj /CN=edge-test-{leaf}"
+            ));
+            pki.openssl(&format!(
+                "x509 -req -in {leaf}.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 2 \
+                 -extfile pki.cnf -extensions {leaf}_ext -out {leaf}.pem"
+            ));
+        }
+        pki
+    }
+
+    /// Runs `openssl` in the PKI's directory with `args` (split at whitespace).
+    fn openssl(&self, args: &str) {
+        let output = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(self.dir.path())
+            .output()
+            .expect(
+                "the openssl command makes the test certificates (scripts/test.sh installs it)",
+            );
+        assert!(
+            output.status.success(),
+            "openssl {args}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Mosquitto settings for a TLS listener with the server certificate.
+    fn tls_listener(&self, port: u16, require_certificate: bool) -> String {
+        format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate {require_certificate}\nallow_anonymous true\n",
+            self.path("ca.pem").display(),
+            self.path("server.pem").display(),
+            self.path("server.key").display(),
+        )
+    }
+}
+
+/// A TOML line `key = "path"`.
+fn path_setting(key: &str, path: &Path) -> String {
+    format!("{key} = \"{}\"\n", path.display())
+}
+
+fn wait_for_port(port: u16) {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("the listener", Duration::from_secs(10), || {
+        TcpStream::connect(address).is_ok()
+    });
+}
+
+/// Lines of the Mosquitto log about connections accepted on `port`.
+fn connection_attempts(broker: &Mosquitto, port: u16) -> usize {
+    let suffix = format!("on port {port}.");
+    broker
+        .log()
+        .lines()
+        .filter(|line| line.contains("New connection from") && line.ends_with(&suffix))
+        .count()
+}
+
+/// Publishes the case's events and checks the cloud receives all of them, in order.
+fn assert_delivers(gateway: &Gateway, cloud: &Subscriber) {
+    assert_eq!(
+        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
+        EVENTS
+    );
+    wait_until(
+        "the cloud to get every event",
+        Duration::from_secs(20),
+        || cloud.inbox.unique() as u64 == EVENTS,
+    );
+    let per_device = cloud.inbox.check_order_and_duplicates();
+    assert!(
+        per_device
+            .values()
+            .all(|seqs| seqs.len() == PER_DEVICE as usize),
+        "{per_device:?}"
+    );
+    wait_until("the journal to drain", Duration::from_secs(10), || {
+        gateway.metric("edge_journal_rows") == 0.0
+    });
+    assert_eq!(gateway.metric("edge_uplink_connected"), 1.0);
+}
+
+/// Publishes the case's events to a gateway whose uplink must be refused: the broker sees
+/// several attempts, none of them connects, `/readyz` says not ready, and every event stays in
+/// the journal. Returns the gateway's log.
+fn assert_kept_out(gateway: &Gateway, broker: &Mosquitto, port: u16, cloud: &Subscriber) -> String {
+    let delivered_before = cloud.inbox.all().len();
+    assert_eq!(
+        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
+        EVENTS
+    );
+    let attempts_before = connection_attempts(broker, port);
+    wait_until(
+        "three refused uplink attempts",
+        Duration::from_secs(20),
+        || {
+            assert_eq!(
+                gateway.metric("edge_uplink_connections_total"),
+                0.0,
+                "the uplink connected:\n{}",
+                gateway.log()
+            );
+            connection_attempts(broker, port) >= attempts_before + 3
+                && gateway.log().contains("uplink connection lost")
+        },
+    );
+    assert_eq!(gateway.metric("edge_uplink_connected"), 0.0);
+    assert_eq!(gateway.metric("edge_uplink_connections_total"), 0.0);
+    assert_eq!(gateway.metric("edge_journal_rows"), EVENTS as f64);
+    assert_eq!(
+        http_get(gateway.admin(), "/readyz").map(|(status, _)| status),
+        Some(503)
+    );
+    assert_eq!(cloud.inbox.all().len(), delivered_before);
+    gateway.log()
+}
+
+#[test]
+fn the_uplink_verifies_the_server_with_ca_file() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let broker = Mosquitto::start_with(&pki.tls_listener(tls_port, false));
+    wait_for_port(tls_port);
+    let cloud = Subscriber::connect(broker.port);
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+
+    let gateway = Gateway::start_with(
+        &url,
+        &path_setting("ca_file", &pki.path("ca.pem")),
+        "",
+        JournalSettings::default(),
+    );
+    assert_delivers(&gateway, &cloud);
+    drop(gateway);
+
+    // A CA that did not sign the server's certificate: the gateway must not trust the server.
+    let gateway = Gateway::start_with(
+        &url,
+        &path_setting("ca_file", &pki.path("other-ca.pem")),
+        "",
+        JournalSettings::default(),
+    );
+    let log = assert_kept_out(&gateway, &broker, tls_port, &cloud);
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the refusal names the certificate:\n{log}"
+    );
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let broker = Mosquitto::start_with(&pki.tls_listener(tls_port, true));
+    wait_for_port(tls_port);
+    let cloud = Subscriber::connect(broker.port);
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let ca = path_setting("ca_file", &pki.path("ca.pem"));
+
+    let gateway = Gateway::start_with(
+        &url,
+        &format!(
+            "{ca}{}{}",
+            path_setting("client_cert_file", &pki.path("client.pem")),
+            path_setting("client_key_file", &pki.path("client.key")),
+        ),
+        "",
+        JournalSettings::default(),
+    );
+    assert_delivers(&gateway, &cloud);
+    drop(gateway);
+
+    let gateway = Gateway::start_with(&url, &ca, "", JournalSettings::default());
+    assert_kept_out(&gateway, &broker, tls_port, &cloud);
+    let log = broker.log();
+    assert!(
+        log.contains("peer did not return a certificate"),
+        "Mosquitto refused for want of a client certificate:\n{log}"
+    );
+}
+
+#[test]
+fn the_uplink_logs_in_with_username_and_password_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwords = dir.path().join("mosquitto.passwd");
+    let status = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["test-gw", "s3cret-uplink"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("mosquitto_passwd comes with mosquitto");
+    assert!(status.success());
+    let right = dir.path().join("right.pass");
+    let wrong = dir.path().join("wrong.pass");
+    std::fs::write(&right, "s3cret-uplink\n").expect("write");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let login_port = free_port();
+    let broker = Mosquitto::start_with(&format!(
+        "listener {login_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+        passwords.display()
+    ));
+    wait_for_port(login_port);
+    let cloud = Subscriber::connect(broker.port);
+    let url = format!("mqtt://127.0.0.1:{login_port}");
+
+    let gateway = Gateway::start_with(
+        &url,
+        &format!(
+            "username = \"test-gw\"\n{}",
+            path_setting("password_file", &right)
+        ),
+        "",
+        JournalSettings::default(),
+    );
+    assert_delivers(&gateway, &cloud);
+    drop(gateway);
+
+    let gateway = Gateway::start_with(
+        &url,
+        &format!(
+            "username = \"test-gw\"\n{}",
+            path_setting("password_file", &wrong)
+        ),
+        "",
+        JournalSettings::default(),
+    );
+    assert_kept_out(&gateway, &broker, login_port, &cloud);
+    assert!(broker.log().contains("not authorised"), "{}", broker.log());
+    drop(gateway);
+
+    // No login at all is refused too.
+    let gateway = Gateway::start_with(&url, "", "", JournalSettings::default());
+    assert_kept_out(&gateway, &broker, login_port, &cloud);
+}
+
+/// One JSON event of `device` as a raw MQTT message.
+fn event(device: &str, seq: u32) -> (String, Vec<u8>) {
+    (
+        format!("devices/{device}/events"),
+        format!(r#"{{"device":"{device}","boot":1,"seq":{seq},"readings":{{"n":{seq}}}}}"#)
+            .into_bytes(),
+    )
+}
+
+#[test]
+fn devices_must_log_in_when_users_are_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password_file = dir.path().join("sensor-1.pass");
+    std::fs::write(&password_file, "sensor-1-secret\n").expect("write");
+    // No cloud: whatever gets in stays in the journal, where it can be counted.
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        "",
+        &format!(
+            "users = [{{ name = \"sensor-1\", password_file = \"{}\" }}]\n",
+            password_file.display()
+        ),
+        JournalSettings::default(),
+    );
+
+    let accepted: Vec<_> = (0..5).map(|seq| event("sensor-1", seq)).collect();
+    try_publish_raw_as(
+        gateway.device_port,
+        Some(("sensor-1", "sensor-1-secret")),
+        &accepted,
+    )
+    .expect("a device with the right login gets its events in");
+    wait_until("the events journaled", Duration::from_secs(10), || {
+        gateway.metric("edge_journal_rows") == 5.0
+    });
+
+    let intruder: Vec<_> = (0..5).map(|seq| event("intruder", seq)).collect();
+    let refused = [
+        ("wrong password", Some(("sensor-1", "guess"))),
+        ("unknown user", Some(("intruder", "sensor-1-secret"))),
+        ("no login", None),
+    ];
+    for (what, credentials) in refused {
+        let result = try_publish_raw_as(gateway.device_port, credentials, &intruder);
+        assert!(result.is_err(), "a device with {what} was let in");
+    }
+    assert_eq!(gateway.metric("edge_journal_rows"), 5.0);
+    assert_eq!(
+        gateway.metric("edge_events_received_total{source=\"mqtt\"}"),
+        5.0
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["journal", "stats", "--config"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run journal stats");
+    let stats = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stats
+            .lines()
+            .any(|line| line.split_whitespace().eq(["sensor-1", "5"])),
+        "{stats}"
+    );
+    assert!(!stats.contains("intruder"), "{stats}");
+}
+
+/// `run` with a config naming a file that is not there exits non-zero, quickly, naming it.
+fn assert_run_refuses(gateway: &Gateway, missing: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["run", "--config"])
+        .arg(&gateway.config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn edge-gateway");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "edge-gateway run kept running with {} missing",
+                missing.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "exit status {status}:\n{stderr}");
+    assert!(
+        stderr.contains(&missing.display().to_string()),
+        "the error names {}:\n{stderr}",
+        missing.display()
+    );
+}
+
+#[test]
+fn run_refuses_missing_secret_files_and_names_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing-ca.pem");
+    let gateway = Gateway::prepare(
+        &format!("mqtts://127.0.0.1:{}", free_port()),
+        &path_setting("ca_file", &missing),
+        "",
+        JournalSettings::default(),
+    );
+    assert_run_refuses(&gateway, &missing);
+
+    let missing = dir.path().join("missing-uplink.pass");
+    let gateway = Gateway::prepare(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        &format!(
+            "username = \"test-gw\"\n{}",
+            path_setting("password_file", &missing)
+        ),
+        "",
+        JournalSettings::default(),
+    );
+    assert_run_refuses(&gateway, &missing);
+
+    let missing = dir.path().join("missing-sensor.pass");
+    let gateway = Gateway::prepare(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        "",
+        &format!(
+            "users = [{{ name = \"sensor-1\", password_file = \"{}\" }}]\n",
+            missing.display()
+        ),
+        JournalSettings::default(),
+    );
+    assert_run_refuses(&gateway, &missing);
+}
