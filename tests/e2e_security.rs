@@ -355,6 +355,14 @@ fn devices_must_log_in_when_users_are_configured() {
         gateway.metric("edge_events_received_total{source=\"mqtt\"}"),
         5.0
     );
+    // The two logins with credentials are counted and logged (a connection without any login
+    // is turned away by the broker before a login check runs).
+    assert_eq!(gateway.metric("edge_device_logins_refused_total"), 2.0);
+    assert!(
+        gateway.log().contains("refused a device login"),
+        "{}",
+        gateway.log()
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
         .args(["journal", "stats", "--config"])
         .arg(&gateway.config_path)

@@ -83,7 +83,7 @@ pub async fn run(
         handle.clone(),
         Arc::clone(&metrics),
     )?;
-    let link = start_broker(&config.local_broker)?;
+    let link = start_broker(&config.local_broker, Some(Arc::clone(&metrics)))?;
 
     let (stop, stopped) = watch::channel(false);
     let admin_task = {

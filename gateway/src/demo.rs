@@ -71,10 +71,13 @@ pub async fn run(
     config.journal.max_size = 64 * 1024 * 1024;
 
     // The "cloud": an embedded broker, and a subscriber that tallies what arrives.
-    let cloud = start_broker(&LocalBrokerConfig {
-        listen: localhost(args.cloud_port),
-        ..LocalBrokerConfig::default()
-    })
+    let cloud = start_broker(
+        &LocalBrokerConfig {
+            listen: localhost(args.cloud_port),
+            ..LocalBrokerConfig::default()
+        },
+        None,
+    )
     .context("failed to start the demo cloud broker")?;
     let (tally_tx, tally) = watch::channel(Tally::default());
     tokio::spawn(watch_cloud(cloud, tally_tx));

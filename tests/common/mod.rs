@@ -274,7 +274,9 @@ impl Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+            // `user root`: started as root, Mosquitto would otherwise drop to a user that cannot
+            // write the persistence file in our temp dir, and sessions would not survive a restart.
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
              max_queued_messages 0\nmax_inflight_messages 0\nautosave_interval 1\n",
             dir.path().display()
         );
@@ -646,12 +648,14 @@ pub struct RumqttdCloud {
 impl RumqttdCloud {
     pub fn start() -> Self {
         let port = free_port();
-        let (mut link_tx, mut link_rx) =
-            edge_gateway::sources::mqtt::start_broker(&edge_gateway::config::LocalBrokerConfig {
+        let (mut link_tx, mut link_rx) = edge_gateway::sources::mqtt::start_broker(
+            &edge_gateway::config::LocalBrokerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], port)),
                 ..Default::default()
-            })
-            .expect("start rumqttd");
+            },
+            None,
+        )
+        .expect("start rumqttd");
         link_tx.try_subscribe("edge/#").expect("subscribe");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -121,6 +121,7 @@ pub struct Metrics {
     received: [AtomicU64; 2],
     rejected: LabeledCounter,
     dead_letters_dropped: AtomicU64,
+    device_logins_refused: AtomicU64,
     uplink_connected: AtomicBool,
     uplink_connections: AtomicU64,
     uplink_published: AtomicU64,
@@ -138,6 +139,7 @@ impl Metrics {
             received: Default::default(),
             rejected: LabeledCounter::with_labels(reject_reasons),
             dead_letters_dropped: AtomicU64::new(0),
+            device_logins_refused: AtomicU64::new(0),
             uplink_connected: AtomicBool::new(false),
             uplink_connections: AtomicU64::new(0),
             uplink_published: AtomicU64::new(0),
@@ -165,6 +167,11 @@ impl Metrics {
     /// Counts a dead letter that could not be kept (writer stopped).
     pub fn add_dead_letter_dropped(&self) {
         self.dead_letters_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a device login the embedded broker refused.
+    pub fn add_device_login_refused(&self) {
+        self.device_logins_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets whether the uplink is connected.
@@ -230,6 +237,13 @@ impl Metrics {
             "counter",
             "Rejected inputs that could not be kept as dead letters.",
             self.dead_letters_dropped.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "edge_device_logins_refused_total",
+            "counter",
+            "Device logins the embedded broker refused (unknown user or wrong password).",
+            self.device_logins_refused.load(Ordering::Relaxed),
         );
         let journal = &self.journal;
         single(

@@ -108,14 +108,14 @@ impl Ingest {
 
 /// Rate-limits warnings per reason.
 #[derive(Debug, Default)]
-struct WarnLimiter {
+pub(crate) struct WarnLimiter {
     last: std::collections::HashMap<&'static str, (Instant, u64)>,
 }
 
 impl WarnLimiter {
     /// `Some(n)` when a warning may be logged now, `n` being how many were suppressed since the
     /// last one; `None` when this one is suppressed.
-    fn allow(&mut self, reason: &'static str) -> Option<u64> {
+    pub(crate) fn allow(&mut self, reason: &'static str) -> Option<u64> {
         let now = Instant::now();
         match self.last.get_mut(reason) {
             Some((at, suppressed)) if now.duration_since(*at) < WARN_INTERVAL => {

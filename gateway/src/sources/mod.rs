@@ -1,7 +1,7 @@
 //! Sources: where events enter the gateway. Each source decodes and validates its input with
 //! [`crate::decode`], journals what is good and dead-letters what is not.
 
-mod ingest;
+pub(crate) mod ingest;
 pub mod mqtt;
 
 pub use ingest::{Ingest, now_ms};

@@ -2,11 +2,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
 
+use crate::admin::Metrics;
 use crate::config::LocalBrokerConfig;
+use crate::sources::ingest::WarnLimiter;
 
 /// Router memory per topic filter is `SEGMENT_SIZE × SEGMENT_COUNT` at most: rumqttd keeps
 /// published messages in segments and drops the oldest segment when a filter has this many.
@@ -50,8 +53,12 @@ pub enum BrokerError {
     Thread(#[source] std::io::Error),
 }
 
-/// Starts the broker on its own threads and returns the gateway's link to it.
-pub fn start_broker(config: &LocalBrokerConfig) -> Result<(LinkTx, LinkRx), BrokerError> {
+/// Starts the broker on its own threads and returns the gateway's link to it. Refused device
+/// logins are counted in `metrics` (when given) and logged at WARN, at most every 10 s.
+pub fn start_broker(
+    config: &LocalBrokerConfig,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<(LinkTx, LinkRx), BrokerError> {
     // rumqttd binds inside its own thread and only logs a failure there: try the address first
     // so a port in use stops the gateway with a clear message.
     std::net::TcpListener::bind(config.listen).map_err(|source| BrokerError::Listen {
@@ -72,14 +79,40 @@ pub fn start_broker(config: &LocalBrokerConfig) -> Result<(LinkTx, LinkRx), Brok
             password.trim_end_matches(['\r', '\n']).to_owned(),
         );
     }
-    let connections = ConnectionSettings {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: BROKER_MAX_PAYLOAD,
         max_inflight_count: 100,
-        auth: if users.is_empty() { None } else { Some(users) },
+        auth: None,
         external_auth: None,
         dynamic_filters: true,
     };
+    if !users.is_empty() {
+        let warnings = Mutex::new(WarnLimiter::default());
+        connections.set_auth_handler(move |client_id: String, user: String, password: String| {
+            let accepted = users
+                .get(&user)
+                .is_some_and(|expected| constant_time_eq(expected.as_bytes(), password.as_bytes()));
+            if !accepted {
+                if let Some(metrics) = &metrics {
+                    metrics.add_device_login_refused();
+                }
+                let suppressed = warnings
+                    .lock()
+                    .ok()
+                    .and_then(|mut limiter| limiter.allow("login"));
+                if let Some(suppressed) = suppressed {
+                    tracing::warn!(
+                        client_id,
+                        user,
+                        suppressed,
+                        "refused a device login: unknown user or wrong password"
+                    );
+                }
+            }
+            std::future::ready(accepted)
+        });
+    }
     let server = ServerSettings {
         name: "devices".into(),
         listen: config.listen,
@@ -114,4 +147,22 @@ pub fn start_broker(config: &LocalBrokerConfig) -> Result<(LinkTx, LinkRx), Brok
         })
         .map_err(BrokerError::Thread)?;
     Ok(link)
+}
+
+/// Compares secrets in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }
