@@ -57,6 +57,12 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
+    if !config.serial.is_empty() {
+        tracing::warn!(
+            ports = config.serial.len(),
+            "serial ports are configured, but this release does not read serial ports yet: ignoring them"
+        );
+    }
     let (journal, report) = Journal::start(journal_options(&config))?;
     let handle = journal.handle();
     if report.recovered_rows > 0 {

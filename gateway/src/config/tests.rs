@@ -57,9 +57,10 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
         config.local_broker.users[0].password_file,
         Path::new("/etc/edge-gateway/sensor-1.pass")
     );
-    assert_eq!(config.serial.len(), 1);
-    assert_eq!(config.serial[0].port, Path::new("/dev/ttyUSB0"));
-    assert_eq!(config.serial[0].baud, 115_200);
+    assert!(
+        config.serial.is_empty(),
+        "the example leaves serial ports commented out"
+    );
     assert_eq!(
         config.uplink.url.to_string(),
         "mqtts://broker.example.com:8883"
