@@ -3,7 +3,9 @@
 //! [`mqtt`] runs a fleet of devices, each with its own MQTT connection, publishing to
 //! `devices/{device}/events` at QoS 1 in JSON or in the `edge-wire` CBOR encoding. [`signal`]
 //! makes readings that look like a greenhouse: a slow daily swing, noise, and on some devices a
-//! heat spike that crosses alert thresholds.
+//! heat spike that crosses alert thresholds. [`bench`] is the load generator and measuring
+//! cloud subscriber of `edge-bench`.
 
+pub mod bench;
 pub mod mqtt;
 pub mod signal;
