@@ -121,6 +121,7 @@ pub struct Metrics {
     received: [AtomicU64; 2],
     rejected: LabeledCounter,
     dead_letters_dropped: AtomicU64,
+    dropped_before_journal: LabeledCounter,
     device_logins_refused: AtomicU64,
     uplink_connected: AtomicBool,
     uplink_connections: AtomicU64,
@@ -139,6 +140,7 @@ impl Metrics {
             received: Default::default(),
             rejected: LabeledCounter::with_labels(reject_reasons),
             dead_letters_dropped: AtomicU64::new(0),
+            dropped_before_journal: LabeledCounter::with_labels(&["broker_overflow"]),
             device_logins_refused: AtomicU64::new(0),
             uplink_connected: AtomicBool::new(false),
             uplink_connections: AtomicU64::new(0),
@@ -167,6 +169,11 @@ impl Metrics {
     /// Counts a dead letter that could not be kept (writer stopped).
     pub fn add_dead_letter_dropped(&self) {
         self.dead_letters_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts accepted events lost before they reached the journal.
+    pub fn add_dropped_before_journal(&self, reason: &'static str, count: u64) {
+        self.dropped_before_journal.add(reason, count);
     }
 
     /// Counts a device login the embedded broker refused.
@@ -238,6 +245,18 @@ impl Metrics {
             "Rejected inputs that could not be kept as dead letters.",
             self.dead_letters_dropped.load(Ordering::Relaxed),
         );
+        family(
+            &mut out,
+            "edge_events_dropped_total",
+            "counter",
+            "Events acknowledged to devices but lost before the journal, by reason.",
+        );
+        for (reason, value) in self.dropped_before_journal.snapshot() {
+            let _ = writeln!(
+                out,
+                "edge_events_dropped_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
         single(
             &mut out,
             "edge_device_logins_refused_total",

@@ -38,6 +38,20 @@ impl Ingest {
         }
     }
 
+    /// Counts events the source's broker acknowledged to devices and then dropped before the
+    /// gateway could journal them, and says so at ERROR (at most every 10 s).
+    pub fn broker_overflow(&mut self, lost: u64) {
+        self.metrics
+            .add_dropped_before_journal("broker_overflow", lost);
+        if let Some(suppressed) = self.warnings.allow("broker_overflow") {
+            tracing::error!(
+                lost,
+                suppressed,
+                "the embedded broker dropped acknowledged events before they were journaled: devices publish faster than the journal commits"
+            );
+        }
+    }
+
     /// The journal records go to.
     pub fn journal(&self) -> &JournalHandle {
         &self.journal

@@ -48,6 +48,7 @@ impl MqttSource {
             return;
         }
         let mut batch: Vec<Record> = Vec::new();
+        let mut overflow = OverflowDetector::default();
         loop {
             let notification = tokio::select! {
                 notification = self.link_rx.next() => notification,
@@ -58,6 +59,9 @@ impl MqttSource {
             while let Some(notification) = next.take() {
                 match notification {
                     Ok(Some(Notification::Forward(forward))) => {
+                        if let Some(lost) = overflow.observe(forward.cursor) {
+                            self.ingest.broker_overflow(lost);
+                        }
                         let topic = String::from_utf8_lossy(&forward.publish.topic);
                         if let Some(record) =
                             self.ingest.accept(&topic, &forward.publish.payload).await
@@ -106,5 +110,48 @@ fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
     {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
+    }
+}
+
+/// Notices when rumqttd's router dropped messages before the gateway read them.
+///
+/// The router keeps device messages in a bounded in-memory log and acknowledges them on append.
+/// When devices publish faster than the journal commits, it drops the log's oldest segment and
+/// the link's read cursor jumps past messages it never delivered. Each forwarded message carries
+/// its absolute offset in that log, one per message, so a gap in the offsets is the number lost.
+#[derive(Debug, Default)]
+struct OverflowDetector {
+    last_offset: Option<u64>,
+}
+
+impl OverflowDetector {
+    /// Takes the cursor of a forwarded message; returns how many were skipped before it.
+    fn observe(&mut self, cursor: Option<(u64, u64)>) -> Option<u64> {
+        let (_, offset) = cursor?;
+        let skipped = match self.last_offset {
+            Some(last) if offset > last + 1 => Some(offset - last - 1),
+            _ => None,
+        };
+        self.last_offset = Some(offset);
+        skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OverflowDetector;
+
+    #[test]
+    fn gaps_in_router_offsets_are_counted() {
+        let mut detector = OverflowDetector::default();
+        assert_eq!(detector.observe(Some((0, 0))), None);
+        assert_eq!(detector.observe(Some((0, 1))), None);
+        assert_eq!(
+            detector.observe(None),
+            None,
+            "a forward without cursor changes nothing"
+        );
+        assert_eq!(detector.observe(Some((1, 3094))), Some(3092));
+        assert_eq!(detector.observe(Some((1, 3095))), None);
     }
 }
