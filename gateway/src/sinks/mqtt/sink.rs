@@ -1,9 +1,10 @@
 //! The I/O loop of the cloud MQTT sink.
 //!
 //! # Delivery
-//! 1. A task of its own polls the rumqttc event loop and passes its events on through a channel
-//!    (a poll future dropped half-way, say by losing a `select!` race, can abandon a connection
-//!    attempt). The sink task publishes with `try_publish`, so it never waits on the client.
+//! 1. One task polls the rumqttc event loop and publishes with `try_publish`, so it never waits
+//!    on the client. The event loop is wrapped in a stream that keeps an unfinished poll alive
+//!    across `select!` iterations: a poll future dropped half-way can abandon a connection
+//!    attempt.
 //! 2. While connected and the in-flight window has room, it hands the next journal rows (read in
 //!    id order) to the client at QoS 1 and records them in the [`InflightWindow`].
 //! 3. Each PUBACK releases its row; released rows are acked to the journal in small batches,
@@ -21,10 +22,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::state::{InflightMessage, InflightWindow};
 use super::tls;
@@ -180,8 +182,7 @@ impl MqttSink {
         shutdown: &mut watch::Receiver<bool>,
     ) -> ConnectionEnd {
         let (client, event_loop) = AsyncClient::new(self.options.clone(), self.window + 16);
-        let (mut events, poller) = spawn_poller(event_loop, self.window + 64);
-        let _poller = AbortOnDrop(poller);
+        let mut events = event_stream(event_loop);
         let mut window = InflightWindow::new(self.window);
         let mut buffer: VecDeque<StoredEvent> = VecDeque::new();
         let mut delivered: Vec<i64> = Vec::new();
@@ -231,7 +232,7 @@ impl MqttSink {
                 }
             }
             tokio::select! {
-                event = events.recv() => match event.unwrap_or(Err(PollError::Stopped)) {
+                event = events.next() => match event.unwrap_or(Err(PollError::Stopped)) {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if ack.code != rumqttc::ConnectReturnCode::Success {
                             break ConnectionEnd::lost(format!("broker refused the connection: {:?}", ack.code), false);
@@ -323,7 +324,7 @@ impl MqttSink {
     async fn shut_down(
         &self,
         client: &AsyncClient,
-        events: &mut mpsc::Receiver<PollResult>,
+        events: &mut EventStream,
         window: &mut InflightWindow,
         delivered: &mut Vec<i64>,
     ) {
@@ -338,7 +339,7 @@ impl MqttSink {
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while window.len() > 0 {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
+            match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(Some(Ok(Event::Incoming(Packet::PubAck(ack))))) => {
                     if let Ok(InflightMessage::Row { id, .. }) = window.on_puback(ack.pkid) {
                         self.metrics.add_acked(1);
@@ -355,7 +356,7 @@ impl MqttSink {
         self.ack(delivered);
         let _ = client.try_disconnect();
         // The poller ends when the disconnect has gone out (the event loop reports it as an error).
-        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, events.recv()).await {}
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, events.next()).await {}
     }
 }
 
@@ -364,42 +365,32 @@ type PollResult = Result<Event, PollError>;
 /// A read of the journal under way.
 type PendingRead = Pin<Box<dyn Future<Output = Result<Vec<StoredEvent>, JournalError>> + Send>>;
 
-/// Why the poller stopped.
+/// Why a connection's event stream ended.
 #[derive(Debug, thiserror::Error)]
 enum PollError {
     /// The connection failed.
     #[error(transparent)]
     Connection(#[from] rumqttc::ConnectionError),
-    /// The poller task is gone.
+    /// The connection's event stream ended.
     #[error("event loop stopped")]
     Stopped,
 }
 
-/// Polls the event loop on a task of its own until the connection fails.
-fn spawn_poller(
-    mut event_loop: rumqttc::EventLoop,
-    capacity: usize,
-) -> (mpsc::Receiver<PollResult>, tokio::task::JoinHandle<()>) {
-    let (events_tx, events) = mpsc::channel(capacity);
-    let poller = tokio::spawn(async move {
-        loop {
+/// The events of one connection.
+type EventStream = Pin<Box<dyn Stream<Item = PollResult> + Send>>;
+
+/// The event loop as a stream: polling it through `next()` is cancel-safe, because an unfinished
+/// poll stays inside the stream. The stream ends after the first error: the connection is over.
+fn event_stream(event_loop: rumqttc::EventLoop) -> EventStream {
+    Box::pin(futures_util::stream::unfold(
+        Some(event_loop),
+        |state| async move {
+            let mut event_loop = state?;
             let event = event_loop.poll().await.map_err(PollError::from);
-            let failed = event.is_err();
-            if events_tx.send(event).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    (events, poller)
-}
-
-/// Aborts a task when dropped: a connection's poller must not outlive it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+            let next = event.is_ok().then_some(event_loop);
+            Some((event, next))
+        },
+    ))
 }
 
 enum ConnectionEnd {
