@@ -70,5 +70,5 @@ fn kill_9_during_ingest_loses_at_most_the_uncommitted_window() {
     );
     // Structural bound: what the router buffers plus what waits for the writer. At this rate the
     // router and the append queue hold well under this (see docs/durability.md).
-    assert!(lost <= 16 * 1024 + 4096, "lost {lost} acknowledged events");
+    assert!(lost <= 4 * 512 + 4096, "lost {lost} acknowledged events");
 }

@@ -21,7 +21,7 @@ use super::store::{AppendResult, Batch, JournalOptions, OpenReport, Store};
 /// Most rows applied in one transaction.
 pub(crate) const MAX_BATCH_ROWS: usize = 4096;
 /// Append requests queued before senders wait.
-const APPEND_QUEUE: usize = 16;
+const APPEND_QUEUE: usize = 4;
 /// How often rows past `max_age` are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 

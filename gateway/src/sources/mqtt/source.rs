@@ -14,7 +14,7 @@ use crate::sources::Ingest;
 /// Topic filter of device events.
 pub(crate) const EVENTS_FILTER: &str = "devices/+/events";
 /// Most events handed to the journal in one request.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 512;
 
 /// Reads what devices publish and hands it to the journal in batches.
 pub struct MqttSource {
