@@ -555,35 +555,9 @@ pub fn publish_events_paced(
 
 /// Publishes raw payloads to topics with one client (QoS 1), waiting for each PUBACK.
 pub fn publish_raw(device_port: u16, messages: &[(String, Vec<u8>)]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let mut options =
-            MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", device_port);
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut event_loop) = AsyncClient::new(options, messages.len() + 10);
-        for (topic, payload) in messages {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .expect("queue publish");
-        }
-        let mut acked = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while acked < messages.len() {
-            match tokio::time::timeout_at(deadline, event_loop.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => panic!("raw publisher failed: {error}"),
-                Err(_) => panic!(
-                    "raw publisher timed out with {acked} of {} acked",
-                    messages.len()
-                ),
-            }
-        }
-    });
+    if let Err(error) = try_publish_raw_as(device_port, None, messages) {
+        panic!("raw publisher failed: {error}");
+    }
 }
 
 /// Publishes raw payloads at QoS 1 as a device logging in with `credentials` (user, password),
@@ -600,6 +574,7 @@ pub fn try_publish_raw_as(
     runtime.block_on(async {
         let mut options =
             MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", device_port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
         if let Some((user, password)) = credentials {
             options.set_credentials(user, password);
         }
