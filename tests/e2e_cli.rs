@@ -48,28 +48,19 @@ fn check_config_and_run_report_every_problem_with_its_position() {
         assert_eq!(output.status.code(), Some(2), "{subcommand} exits 2");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let file = path.display().to_string();
-        let lines: Vec<&str> = stderr.lines().collect();
-        assert!(
-            lines
-                .iter()
-                .any(|line| line.starts_with(&format!("{file}:5:7: "))
-                    && line.contains("uplink.url")),
-            "{stderr}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|line| line.starts_with(&format!("{file}:8:1: "))
-                    && line.contains("journal.max_sise")),
-            "{stderr}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|line| line.starts_with(&format!("{file}:9:11: "))
-                    && line.contains("journal.max_age")),
-            "{stderr}"
-        );
+        for (position, key) in [
+            ("5:7", "uplink.url"),
+            ("8:1", "journal.max_sise"),
+            ("9:11", "journal.max_age"),
+        ] {
+            let prefix = format!("{file}:{position}: ");
+            assert!(
+                stderr
+                    .lines()
+                    .any(|line| line.starts_with(&prefix) && line.contains(key)),
+                "no `{prefix}` line naming {key}:\n{stderr}"
+            );
+        }
     }
 }
 

@@ -280,14 +280,7 @@ impl Mosquitto {
              max_queued_messages 0\nmax_inflight_messages 0\nautosave_interval 1\n",
             dir.path().display()
         );
-        std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
-        let mut broker = Self {
-            port,
-            dir,
-            child: None,
-        };
-        broker.resume();
-        broker
+        Self::launch(dir, port, &config)
     }
 
     /// A broker whose `port` is a plain listener allowing anonymous clients (for the cloud
@@ -301,6 +294,11 @@ impl Mosquitto {
             "user root\nper_listener_settings true\nmax_queued_messages 0\nmax_inflight_messages 0\n\
              listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n"
         );
+        Self::launch(dir, port, &config)
+    }
+
+    /// Writes `config` into `dir` and starts the broker listening on `port`.
+    fn launch(dir: tempfile::TempDir, port: u16, config: &str) -> Self {
         std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
         let mut broker = Self {
             port,
