@@ -1,10 +1,10 @@
-//! End to end: how many MQTT events a `kill -9` can lose.
+//! End to end: a `kill -9` in the middle of steady MQTT ingest loses no event a device was
+//! acknowledged for.
 //!
-//! The embedded broker acknowledges a QoS 1 publish (PUBACK) once its router holds it in memory,
-//! before the journal has committed it. A crash in that window loses events their devices think
-//! delivered. This test kills the gateway in the middle of steady ingest, restarts it, and counts
-//! acknowledged events that never reach the cloud. It asserts the structural bound documented in
-//! `docs/durability.md` and prints the measured loss.
+//! The gateway sends a QoS 1 PUBACK only after the journal has committed the event, so whatever
+//! a device holds a PUBACK for is on disk when the process dies. This test kills the gateway
+//! while 20 devices publish about 10 000 events/s, restarts it, and checks that every
+//! acknowledged event reaches the cloud.
 
 mod common;
 
@@ -15,7 +15,7 @@ use common::*;
 const DEVICES: usize = 20;
 
 #[test]
-fn kill_9_during_ingest_loses_at_most_the_uncommitted_window() {
+fn kill_9_during_ingest_loses_no_acknowledged_event() {
     let broker = Mosquitto::start();
     let cloud = Subscriber::connect(broker.port);
     let mut gateway = Gateway::start(broker.port, JournalSettings::default());
@@ -64,11 +64,7 @@ fn kill_9_during_ingest_loses_at_most_the_uncommitted_window() {
     let lost = total_acked - received();
     let rate = total_acked as f64 / elapsed.as_secs_f64();
     eprintln!(
-        "kill -9 at {rate:.0} events/s: {total_acked} events acknowledged to devices, {lost} of them lost \
-         ({:.1} ms of traffic)",
-        lost as f64 / rate * 1000.0
+        "kill -9 at {rate:.0} events/s: {total_acked} events acknowledged to devices, {lost} of them lost"
     );
-    // Structural bound: what the router buffers plus what waits for the writer. At this rate the
-    // router and the append queue hold well under this (see docs/durability.md).
-    assert!(lost <= 4 * 512 + 4096, "lost {lost} acknowledged events");
+    assert_eq!(lost, 0, "acknowledged events lost to kill -9");
 }

@@ -1,7 +1,7 @@
 //! Wires the stages together and runs them until asked to stop.
 //!
-//! Start order: journal (recovering what a previous run left) → admin server → embedded broker
-//! and MQTT source → cloud sink. Stop order is the reverse of the data flow: sources stop taking
+//! Start order: journal (recovering what a previous run left) → admin server → device listener
+//! → cloud sink. Stop order is the reverse of the data flow: sources stop taking
 //! input, the sink flushes its acks and says `offline`, the journal commits what is queued and
 //! checkpoints.
 
@@ -16,7 +16,7 @@ use crate::decode::RejectReason;
 use crate::journal::{Journal, JournalError, JournalOptions};
 use crate::sinks::mqtt::{MqttSink, SinkError};
 use crate::sources::Ingest;
-use crate::sources::mqtt::{BrokerError, MqttSource, start_broker};
+use crate::sources::mqtt::{DeviceListener, ListenerError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +24,9 @@ pub enum AppError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// The embedded broker could not start.
+    /// The device listener could not start.
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Devices(#[from] ListenerError),
     /// The cloud sink could not be set up.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -89,7 +89,13 @@ pub async fn run(
         handle.clone(),
         Arc::clone(&metrics),
     )?;
-    let link = start_broker(&config.local_broker, Some(Arc::clone(&metrics)))?;
+    let ingest = Ingest::new(
+        Source::Mqtt,
+        config.gateway.id.clone(),
+        handle.clone(),
+        Arc::clone(&metrics),
+    );
+    let devices = DeviceListener::bind(&config.local_broker, ingest)?;
 
     let (stop, stopped) = watch::channel(false);
     let admin_task = {
@@ -104,13 +110,7 @@ pub async fn run(
             }
         })
     };
-    let ingest = Ingest::new(
-        Source::Mqtt,
-        config.gateway.id.clone(),
-        handle.clone(),
-        Arc::clone(&metrics),
-    );
-    let source_task = tokio::spawn(MqttSource::new(link, ingest).run(stopped.clone()));
+    let source_task = tokio::spawn(devices.run(stopped.clone()));
     let sink_task = tokio::spawn(sink.run(stopped));
     tracing::info!(
         gateway = %config.gateway.id,

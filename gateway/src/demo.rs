@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use rumqttd::Notification;
 use tokio::sync::watch;
 
-use crate::config::{Config, LocalBrokerConfig, UplinkUrl};
-use crate::sources::mqtt::start_broker;
+use crate::cloud_broker::start_cloud_broker;
+use crate::config::{Config, UplinkUrl};
 
 /// Options of `edge-gateway demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,7 +26,7 @@ pub struct DemoArgs {
     /// Milliseconds between a device's events.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
-    /// Port devices publish to (the gateway's embedded broker).
+    /// Port devices publish to (the gateway's MQTT endpoint).
     #[arg(long, default_value_t = 11883)]
     pub device_port: u16,
     /// Port of the embedded "cloud" broker.
@@ -71,14 +71,8 @@ pub async fn run(
     config.journal.max_size = 64 * 1024 * 1024;
 
     // The "cloud": an embedded broker, and a subscriber that tallies what arrives.
-    let cloud = start_broker(
-        &LocalBrokerConfig {
-            listen: localhost(args.cloud_port),
-            ..LocalBrokerConfig::default()
-        },
-        None,
-    )
-    .context("failed to start the demo cloud broker")?;
+    let cloud = start_cloud_broker(localhost(args.cloud_port))
+        .context("failed to start the demo cloud broker")?;
     let (tally_tx, tally) = watch::channel(Tally::default());
     tokio::spawn(watch_cloud(cloud, tally_tx));
 
@@ -250,7 +244,7 @@ async fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
     while tokio::net::TcpStream::connect(address).await.is_err() {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the gateway's device broker did not start on {address}"
+            "the gateway's device endpoint did not start on {address}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

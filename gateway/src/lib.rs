@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod backoff;
+pub mod cloud_broker;
 pub mod config;
 pub mod decode;
 pub mod demo;

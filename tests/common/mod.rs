@@ -621,12 +621,8 @@ pub struct RumqttdCloud {
 impl RumqttdCloud {
     pub fn start() -> Self {
         let port = free_port();
-        let (mut link_tx, mut link_rx) = edge_gateway::sources::mqtt::start_broker(
-            &edge_gateway::config::LocalBrokerConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], port)),
-                ..Default::default()
-            },
-            None,
+        let (mut link_tx, mut link_rx) = edge_gateway::cloud_broker::start_cloud_broker(
+            SocketAddr::from(([127, 0, 0, 1], port)),
         )
         .expect("start rumqttd");
         link_tx.try_subscribe("edge/#").expect("subscribe");

@@ -115,14 +115,30 @@ impl Histogram {
     }
 }
 
+/// An open device connection, counted in `edge_device_connections` while it lives.
+#[derive(Debug)]
+pub struct DeviceConnection {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for DeviceConnection {
+    fn drop(&mut self) {
+        self.metrics
+            .device_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Every figure the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
     received: [AtomicU64; 2],
     rejected: LabeledCounter,
     dead_letters_dropped: AtomicU64,
-    dropped_before_journal: LabeledCounter,
     device_logins_refused: AtomicU64,
+    device_connections: AtomicU64,
+    device_connections_refused: AtomicU64,
+    device_protocol_errors: AtomicU64,
     uplink_connected: AtomicBool,
     uplink_connections: AtomicU64,
     uplink_published: AtomicU64,
@@ -140,8 +156,10 @@ impl Metrics {
             received: Default::default(),
             rejected: LabeledCounter::with_labels(reject_reasons),
             dead_letters_dropped: AtomicU64::new(0),
-            dropped_before_journal: LabeledCounter::with_labels(&["broker_overflow"]),
             device_logins_refused: AtomicU64::new(0),
+            device_connections: AtomicU64::new(0),
+            device_connections_refused: AtomicU64::new(0),
+            device_protocol_errors: AtomicU64::new(0),
             uplink_connected: AtomicBool::new(false),
             uplink_connections: AtomicU64::new(0),
             uplink_published: AtomicU64::new(0),
@@ -171,14 +189,34 @@ impl Metrics {
         self.dead_letters_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts accepted events lost before they reached the journal.
-    pub fn add_dropped_before_journal(&self, reason: &'static str, count: u64) {
-        self.dropped_before_journal.add(reason, count);
-    }
-
-    /// Counts a device login the embedded broker refused.
+    /// Counts a device login the device listener refused.
     pub fn add_device_login_refused(&self) {
         self.device_logins_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an open device connection until the returned guard is dropped.
+    pub fn device_connected(self: &Arc<Self>) -> DeviceConnection {
+        self.device_connections.fetch_add(1, Ordering::Relaxed);
+        DeviceConnection {
+            metrics: Arc::clone(self),
+        }
+    }
+
+    /// Device connections open now.
+    pub fn device_connections(&self) -> u64 {
+        self.device_connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a device connection turned away because `max_connections` were open.
+    pub fn add_device_connection_refused(&self) {
+        self.device_connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a device connection closed for breaking the MQTT protocol (malformed or oversized
+    /// packet, no CONNECT in time, unsupported protocol version, keep-alive expired).
+    pub fn add_device_protocol_error(&self) {
+        self.device_protocol_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets whether the uplink is connected.
@@ -245,24 +283,33 @@ impl Metrics {
             "Rejected inputs that could not be kept as dead letters.",
             self.dead_letters_dropped.load(Ordering::Relaxed),
         );
-        family(
-            &mut out,
-            "edge_events_dropped_total",
-            "counter",
-            "Events acknowledged to devices but lost before the journal, by reason.",
-        );
-        for (reason, value) in self.dropped_before_journal.snapshot() {
-            let _ = writeln!(
-                out,
-                "edge_events_dropped_total{{reason=\"{reason}\"}} {value}"
-            );
-        }
         single(
             &mut out,
             "edge_device_logins_refused_total",
             "counter",
-            "Device logins the embedded broker refused (unknown user or wrong password).",
+            "Device logins refused (unknown user, wrong or missing password).",
             self.device_logins_refused.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "edge_device_connections",
+            "gauge",
+            "Device MQTT connections open now.",
+            self.device_connections(),
+        );
+        single(
+            &mut out,
+            "edge_device_connections_refused_total",
+            "counter",
+            "Device connections turned away because local_broker.max_connections were open.",
+            self.device_connections_refused.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "edge_device_protocol_errors_total",
+            "counter",
+            "Device connections closed for breaking the MQTT protocol.",
+            self.device_protocol_errors.load(Ordering::Relaxed),
         );
         let journal = &self.journal;
         single(

@@ -41,4 +41,4 @@ pub use stats::{DropReason, JournalStats};
 pub use store::{
     Inspection, JournalOptions, JournalSummary, OpenReport, StoredDeadLetter, inspect, summarize,
 };
-pub use writer::{AppendError, Journal, JournalHandle};
+pub use writer::{AppendError, AppendPermit, Commit, CommitFailed, Journal, JournalHandle};

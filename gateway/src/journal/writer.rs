@@ -20,8 +20,10 @@ use super::store::{AppendResult, Batch, JournalOptions, OpenReport, Store};
 
 /// Most rows applied in one transaction.
 pub(crate) const MAX_BATCH_ROWS: usize = 4096;
-/// Append requests queued before senders wait.
-const APPEND_QUEUE: usize = 4;
+/// Append requests queued before senders wait. Each device connection hands over what it read
+/// in one request (at most a few hundred events), so this bounds the events held in memory
+/// between the sources and the writer while letting one commit take the work of many devices.
+const APPEND_QUEUE: usize = 32;
 /// How often rows past `max_age` are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -37,6 +39,51 @@ enum Control {
     Ack(Vec<i64>),
     Shutdown(oneshot::Sender<()>),
 }
+
+/// Room for one append request in the writer's queue.
+#[derive(Debug)]
+pub struct AppendPermit<'a> {
+    permit: mpsc::Permit<'a, AppendRequest>,
+}
+
+impl AppendPermit<'_> {
+    /// Hands `records` to the writer. The returned [`Commit`] resolves once they are committed.
+    pub fn submit(self, records: Vec<Record>) -> Commit {
+        let (done, committed) = oneshot::channel();
+        self.permit.send(AppendRequest::Records {
+            records,
+            done: Some(done),
+        });
+        Commit { committed }
+    }
+}
+
+/// The outcome of one append request, once its records are committed: one entry per record, its
+/// row id or `None` if the journal refused it (full with `drop_newest`); [`CommitFailed`] if the
+/// records are not stored (their transaction failed, or the writer stopped).
+#[derive(Debug)]
+#[must_use = "a commit does nothing unless awaited"]
+pub struct Commit {
+    committed: oneshot::Receiver<Vec<Option<i64>>>,
+}
+
+impl std::future::Future for Commit {
+    type Output = Result<Vec<Option<i64>>, CommitFailed>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.committed)
+            .poll(cx)
+            .map(|result| result.map_err(|_| CommitFailed))
+    }
+}
+
+/// Records of an append request were not stored.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the journal did not store these records (commit failed or writer stopped)")]
+pub struct CommitFailed;
 
 /// A hand-off that failed because the writer has stopped; the records come back.
 #[derive(Debug, thiserror::Error)]
@@ -155,27 +202,27 @@ impl JournalHandle {
     }
 
     /// Appends records and waits until they are committed. The result has one entry per record:
-    /// its row id, or `None` if the journal refused it (full with `drop_newest`, or a failed
-    /// write).
+    /// its row id, or `None` if the journal refused it (full with `drop_newest`). An error means
+    /// the records are not stored: the writer has stopped, or their commit failed.
     pub async fn append_and_wait(
         &self,
         records: Vec<Record>,
     ) -> Result<Vec<Option<i64>>, AppendError> {
-        let (done, committed) = oneshot::channel();
-        let count = records.len();
+        let permit = self.reserve().await.map_err(|_| AppendError(Vec::new()))?;
+        permit
+            .submit(records)
+            .await
+            .map_err(|_| AppendError(Vec::new()))
+    }
+
+    /// Waits for room in the writer's queue. Cancelling the wait gives up the place in line and
+    /// nothing else, so sources can wait for room and for other work at once.
+    pub async fn reserve(&self) -> Result<AppendPermit<'_>, JournalError> {
         self.appends
-            .send(AppendRequest::Records {
-                records,
-                done: Some(done),
-            })
+            .reserve()
             .await
-            .map_err(|error| match error.0 {
-                AppendRequest::Records { records, .. } => AppendError(records),
-                AppendRequest::DeadLetter(_) => AppendError(Vec::new()),
-            })?;
-        committed
-            .await
-            .map_err(|_| AppendError(Vec::with_capacity(count)))
+            .map(|permit| AppendPermit { permit })
+            .map_err(|_| JournalError::WriterStopped)
     }
 
     /// Keeps a rejected input for inspection.
@@ -349,7 +396,7 @@ impl Writer {
                 }
                 self.stats
                     .add_dropped(DropReason::WriteFailed, appended as u64);
-                settle(waiters, std::iter::repeat_n(None, appended));
+                fail(waiters, appended);
                 return Vec::new();
             }
         };
@@ -459,6 +506,26 @@ fn settle(waiters: &mut VecDeque<Waiter>, results: impl Iterator<Item = Option<i
     }
 }
 
+/// Tells whoever waits for the next `count` records that they were not stored: their senders
+/// are dropped, so a source that withholds its acknowledgement until the commit never gives it.
+fn fail(waiters: &mut VecDeque<Waiter>, mut count: usize) {
+    while count > 0 {
+        while waiters.front().is_some_and(|waiter| waiter.remaining == 0) {
+            finish(waiters);
+        }
+        let Some(waiter) = waiters.front_mut() else {
+            return;
+        };
+        let taken = waiter.remaining.min(count);
+        waiter.remaining -= taken;
+        count -= taken;
+        waiter.done = None;
+    }
+    while waiters.front().is_some_and(|waiter| waiter.remaining == 0) {
+        finish(waiters);
+    }
+}
+
 fn finish(waiters: &mut VecDeque<Waiter>) {
     if let Some(waiter) = waiters.pop_front()
         && let Some(done) = waiter.done
@@ -484,4 +551,46 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(records: usize) -> (Waiter, oneshot::Receiver<Vec<Option<i64>>>) {
+        let (done, receiver) = oneshot::channel();
+        let waiter = Waiter {
+            remaining: records,
+            ids: Vec::new(),
+            done: Some(done),
+        };
+        (waiter, receiver)
+    }
+
+    #[test]
+    fn a_failed_commit_fails_exactly_the_requests_it_touched() {
+        let (first, mut first_rx) = waiter(2);
+        let (second, mut second_rx) = waiter(3);
+        let (third, mut third_rx) = waiter(1);
+        let mut waiters = VecDeque::from([first, second, third]);
+        // The first request and one record of the second commit; the next transaction, with
+        // the rest of the second, fails; the third commits.
+        settle(&mut waiters, [Some(1), Some(2), Some(3)].into_iter());
+        fail(&mut waiters, 2);
+        settle(&mut waiters, [None].into_iter());
+        assert_eq!(first_rx.try_recv().ok(), Some(vec![Some(1), Some(2)]));
+        assert!(
+            matches!(
+                second_rx.try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ),
+            "partly stored means not stored: its source must not acknowledge"
+        );
+        assert_eq!(
+            third_rx.try_recv().ok(),
+            Some(vec![None]),
+            "refused, not failed"
+        );
+        assert!(waiters.is_empty());
+    }
 }

@@ -1,7 +1,7 @@
 //! What every source does with a payload: decode, validate, stamp, hand to the journal; or count,
 //! log (rate-limited) and dead-letter it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admin::{Metrics, Source};
@@ -11,14 +11,15 @@ use crate::journal::{DeadLetter, JournalHandle, Record};
 /// At most one WARN per reason in this interval; the rest are counted and summarised.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Turns raw payloads into journal records.
-#[derive(Debug)]
+/// Turns raw payloads into journal records. Clones share their warning limits, so one source's
+/// many connections log like one.
+#[derive(Debug, Clone)]
 pub struct Ingest {
     source: Source,
-    gateway_id: String,
+    gateway_id: Arc<str>,
     journal: JournalHandle,
     metrics: Arc<Metrics>,
-    warnings: WarnLimiter,
+    warnings: Arc<Mutex<WarnLimiter>>,
 }
 
 impl Ingest {
@@ -31,25 +32,25 @@ impl Ingest {
     ) -> Self {
         Self {
             source,
-            gateway_id,
+            gateway_id: gateway_id.into(),
             journal,
             metrics,
-            warnings: WarnLimiter::default(),
+            warnings: Arc::default(),
         }
     }
 
-    /// Counts events the source's broker acknowledged to devices and then dropped before the
-    /// gateway could journal them, and says so at ERROR (at most every 10 s).
-    pub fn broker_overflow(&mut self, lost: u64) {
-        self.metrics
-            .add_dropped_before_journal("broker_overflow", lost);
-        if let Some(suppressed) = self.warnings.allow("broker_overflow") {
-            tracing::error!(
-                lost,
-                suppressed,
-                "the embedded broker dropped acknowledged events before they were journaled: devices publish faster than the journal commits"
-            );
-        }
+    /// The figures sources count into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// `Some(n)` when a warning about `reason` may be logged now (`n` were suppressed since the
+    /// last one); `None` when it is suppressed. Shared by every clone of this stage.
+    pub fn allow_warning(&self, reason: &'static str) -> Option<u64> {
+        self.warnings
+            .lock()
+            .ok()
+            .and_then(|mut limiter| limiter.allow(reason))
     }
 
     /// The journal records go to.
@@ -59,7 +60,7 @@ impl Ingest {
 
     /// Decodes one payload that arrived on `topic`: the record to journal, or `None` when it
     /// was rejected (then it is already counted, logged and dead-lettered).
-    pub async fn accept(&mut self, topic: &str, payload: &[u8]) -> Option<Record> {
+    pub async fn accept(&self, topic: &str, payload: &[u8]) -> Option<Record> {
         let received_at_ms = now_ms();
         let decoded = decode::device_from_topic(topic)
             .and_then(|device| decode::decode_payload(device, payload));
@@ -88,7 +89,7 @@ impl Ingest {
 
     /// Counts, logs and dead-letters a rejected input.
     pub async fn reject(
-        &mut self,
+        &self,
         topic: &str,
         payload: &[u8],
         rejection: Rejection,
@@ -96,7 +97,7 @@ impl Ingest {
     ) {
         let reason = rejection.reason.as_str();
         self.metrics.add_rejected(reason);
-        if let Some(suppressed) = self.warnings.allow(reason) {
+        if let Some(suppressed) = self.allow_warning(reason) {
             tracing::warn!(
                 source = self.source.as_str(),
                 topic,

@@ -1,13 +1,17 @@
-//! The MQTT source: an embedded rumqttd broker that devices publish to on
-//! `devices/{device}/events`, and an in-process link that reads what they publish.
+//! The MQTT source: the endpoint devices publish to on `devices/{device}/events` (MQTT 3.1.1,
+//! QoS 0, 1 or 2).
 //!
-//! The broker acknowledges a QoS 1 publish (PUBACK) when its router has it in memory, before the
-//! gateway has journaled it: a crash in between loses what the router held. That window is
-//! measured and bounded in `docs/durability.md`; serial devices, which are acked only after the
-//! journal commit, do not have it.
+//! The gateway speaks the device side of MQTT itself rather than embedding a general broker, so
+//! that an acknowledgement means what a device needs it to mean: a PUBACK is sent only after the
+//! journal has **committed** the event. A crash at any moment therefore loses no acknowledged
+//! event (the device still holds, and resends, what was not acknowledged), and when devices
+//! publish faster than the journal commits they are slowed down instead of having events dropped
+//! behind their backs. See `docs/durability.md`.
+//!
+//! - [`listener`]: the TCP listener, the connection cap, device logins, client-id takeover.
+//! - [`session`]: one connection, from CONNECT to close.
 
-mod broker;
-mod source;
+mod listener;
+mod session;
 
-pub use broker::{BrokerError, start_broker};
-pub use source::MqttSource;
+pub use listener::{DeviceListener, ListenerError};
