@@ -1,5 +1,5 @@
 //! End to end: the uplink's TLS (server verification, mutual TLS), its MQTT login, and device
-//! logins on the embedded broker. Each case shows the right party getting through and the wrong
+//! logins on the device endpoint. Each case shows the right party getting through and the wrong
 //! one kept out, with the kept-out gateway's events staying in its journal. Certificates are
 //! made at test time with the `openssl` command; brokers are Mosquitto instances of the test's
 //! own.
@@ -355,9 +355,8 @@ fn devices_must_log_in_when_users_are_configured() {
         gateway.metric("edge_events_received_total{source=\"mqtt\"}"),
         5.0
     );
-    // The two logins with credentials are counted and logged (a connection without any login
-    // is turned away by the broker before a login check runs).
-    assert_eq!(gateway.metric("edge_device_logins_refused_total"), 2.0);
+    // Every refusal is counted and logged, a connection without any login included.
+    assert_eq!(gateway.metric("edge_device_logins_refused_total"), 3.0);
     assert!(
         gateway.log().contains("refused a device login"),
         "{}",

@@ -69,7 +69,7 @@ impl GatewayConfig {
     }
 }
 
-/// `[local_broker]`: the embedded broker devices connect to.
+/// `[local_broker]`: the MQTT endpoint devices connect to.
 #[derive(Debug, Clone)]
 pub struct LocalBrokerConfig {
     /// `listen` (default `0.0.0.0:1883`): `ip:port` to accept device connections on.

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::journal::{Commit, CommitFailed, Record};
 
-use super::listener::Shared;
+use super::listener::{Registration, Shared};
 
 /// A device must send CONNECT within this time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,10 +97,9 @@ pub(super) async fn serve(
         output: BytesMut::new(),
         shared: Arc::clone(&shared),
     };
-    let Some((client_id, keep_alive)) = connection.handshake().await else {
+    let Some((client_id, keep_alive, registration)) = connection.handshake().await else {
         return;
     };
-    let registration = shared.register(&client_id, shared.next_number());
     let close = connection
         .serve(keep_alive, Arc::clone(&registration.taken_over), shutdown)
         .await;
@@ -136,9 +135,10 @@ struct Connection {
 }
 
 impl Connection {
-    /// Reads CONNECT and answers it: the client id and the keep-alive deadline of an accepted
-    /// connection, `None` when it was refused or failed (already counted and logged).
-    async fn handshake(&mut self) -> Option<(String, Option<Duration>)> {
+    /// Reads CONNECT and answers it: the client id, the keep-alive deadline and the claim on the
+    /// client id of an accepted connection; `None` when it was refused or failed (already counted
+    /// and logged).
+    async fn handshake(&mut self) -> Option<(String, Option<Duration>, Registration)> {
         let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.read_packet()).await {
             Ok(Ok(Some(Packet::Connect(connect)))) => connect,
             Ok(Ok(Some(other))) => {
@@ -202,6 +202,9 @@ impl Connection {
         } else {
             connect.client_id
         };
+        // Claimed before the CONNACK: once the device hears it is connected, a newer connection
+        // with its id must find this one to take over.
+        let registration = self.shared.register(&client_id, self.shared.next_number());
         // The gateway keeps no state for a device between connections: devices only publish,
         // and what they published is in the journal. A device asking to resume its session finds
         // it "present", so its client resends the publishes it has no PUBACK for (3.1.2.4).
@@ -209,7 +212,7 @@ impl Connection {
             .await;
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        Some((client_id, keep_alive))
+        Some((client_id, keep_alive, registration))
     }
 
     async fn serve(
