@@ -147,7 +147,7 @@ fn decode_fields<'b>(d: &mut Decoder<'b>) -> Result<Event<'b>, WireError> {
     })
 }
 
-fn decode_readings<'b>(d: &mut Decoder<'b>) -> Result<Readings<'b>, WireError> {
+pub(crate) fn decode_readings<'b>(d: &mut Decoder<'b>) -> Result<Readings<'b>, WireError> {
     let mut remaining = expect(d, "expected a map of readings", Decoder::map)?;
     // Fail before reading anything when the header already says too many.
     if remaining.is_some_and(|len| len > MAX_READINGS as u64) {
@@ -283,7 +283,7 @@ fn skip(d: &mut Decoder<'_>) -> Result<(), WireError> {
     )
 }
 
-fn lift(err: decode::Error, offset: usize, reason: &'static str) -> WireError {
+pub(crate) fn lift(err: decode::Error, offset: usize, reason: &'static str) -> WireError {
     if err.is_end_of_input() {
         WireError::Truncated
     } else {

@@ -1,4 +1,5 @@
-//! The Edge Gateway wire format: the device event and its CBOR encoding.
+//! The Edge Gateway wire format: the device event, its CBOR encoding, and the serial link's
+//! framed messages ([`link`]).
 //!
 //! This crate is the single definition of what a device sends, shared by the firmware, the gateway
 //! and the simulator. It is `#![no_std]` and never allocates: strings are borrowed from the input on
@@ -37,6 +38,7 @@ extern crate std;
 mod cbor;
 mod error;
 mod event;
+pub mod link;
 mod readings;
 
 pub use cbor::{decode_event, encode_event};
