@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::decode::RejectReason;
 use crate::journal::{Journal, JournalError, JournalOptions};
 use crate::sinks::mqtt::{MqttSink, SinkError};
-use crate::sources::Ingest;
 use crate::sources::mqtt::{DeviceListener, ListenerError};
+use crate::sources::{Ingest, serial};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +57,6 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
-    if !config.serial.is_empty() {
-        tracing::warn!(
-            ports = config.serial.len(),
-            "serial ports are configured, but this release does not read serial ports yet: ignoring them"
-        );
-    }
     let (journal, report) = Journal::start(journal_options(&config))?;
     let handle = journal.handle();
     if report.recovered_rows > 0 {
@@ -111,6 +105,13 @@ pub async fn run(
         })
     };
     let source_task = tokio::spawn(devices.run(stopped.clone()));
+    let serial_ingest = Ingest::new(
+        Source::Serial,
+        config.gateway.id.clone(),
+        handle.clone(),
+        Arc::clone(&metrics),
+    );
+    let mut serial_tasks = serial::spawn_ports(&config.serial, &serial_ingest, &stopped);
     let sink_task = tokio::spawn(sink.run(stopped));
     tracing::info!(
         gateway = %config.gateway.id,
@@ -125,6 +126,7 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = source_task.await;
+    while serial_tasks.join_next().await.is_some() {}
     let _ = sink_task.await;
     drop(handle);
     journal.close().await;

@@ -115,6 +115,80 @@ impl Histogram {
     }
 }
 
+impl Metrics {
+    fn render_serial(&self, out: &mut String) {
+        let ports: Vec<(String, Arc<SerialPortStats>)> = self
+            .serial_ports
+            .lock()
+            .map(|ports| ports.clone())
+            .unwrap_or_default();
+        type Read = fn(&SerialPortStats) -> u64;
+        let families: [(&str, &str, &str, Read); 7] = [
+            (
+                "edge_serial_connected",
+                "gauge",
+                "Whether the serial port is open.",
+                |s| u64::from(s.connected.load(Ordering::Relaxed)),
+            ),
+            (
+                "edge_serial_frames_total",
+                "counter",
+                "Frames received that decoded to a message.",
+                |s| s.frames.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_serial_crc_errors_total",
+                "counter",
+                "Frames dropped for a CRC mismatch.",
+                |s| s.crc_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_serial_resyncs_total",
+                "counter",
+                "Frames dropped for any reason; the decoder resynchronised on the next delimiter.",
+                |s| s.resyncs.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_serial_reconnects_total",
+                "counter",
+                "Times the port was opened again after it went away.",
+                |s| s.reconnects.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_serial_duplicates_total",
+                "counter",
+                "Samples received again that were already stored.",
+                |s| s.duplicates.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_serial_out_of_order_total",
+                "counter",
+                "Samples dropped after a gap, for a wrong boot or before a Hello; the device resends them.",
+                |s| s.out_of_order.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, read) in families {
+            family(out, name, kind, help);
+            for (port, stats) in &ports {
+                let _ = writeln!(
+                    out,
+                    "{name}{{port=\"{}\"}} {}",
+                    escape_label(port),
+                    read(stats)
+                );
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// An open device connection, counted in `edge_device_connections` while it lives.
 #[derive(Debug)]
 pub struct DeviceConnection {
@@ -129,6 +203,34 @@ impl Drop for DeviceConnection {
     }
 }
 
+/// The figures of one serial port.
+#[derive(Debug, Default)]
+pub struct SerialPortStats {
+    /// Whether the port is open.
+    pub connected: AtomicBool,
+    /// Frames received that decoded to a message.
+    pub frames: AtomicU64,
+    /// Frames dropped for a CRC mismatch.
+    pub crc_errors: AtomicU64,
+    /// Frames dropped for any reason (bad CRC or COBS, too long, a message this version does
+    /// not understand): each one makes the decoder resynchronise on the next delimiter.
+    pub resyncs: AtomicU64,
+    /// Times the port was opened again after it went away.
+    pub reconnects: AtomicU64,
+    /// Samples received again that were already stored (retransmissions).
+    pub duplicates: AtomicU64,
+    /// Samples dropped because one before them is missing, their boot is not the announced one,
+    /// or no `Hello` came first; the device resends them.
+    pub out_of_order: AtomicU64,
+}
+
+impl SerialPortStats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Every figure the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -139,6 +241,7 @@ pub struct Metrics {
     device_connections: AtomicU64,
     device_connections_refused: AtomicU64,
     device_protocol_errors: AtomicU64,
+    serial_ports: std::sync::Mutex<Vec<(String, Arc<SerialPortStats>)>>,
     uplink_connected: AtomicBool,
     uplink_connections: AtomicU64,
     uplink_published: AtomicU64,
@@ -160,6 +263,7 @@ impl Metrics {
             device_connections: AtomicU64::new(0),
             device_connections_refused: AtomicU64::new(0),
             device_protocol_errors: AtomicU64::new(0),
+            serial_ports: std::sync::Mutex::default(),
             uplink_connected: AtomicBool::new(false),
             uplink_connections: AtomicU64::new(0),
             uplink_published: AtomicU64::new(0),
@@ -217,6 +321,19 @@ impl Metrics {
     /// packet, no CONNECT in time, unsupported protocol version, keep-alive expired).
     pub fn add_device_protocol_error(&self) {
         self.device_protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The figures of serial port `port`, registered on first use.
+    pub fn serial_port(&self, port: &str) -> Arc<SerialPortStats> {
+        let Ok(mut ports) = self.serial_ports.lock() else {
+            return Arc::default();
+        };
+        if let Some((_, stats)) = ports.iter().find(|(name, _)| name == port) {
+            return Arc::clone(stats);
+        }
+        let stats = Arc::new(SerialPortStats::default());
+        ports.push((port.to_owned(), Arc::clone(&stats)));
+        stats
     }
 
     /// Sets whether the uplink is connected.
@@ -311,6 +428,7 @@ impl Metrics {
             "Device connections closed for breaking the MQTT protocol.",
             self.device_protocol_errors.load(Ordering::Relaxed),
         );
+        self.render_serial(&mut out);
         let journal = &self.journal;
         single(
             &mut out,

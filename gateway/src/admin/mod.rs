@@ -4,5 +4,5 @@
 mod metrics;
 mod server;
 
-pub use metrics::{DeviceConnection, Histogram, Metrics, Source};
+pub use metrics::{DeviceConnection, Histogram, Metrics, SerialPortStats, Source};
 pub use server::serve;

@@ -61,7 +61,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub(super) fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),

@@ -3,5 +3,6 @@
 
 pub(crate) mod ingest;
 pub mod mqtt;
+pub mod serial;
 
 pub use ingest::{Ingest, now_ms};
