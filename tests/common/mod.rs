@@ -781,34 +781,8 @@ impl Pty {
 
     /// Creates a fresh pty pair in raw mode and points the link at its slave side.
     pub fn plug(&mut self) {
-        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .expect("open a pty");
-        grantpt(&master).expect("grantpt");
-        unlockpt(&master).expect("unlockpt");
-        let slave_path = PathBuf::from(
-            ptsname(&master, Vec::new())
-                .expect("ptsname")
-                .into_string()
-                .expect("utf-8 pty name"),
-        );
-        // Raw mode, so that bytes pass unchanged in both directions.
-        let slave = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&slave_path)
-            .expect("open pty slave");
-        let mut termios = rustix::termios::tcgetattr(&slave).expect("tcgetattr");
-        termios.make_raw();
-        rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &termios)
-            .expect("tcsetattr");
-        drop(slave);
-        rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).expect("nonblocking");
-        let temporary = self.link.with_extension("new");
-        let _ = std::fs::remove_file(&temporary);
-        std::os::unix::fs::symlink(&slave_path, &temporary).expect("symlink pty");
-        std::fs::rename(&temporary, &self.link).expect("swap pty link");
-        self.master = Some(std::fs::File::from(master));
+        let pair = edge_sim::serial::create_pty(Some(&self.link)).expect("create a pty");
+        self.master = Some(pair.master);
     }
 
     /// Closes the master side and removes the link, as when a USB adapter is pulled out.

@@ -8,4 +8,5 @@
 
 pub mod bench;
 pub mod mqtt;
+pub mod serial;
 pub mod signal;
