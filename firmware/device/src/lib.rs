@@ -15,6 +15,7 @@
 //! - [`outbox`]: events kept until acknowledged; the oldest dropped, and counted, when full.
 //! - [`link`]: the device end of the serial protocol, as a sans-IO state machine and a thin poll
 //!   over the serial port.
+//! - [`device`]: the three together in one poll.
 //! - [`clock`], [`boot`]: what the board provides.
 //!
 //! `#![no_std]` and no allocation: every buffer has a size fixed at compile time, and a device's
@@ -41,13 +42,17 @@ extern crate std;
 
 pub mod boot;
 pub mod clock;
+pub mod device;
 pub mod link;
 pub mod outbox;
 pub mod schedule;
 pub mod sensor;
+#[cfg(test)]
+mod testing;
 
 pub use boot::BootId;
 pub use clock::{Clock, Instant};
+pub use device::Device;
 pub use link::{Link, LinkConfig, LinkCounters};
 pub use outbox::{Outbox, OutboxEvent};
 pub use schedule::Scheduler;
