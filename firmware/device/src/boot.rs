@@ -9,6 +9,27 @@
 //! - a 32-bit hardware random number: two boots collide with a probability of 1 in 2³².
 
 /// A source of boot values: a new one each time the device starts.
+///
+/// ```
+/// use edge_device::BootId;
+///
+/// /// A counter kept in a backup register that survives resets.
+/// struct BackupCounter {
+///     register: u32,
+/// }
+///
+/// impl BootId for BackupCounter {
+///     fn next_boot(&mut self) -> u32 {
+///         self.register = self.register.wrapping_add(1);
+///         self.register
+///     }
+/// }
+///
+/// let mut counter = BackupCounter { register: 41 };
+/// assert_eq!(counter.next_boot(), 42);
+/// // A closure is a source too, e.g. over a hardware random number generator.
+/// assert_eq!((|| 7).next_boot(), 7);
+/// ```
 pub trait BootId {
     /// A boot value this device has not used before. Called once per start.
     fn next_boot(&mut self) -> u32;

@@ -4,6 +4,32 @@
 //! hands out the next frame to write ([`Link::next_frame`], then [`Link::frame_written`]).
 //! [`Link::poll`] is the thin loop that does both over an `embedded-io` serial port.
 //!
+//! ```
+//! use edge_device::{Instant, Link, LinkConfig, Measurement};
+//! use edge_wire::link::{Ack, Message, encode_frame};
+//!
+//! let mut link = Link::<16>::new(&LinkConfig::new("greenhouse-3", "1.4.0"), 7)?;
+//! let mut measurement = Measurement::new();
+//! measurement.push("temp_c", 21.5).unwrap();
+//! assert_eq!(link.push(None, None, measurement), Ok(0));
+//!
+//! // Write what is due: a Hello, then the sample. Here into a Vec; on a device, the UART.
+//! let now = Instant::from_millis(0);
+//! let mut line = Vec::new();
+//! while let Some(frame) = link.next_frame(now) {
+//!     line.extend_from_slice(frame);
+//!     link.frame_written(now);
+//! }
+//! assert_eq!(link.counters().sent, 1);
+//!
+//! // The gateway's ack, once it committed the event, frees it.
+//! let (mut scratch, mut ack) = ([0u8; 32], [0u8; 32]);
+//! let len = encode_frame(&Message::Ack(Ack { boot: 7, seq: 0 }), &mut scratch, &mut ack)?;
+//! link.receive(now, &ack[..len]);
+//! assert!(link.outbox().is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # The protocol, from the device's side
 //! 1. Its first frame is a `Hello` (device, boot, firmware version, `oldest_seq`), preceded by a
 //!    zero byte that ends whatever noise was on the line.

@@ -91,11 +91,15 @@ pub struct Rejected {
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event refused: {}", self.error)
+        f.write_str("failed to queue the event: it breaks the event rules")
     }
 }
 
-impl core::error::Error for Rejected {}
+impl core::error::Error for Rejected {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 impl<const N: usize> Link<N> {
     /// A link for `boot` (from a [`BootId`](crate::BootId)), with an empty outbox whose first
