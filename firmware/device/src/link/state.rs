@@ -136,8 +136,10 @@ impl<const N: usize> Link<N> {
 
     /// Puts an event in the outbox, to be written at the next poll; returns its `seq`.
     ///
-    /// An event the gateway would refuse (see [`Rejected::error`]) is refused here instead, and
-    /// counted: held, it would never be acknowledged and would be retransmitted forever.
+    /// An event that breaks the event rules (see [`Rejected::error`]) is refused here, counted,
+    /// and given back, with the gateway's own validation code: the gateway would only
+    /// dead-letter it, and refusing it here is what guarantees that every held event fits the
+    /// frame buffers.
     // The refused readings come back inline: there is no heap to box them on, and a failed
     // hand-off gives its payload back.
     #[allow(clippy::result_large_err)]
