@@ -178,3 +178,213 @@ fn cpu_seconds(pid: u32) -> f64 {
         fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
     ticks / 100.0
 }
+
+/// A simulated device (the real device core) on its own pty, `count` events 1 ms apart.
+fn sim_device(
+    dir: &std::path::Path,
+    name: &str,
+    count: u32,
+) -> edge_sim::serial_device::SerialDevice {
+    let mut config = edge_sim::serial_device::SerialDeviceConfig::new(
+        name,
+        0,
+        rand_boot(),
+        Duration::from_millis(1),
+    );
+    config.count = Some(count);
+    edge_sim::serial_device::SerialDevice::spawn(config, &dir.join(name)).expect("spawn device")
+}
+
+fn rand_boot() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(1)
+}
+
+fn serial_config(link: &std::path::Path) -> String {
+    format!(
+        "\n[[serial]]\nport = \"{}\"\nbaud = 115200\n",
+        link.display()
+    )
+}
+
+/// Waits until the device has produced `count` events and every one is acknowledged.
+fn wait_all_acknowledged(
+    device: &edge_sim::serial_device::SerialDevice,
+    count: u32,
+    timeout: Duration,
+) {
+    wait_until("every event acknowledged to the device", timeout, || {
+        let stats = device.stats();
+        stats.produced == u64::from(count) && stats.pending == 0
+    });
+}
+
+#[test]
+fn ten_thousand_events_from_a_simulated_device_arrive_once_in_order() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = sim_device(dir.path(), "pty-sim-1", 10_000);
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        &serial_config(device.link()),
+        JournalSettings::default(),
+    );
+    wait_all_acknowledged(&device, 10_000, Duration::from_secs(60));
+    wait_until(
+        "10 000 events at the cloud",
+        Duration::from_secs(30),
+        || cloud.inbox.unique() == 10_000,
+    );
+    let per_device = cloud.inbox.check_order_and_duplicates();
+    assert_eq!(
+        per_device.get("pty-sim-1").cloned(),
+        Some((0..10_000).collect::<Vec<u64>>())
+    );
+    assert_eq!(
+        gateway.metric("edge_journal_appended_total"),
+        10_000.0,
+        "an event was stored twice"
+    );
+    let stats = device.stop();
+    assert_eq!(stats.link.dropped_full, 0);
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing_the_device_resends() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = sim_device(dir.path(), "pty-sim-2", 4_000);
+    let mut gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        &serial_config(device.link()),
+        JournalSettings::default(),
+    );
+    wait_until("ingest under way", Duration::from_secs(20), || {
+        gateway.metric("edge_journal_appended_total") > 1_000.0
+    });
+    gateway.kill();
+    let at_kill = device.stats();
+    std::thread::sleep(Duration::from_millis(500));
+    gateway.spawn();
+    wait_all_acknowledged(&device, 4_000, Duration::from_secs(60));
+    wait_until("4 000 events at the cloud", Duration::from_secs(30), || {
+        cloud.inbox.unique() == 4_000
+    });
+    let per_device = cloud.inbox.check_order_and_resent_duplicates();
+    assert_eq!(
+        per_device.get("pty-sim-2").cloned(),
+        Some((0..4_000).collect::<Vec<u64>>())
+    );
+    let stats = device.stop();
+    eprintln!(
+        "killed with {} of {} produced events unacknowledged; {} retransmitted",
+        at_kill.pending, at_kill.produced, stats.link.retransmitted
+    );
+    assert!(
+        stats.link.retransmitted > 0,
+        "the device resent after the restart"
+    );
+    assert_eq!(stats.link.dropped_full, 0);
+}
+
+#[test]
+fn a_noisy_line_loses_nothing() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = edge_sim::serial_device::SerialDeviceConfig::new(
+        "pty-noisy",
+        0,
+        rand_boot(),
+        Duration::from_millis(1),
+    );
+    config.count = Some(2_000);
+    // About one frame in ten corrupted on the way in, and acks on the way out.
+    config.noise = Some(0.002);
+    config.retransmit_timeout = Duration::from_millis(300);
+    let link = dir.path().join("pty-noisy");
+    let device = edge_sim::serial_device::SerialDevice::spawn(config, &link).expect("spawn device");
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        &serial_config(&link),
+        JournalSettings::default(),
+    );
+    wait_all_acknowledged(&device, 2_000, Duration::from_secs(90));
+    wait_until("2 000 events at the cloud", Duration::from_secs(30), || {
+        cloud.inbox.unique() == 2_000
+    });
+    let per_device = cloud.inbox.check_order_and_duplicates();
+    assert_eq!(
+        per_device.get("pty-noisy").cloned(),
+        Some((0..2_000).collect::<Vec<u64>>())
+    );
+    assert_eq!(gateway.metric("edge_journal_appended_total"), 2_000.0);
+    let crc_errors = gateway.metric(&format!(
+        "edge_serial_crc_errors_total{{port=\"{}\"}}",
+        link.display()
+    ));
+    let stats = device.stop();
+    eprintln!(
+        "{} bytes flipped; gateway CRC errors {crc_errors}; device bad frames {}, retransmitted {}",
+        stats.flipped, stats.link.bad_frames, stats.link.retransmitted
+    );
+    assert!(
+        stats.flipped > 0 && crc_errors > 0.0,
+        "the line was not noisy"
+    );
+    assert!(stats.link.retransmitted > 0);
+    assert!(stats.link.nacks > 0, "gaps were asked for");
+    assert_eq!(stats.link.dropped_full, 0, "the outbox overflowed");
+}
+
+#[test]
+fn an_unplugged_simulated_device_resends_what_it_kept() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = sim_device(dir.path(), "pty-sim-3", 3_000);
+    let link = device.link().to_path_buf();
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        &serial_config(&link),
+        JournalSettings::default(),
+    );
+    let connected = format!("edge_serial_connected{{port=\"{}\"}}", link.display());
+    wait_until("some events in", Duration::from_secs(20), || {
+        gateway.metric("edge_journal_appended_total") > 500.0
+    });
+    device.unplug();
+    wait_until("the port seen gone", Duration::from_secs(10), || {
+        gateway.metric(&connected) == 0.0
+    });
+    // The device samples on while unplugged; its outbox holds what the gateway cannot take.
+    wait_until(
+        "events kept while unplugged",
+        Duration::from_secs(10),
+        || device.stats().pending > 200,
+    );
+    device.plug();
+    wait_all_acknowledged(&device, 3_000, Duration::from_secs(60));
+    wait_until("3 000 events at the cloud", Duration::from_secs(30), || {
+        cloud.inbox.unique() == 3_000
+    });
+    let per_device = cloud.inbox.check_order_and_duplicates();
+    assert_eq!(
+        per_device.get("pty-sim-3").cloned(),
+        Some((0..3_000).collect::<Vec<u64>>())
+    );
+    assert!(
+        gateway.metric(&format!(
+            "edge_serial_reconnects_total{{port=\"{}\"}}",
+            link.display()
+        )) >= 1.0
+    );
+}

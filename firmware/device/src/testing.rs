@@ -90,6 +90,15 @@ pub(crate) fn ack_frame(boot: u32, seq: u32) -> Vec<u8> {
     out[..len].to_vec()
 }
 
+/// One complete nack frame.
+pub(crate) fn nack_frame(boot: u32, seq: u32) -> Vec<u8> {
+    let mut scratch = [0u8; 64];
+    let mut out = [0u8; 64];
+    let message = Message::Nack(edge_wire::link::Nack { boot, seq });
+    let len = encode_frame(&message, &mut scratch, &mut out).unwrap();
+    out[..len].to_vec()
+}
+
 /// A frame the device wrote, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Sent {
@@ -151,6 +160,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Vec<Result<Sent, FrameError>> {
                         .collect(),
                 },
                 Message::Ack(ack) => panic!("the device wrote an ack: {ack:?}"),
+                Message::Nack(nack) => panic!("the device wrote a nack: {nack:?}"),
             }
         }));
     }

@@ -17,6 +17,7 @@
 //! | [`Hello`] | device → gateway | `[0, device, boot, firmware_version, oldest_seq]` |
 //! | [`Sample`] (an event) | device → gateway | `[1, boot, seq, readings, ts?, kind?]` |
 //! | [`Ack`] | gateway → device | `[2, boot, seq]` |
+//! | [`Nack`] | gateway → device | `[3, boot, seq]` |
 //!
 //! Receivers ignore array elements past those they know, so that later versions can add fields.
 //! Reading values are encoded as the shortest exact form: an integer when the value is integral,
@@ -34,6 +35,9 @@
 //!    after a gap is dropped (the device resends from the gap).
 //! 4. On an ack the device frees every event of that boot up to `seq`. When acks stop arriving for
 //!    its retransmit timeout, it sends `Hello` and everything it holds again, in order.
+//! 5. When a sample arrives after a gap, the gateway sends `Nack { boot, seq }` with the `seq` it
+//!    expects (at most one per gap every 100 ms), and the device resends from there at once
+//!    instead of waiting for its timeout. On a noisy line this is what keeps go-back-N moving.
 
 use minicbor::decode::Decoder;
 use minicbor::encode::{Encoder, write::Cursor};
@@ -48,6 +52,7 @@ pub const MAX_FRAME_LEN: usize = 4096;
 const HELLO: u8 = 0;
 const SAMPLE: u8 = 1;
 const ACK: u8 = 2;
+const NACK: u8 = 3;
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
@@ -102,6 +107,15 @@ pub struct Ack {
     pub seq: u32,
 }
 
+/// The gateway's request to resend: the next sample of `boot` it can store is `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nack {
+    /// Boot counter the request is for.
+    pub boot: u32,
+    /// The `seq` the gateway expects next.
+    pub seq: u32,
+}
+
 /// Any message of the serial link.
 // A sample holds its readings inline (no allocation on a microcontroller); messages are decoded
 // one at a time, so the size of the largest variant costs nothing.
@@ -114,6 +128,8 @@ pub enum Message<'a> {
     Sample(Sample<'a>),
     /// Gateway → device.
     Ack(Ack),
+    /// Gateway → device.
+    Nack(Nack),
 }
 
 /// Why a frame was dropped.
@@ -183,6 +199,12 @@ pub fn encode_message(message: &Message<'_>, buf: &mut [u8]) -> Result<usize, Wi
             .and_then(|e| e.u8(ACK))
             .and_then(|e| e.u32(ack.boot))
             .and_then(|e| e.u32(ack.seq))
+            .map(|_| ()),
+        Message::Nack(nack) => e
+            .array(3)
+            .and_then(|e| e.u8(NACK))
+            .and_then(|e| e.u32(nack.boot))
+            .and_then(|e| e.u32(nack.seq))
             .map(|_| ()),
     };
     match written {
@@ -312,6 +334,12 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message<'_>, WireError> {
             let boot = expect(&mut d, "expected a 32-bit `boot`", Decoder::u32)?;
             let seq = expect(&mut d, "expected a 32-bit `seq`", Decoder::u32)?;
             (Message::Ack(Ack { boot, seq }), 3)
+        }
+        NACK => {
+            at_least(len, 3)?;
+            let boot = expect(&mut d, "expected a 32-bit `boot`", Decoder::u32)?;
+            let seq = expect(&mut d, "expected a 32-bit `seq`", Decoder::u32)?;
+            (Message::Nack(Nack { boot, seq }), 3)
         }
         _ => {
             return Err(WireError::Malformed {
@@ -506,11 +534,12 @@ mod tests {
             oldest_seq: 40,
         });
         let ack = Message::Ack(Ack { boot: 7, seq: 41 });
+        let nack = Message::Nack(Nack { boot: 7, seq: 42 });
         let mut with_optionals = sample(9);
         if let Message::Sample(sample) = &mut with_optionals {
             sample.kind = Some("alarm");
         }
-        for message in [hello, sample(0), ack, with_optionals] {
+        for message in [hello, sample(0), ack, nack, with_optionals] {
             let bytes = frame(&message);
             assert_eq!(bytes.iter().filter(|&&b| b == 0).count(), 1);
             assert_eq!(bytes.last(), Some(&0));

@@ -20,7 +20,9 @@ pub struct LinkCounters {
     /// Frames from the gateway dropped: bad COBS, bad CRC, too long, or not a message this
     /// version knows.
     pub bad_frames: u32,
-    /// Acks ignored: for another boot, or for a `seq` not yet written.
+    /// Nacks acted on: the gateway asked for a resend from a `seq`, and got it at once.
+    pub nacks: u32,
+    /// Acks and nacks ignored: for another boot, or for a `seq` not yet written.
     pub ignored_acks: u32,
     /// Well-formed messages that only a device sends (a line that echoes, two devices crossed).
     pub ignored_messages: u32,

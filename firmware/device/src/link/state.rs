@@ -13,7 +13,9 @@
 use core::fmt;
 use core::time::Duration;
 
-use edge_wire::link::{Ack, FrameDecoder, Hello, MAX_FRAME_LEN, Message, Sample, encode_frame};
+use edge_wire::link::{
+    Ack, FrameDecoder, Hello, MAX_FRAME_LEN, Message, Nack, Sample, encode_frame,
+};
 use edge_wire::{
     Event, MAX_DEVICE_LEN, MAX_KIND_LEN, MAX_READING_NAME_LEN, Readings, WireError,
     is_valid_device_id,
@@ -170,6 +172,10 @@ impl<const N: usize> Link<N> {
         while let Some(decoded) = self.decoder.decode(&mut bytes) {
             let ack = match decoded {
                 Ok(Message::Ack(ack)) => ack,
+                Ok(Message::Nack(nack)) => {
+                    self.on_nack(nack);
+                    continue;
+                }
                 Ok(Message::Hello(_) | Message::Sample(_)) => {
                     self.counters.ignored_messages = self.counters.ignored_messages.wrapping_add(1);
                     continue;
@@ -305,6 +311,23 @@ impl<const N: usize> Link<N> {
         self.retransmit_at = self
             .awaiting_ack()
             .then(|| now.saturating_add(self.retransmit_timeout));
+    }
+
+    /// Protocol step 5: the gateway missed `nack.seq` (it arrived corrupted, or not at all) and
+    /// dropped what followed: go back to it now rather than at the timeout.
+    fn on_nack(&mut self, nack: Nack) {
+        if nack.boot != self.boot || nack.seq >= self.sent_end {
+            // Another boot, or a gap the device has not written past yet: nothing to resend.
+            self.counters.ignored_acks = self.counters.ignored_acks.wrapping_add(1);
+            return;
+        }
+        self.counters.nacks = self.counters.nacks.wrapping_add(1);
+        if nack.seq < self.outbox.oldest_seq() {
+            // The gateway waits for an event this device no longer holds (acked and freed, or
+            // dropped when the outbox was full): tell it where the outbox starts.
+            self.hello_due = true;
+        }
+        self.cursor = self.cursor.min(nack.seq.max(self.outbox.oldest_seq()));
     }
 
     /// Protocol step 4: go back to the oldest held event when the timeout passed.

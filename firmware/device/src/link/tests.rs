@@ -14,7 +14,7 @@ use super::state::MAX_RECEIVE_FRAME_LEN;
 use super::*;
 use crate::clock::Instant;
 use crate::sensor::{MAX_EVENT_READINGS, Measurement};
-use crate::testing::{FakeSerial, Sent, ack_frame, decode, take_sent};
+use crate::testing::{FakeSerial, Sent, ack_frame, decode, nack_frame, take_sent};
 
 const DEVICE: &str = "greenhouse-3";
 const FIRMWARE: &str = "1.4.0";
@@ -204,6 +204,41 @@ fn a_lost_ack_brings_hello_and_all_held_events_again_after_the_timeout_and_not_b
     link.poll(at(10 * TIMEOUT_MS), &mut serial);
     assert!(serial.tx.is_empty());
     assert_eq!(link.counters().retransmit_rounds, 2);
+}
+
+#[test]
+fn a_nack_brings_the_missing_events_again_at_once() {
+    let mut link = link::<8>();
+    let mut serial = FakeSerial::new();
+    push_events(&mut link, 4);
+    link.poll(at(0), &mut serial);
+    assert_eq!(take_summary(&mut serial).len(), 5);
+
+    // Sample 1 arrived corrupted: the gateway stored 0, dropped 2 and 3, and asks from 1.
+    serial.gateway_acks(BOOT, 0);
+    serial.rx.extend(nack_frame(BOOT, 1));
+    link.poll(at(20), &mut serial);
+    assert_eq!(
+        take_summary(&mut serial),
+        ["sample 1", "sample 2", "sample 3"],
+        "resent well before the timeout, without a Hello"
+    );
+    assert_eq!(link.counters().nacks, 1);
+    assert_eq!(link.counters().retransmitted, 3);
+
+    // A nack for another boot, or past what was written, changes nothing.
+    serial.rx.extend(nack_frame(BOOT + 1, 1));
+    serial.rx.extend(nack_frame(BOOT, 9));
+    link.poll(at(30), &mut serial);
+    assert!(serial.tx.is_empty());
+    assert_eq!(link.counters().ignored_acks, 2);
+
+    // A nack for an event already freed: the gateway lost track; a Hello tells it where to go on.
+    serial.gateway_acks(BOOT, 2);
+    link.poll(at(40), &mut serial);
+    serial.rx.extend(nack_frame(BOOT, 0));
+    link.poll(at(50), &mut serial);
+    assert_eq!(take_summary(&mut serial), ["hello 3", "sample 3"]);
 }
 
 #[test]
@@ -561,7 +596,7 @@ impl ModelGateway {
                         acks.extend(ack_frame(BOOT, expected - 1));
                     }
                 }
-                Ok(Message::Ack(_)) => panic!("the device wrote an ack"),
+                Ok(Message::Ack(_) | Message::Nack(_)) => panic!("the device wrote an ack"),
                 // Corrupted on the way: dropped, as the gateway does.
                 Err(_) => {}
             }

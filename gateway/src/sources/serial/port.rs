@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edge_wire::link::{Ack, FrameDecoder, FrameError, MAX_FRAME_LEN, Message, encode_frame};
+use edge_wire::link::{Ack, FrameDecoder, FrameError, MAX_FRAME_LEN, Message, Nack, encode_frame};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +27,8 @@ const REOPEN_MAX: Duration = Duration::from_secs(5);
 const MAX_PENDING: usize = 8;
 /// Bytes read from the port at a time.
 const READ_CHUNK: usize = 1024;
+/// A gap is asked for again (`Nack`) at most this often, in case the first request was lost.
+const NACK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A serial port feeding the journal.
 #[derive(Debug)]
@@ -121,6 +123,7 @@ impl SerialPort {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut out: Vec<u8> = Vec::new();
         let mut current: Option<(String, u32)> = None;
+        let mut last_nack: Option<(Nack, std::time::Instant)> = None;
         let mut commits = FuturesOrdered::new();
         let mut ready: Option<Group> = None;
         let journal = self.ingest.journal().clone();
@@ -156,7 +159,9 @@ impl SerialPort {
                 read = reader.read(&mut buf), if reading => match read {
                     Ok(0) => return End::Gone("end of stream".into()),
                     Ok(n) => {
-                        let group = self.take(&buf[..n], &mut decoder, &mut current, &mut out).await;
+                        let group = self
+                            .take(&buf[..n], &mut decoder, &mut current, &mut last_nack, &mut out)
+                            .await;
                         if group.marks.is_empty() {
                             continue;
                         }
@@ -181,6 +186,7 @@ impl SerialPort {
         mut bytes: &[u8],
         decoder: &mut FrameDecoder<MAX_FRAME_LEN>,
         current: &mut Option<(String, u32)>,
+        last_nack: &mut Option<(Nack, std::time::Instant)>,
         out: &mut Vec<u8>,
     ) -> Group {
         let mut group = Group::default();
@@ -241,15 +247,31 @@ impl SerialPort {
                                 put_ack(out, ack);
                             }
                         }
-                        Verdict::Gap { .. } | Verdict::WrongBoot => {
+                        Verdict::Gap { expected } => {
+                            SerialPortStats::bump(&self.stats.out_of_order);
+                            // Ask for the missing sample now, once per gap (again after a
+                            // while, in case this request is lost too).
+                            let nack = Nack {
+                                boot: *boot,
+                                seq: expected,
+                            };
+                            let repeated = last_nack.as_ref().is_some_and(|(last, at)| {
+                                *last == nack && at.elapsed() < NACK_INTERVAL
+                            });
+                            if !repeated {
+                                put_frame(out, &Message::Nack(nack));
+                                *last_nack = Some((nack, std::time::Instant::now()));
+                            }
+                        }
+                        Verdict::WrongBoot => {
                             SerialPortStats::bump(&self.stats.out_of_order);
                         }
                     }
                 }
-                Message::Ack(_) => {
+                Message::Ack(_) | Message::Nack(_) => {
                     self.frame_error(FrameError::Message(edge_wire::WireError::Malformed {
                         offset: 0,
-                        reason: "an Ack is sent by the gateway, not to it",
+                        reason: "Ack and Nack are sent by the gateway, not to it",
                     }));
                 }
             }
@@ -313,9 +335,13 @@ async fn settle(commit: Option<Commit>, marks: Vec<Mark>) -> Settled {
 }
 
 fn put_ack(out: &mut Vec<u8>, ack: Ack) {
+    put_frame(out, &Message::Ack(ack));
+}
+
+fn put_frame(out: &mut Vec<u8>, message: &Message<'_>) {
     let mut scratch = [0u8; 32];
     let mut frame = [0u8; 40];
-    if let Ok(len) = encode_frame(&Message::Ack(ack), &mut scratch, &mut frame) {
+    if let Ok(len) = encode_frame(message, &mut scratch, &mut frame) {
         out.extend_from_slice(&frame[..len]);
     }
 }
