@@ -159,6 +159,8 @@ fn the_demo_runs_end_to_end() {
             "100",
             "--devices",
             "3",
+            "--serial-devices",
+            "2",
         ])
         .args(["--device-port", &free_port().to_string()])
         .args(["--cloud-port", &free_port().to_string()])
@@ -174,12 +176,14 @@ fn the_demo_runs_end_to_end() {
         String::from_utf8_lossy(&output.stderr)
     );
     let summary = stdout.lines().last().unwrap_or_default();
-    assert!(summary.contains("from 3 devices"), "{stdout}");
+    // Three MQTT devices and two on serial lines (ptys) reached the cloud.
+    assert!(summary.contains("from 5 devices"), "{stdout}");
+    assert!(stdout.contains("serial device on"), "{stdout}");
     let events: u64 = summary
         .split("cloud: ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|count| count.parse().ok())
         .unwrap_or(0);
-    assert!(events >= 30, "3 devices at 10 Hz for 4 s: {summary}");
+    assert!(events >= 50, "5 devices at 10 Hz for 4 s: {summary}");
 }

@@ -20,9 +20,12 @@ use crate::config::{Config, UplinkUrl};
 /// Options of `edge-gateway demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Number of simulated devices.
+    /// Number of simulated devices publishing over MQTT.
     #[arg(long, default_value_t = 5)]
     pub devices: usize,
+    /// Number of simulated devices on serial lines (ptys, running the device core).
+    #[arg(long, default_value_t = 2)]
+    pub serial_devices: usize,
     /// Milliseconds between a device's events.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
@@ -70,6 +73,32 @@ pub async fn run(
     config.uplink.reconnect_max = Duration::from_secs(5);
     config.journal.max_size = 64 * 1024 * 1024;
 
+    // Serial devices: each on a pty of its own, reachable under the data dir, read by the gateway
+    // like any `[[serial]]` port.
+    let boot = u32::try_from(crate::sources::now_ms() / 1000 % i64::from(u32::MAX)).unwrap_or(1);
+    let serial_dir = config.gateway.data_dir.join("serial");
+    std::fs::create_dir_all(&serial_dir)
+        .with_context(|| format!("failed to create {}", serial_dir.display()))?;
+    let mut serial_devices = Vec::new();
+    for index in 0..args.serial_devices {
+        let name = format!("greenhouse-serial-{index}");
+        let device = edge_sim::serial_device::SerialDevice::spawn(
+            edge_sim::serial_device::SerialDeviceConfig::new(
+                &name,
+                args.devices + index,
+                boot,
+                Duration::from_millis(args.interval_ms),
+            ),
+            &serial_dir.join(&name),
+        )
+        .context("failed to start a simulated serial device")?;
+        config.serial.push(crate::config::SerialConfig {
+            port: device.link().to_path_buf(),
+            baud: 115_200,
+        });
+        serial_devices.push(device);
+    }
+
     // The "cloud": an embedded broker, and a subscriber that tallies what arrives.
     let cloud = start_cloud_broker(localhost(args.cloud_port))
         .context("failed to start the demo cloud broker")?;
@@ -89,7 +118,6 @@ pub async fn run(
     };
     wait_for_port(localhost(args.device_port)).await?;
 
-    let boot = u32::try_from(crate::sources::now_ms() / 1000 % i64::from(u32::MAX)).unwrap_or(1);
     let devices: Vec<_> = (0..args.devices)
         .map(|index| {
             let device = edge_sim::mqtt::DeviceConfig {
@@ -111,13 +139,16 @@ pub async fn run(
         .collect();
 
     println!(
-        "Edge Gateway demo: {} simulated greenhouse devices",
-        args.devices
+        "Edge Gateway demo: {} simulated greenhouse devices over MQTT, {} on serial lines",
+        args.devices, args.serial_devices
     );
     println!(
         "  devices publish to  mqtt://127.0.0.1:{}  topic devices/<device>/events",
         args.device_port
     );
+    for device in &serial_devices {
+        println!("  serial device on    {}", device.link().display());
+    }
     println!(
         "  cloud broker        mqtt://127.0.0.1:{}  topic edge/{GATEWAY_ID}/#",
         args.cloud_port
@@ -157,6 +188,9 @@ pub async fn run(
     let mut acked = 0;
     for device in devices {
         acked += device.await.unwrap_or(0);
+    }
+    for device in serial_devices {
+        acked += u64::from(device.stop().link.acked);
     }
     gateway.await.context("gateway task failed")??;
     let tally = tally.borrow().clone();

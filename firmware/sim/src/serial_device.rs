@@ -14,7 +14,7 @@ use edge_device::{
     Clock, Device, Instant, LinkConfig, LinkCounters, Measurement, Sensor, SensorError,
 };
 
-use crate::serial::{Noise, Port, create_pty};
+use crate::serial::{Noise, Port, create_pty, open_tty};
 use crate::signal::Signal;
 
 /// Events a simulated device keeps until acknowledged.
@@ -91,18 +91,41 @@ pub struct SerialDevice {
 
 impl SerialDevice {
     /// Creates a pty whose slave side `link` points to, and starts the device on its master side.
+    /// Unplugging closes the pty and removes the link; plugging makes a new one there.
     pub fn spawn(config: SerialDeviceConfig, link: &Path) -> std::io::Result<Self> {
         // Fail here, not on the device's thread, if the pty cannot be made.
         let pair = create_pty(Some(link))?;
+        let line = Line::Pty(link.to_path_buf());
+        Self::start(config, link, line, pair.master)
+    }
+
+    /// Starts the device on an existing tty (a USB serial adapter wired to the gateway's port,
+    /// say) at `baud`. Unplugging closes it; plugging opens it again.
+    pub fn spawn_on_tty(
+        config: SerialDeviceConfig,
+        tty: &Path,
+        baud: u32,
+    ) -> std::io::Result<Self> {
+        let file = open_tty(tty, baud)?;
+        let line = Line::Tty(tty.to_path_buf(), baud);
+        Self::start(config, tty, line, file)
+    }
+
+    fn start(
+        config: SerialDeviceConfig,
+        path: &Path,
+        line: Line,
+        file: std::fs::File,
+    ) -> std::io::Result<Self> {
         let control = Arc::new(Control::default());
         control.plugged.store(true, Ordering::SeqCst);
         let thread = {
             let control = Arc::clone(&control);
-            let link = link.to_path_buf();
             std::thread::Builder::new()
                 .name(format!("sim-{}", config.name))
-                .spawn(move || run(config, link, pair.master, &control))?
+                .spawn(move || run(config, line, file, &control))?
         };
+        let link = path;
         Ok(Self {
             link: link.to_path_buf(),
             control,
@@ -152,6 +175,30 @@ impl SerialDevice {
 impl Drop for SerialDevice {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What the device's line is.
+#[derive(Debug, Clone)]
+enum Line {
+    /// A pty of its own, reachable through this symlink.
+    Pty(PathBuf),
+    /// An existing tty, at this baud rate.
+    Tty(PathBuf, u32),
+}
+
+impl Line {
+    fn plug(&self) -> std::io::Result<std::fs::File> {
+        match self {
+            Self::Pty(link) => create_pty(Some(link)).map(|pair| pair.master),
+            Self::Tty(path, baud) => open_tty(path, *baud),
+        }
+    }
+
+    fn unplug(&self) {
+        if let Self::Pty(link) = self {
+            let _ = std::fs::remove_file(link);
+        }
     }
 }
 
@@ -232,7 +279,7 @@ fn open_port(config: &SerialDeviceConfig, master: std::fs::File) -> Port {
     port
 }
 
-fn run(config: SerialDeviceConfig, link: PathBuf, master: std::fs::File, control: &Arc<Control>) {
+fn run(config: SerialDeviceConfig, line: Line, file: std::fs::File, control: &Arc<Control>) {
     let mut sensor = SimSensor {
         signal: Signal::new(config.index),
         seq: 0,
@@ -260,17 +307,17 @@ fn run(config: SerialDeviceConfig, link: PathBuf, master: std::fs::File, control
     let mut clock = SimClock {
         started: std::time::Instant::now(),
     };
-    let mut port = Some(open_port(&config, master));
+    let mut port = Some(open_port(&config, file));
     let mut flipped_before = 0;
     while !control.stop.load(Ordering::SeqCst) {
         let plugged = control.plugged.load(Ordering::SeqCst);
         if !plugged && let Some(old) = port.take() {
             flipped_before += old.flipped();
             drop(old);
-            let _ = std::fs::remove_file(&link);
+            line.unplug();
         } else if plugged && port.is_none() {
-            match create_pty(Some(&link)) {
-                Ok(pair) => port = Some(open_port(&config, pair.master)),
+            match line.plug() {
+                Ok(file) => port = Some(open_port(&config, file)),
                 Err(error) => tracing::warn!(%error, "failed to plug the simulated line back in"),
             }
         }
