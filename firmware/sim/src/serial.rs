@@ -18,6 +18,7 @@ pub struct Port {
     line: Option<LineRate>,
     /// A byte read ahead by `read_ready`.
     peeked: Option<u8>,
+    written: u64,
 }
 
 /// Flips each byte, in both directions, with a given probability.
@@ -74,6 +75,7 @@ impl Port {
             noise: None,
             line: None,
             peeked: None,
+            written: 0,
         }
     }
 
@@ -91,6 +93,11 @@ impl Port {
             sent: 0.0,
         });
         self
+    }
+
+    /// Bytes written to the line so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Bytes corrupted so far by the noisy line.
@@ -165,6 +172,7 @@ impl embedded_io::Write for Port {
             match self.file.write(&bytes[written..]) {
                 Ok(n) => {
                     written += n;
+                    self.written += n as u64;
                     if let Some(line) = &mut self.line {
                         line.sent += n as f64;
                     }

@@ -42,6 +42,9 @@ pub struct SerialDeviceConfig {
     pub baud: Option<u32>,
     /// How long unacknowledged events wait before they are sent again.
     pub retransmit_timeout: Duration,
+    /// Ignore `interval` and keep the outbox topped up, so that the line is the limit (for
+    /// benchmarks).
+    pub saturate: bool,
 }
 
 impl SerialDeviceConfig {
@@ -56,6 +59,7 @@ impl SerialDeviceConfig {
             noise: None,
             baud: None,
             retransmit_timeout: Duration::from_secs(1),
+            saturate: false,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct SerialDeviceStats {
     pub link: LinkCounters,
     /// Bytes the noisy line corrupted.
     pub flipped: u64,
+    /// Bytes written to the line.
+    pub written: u64,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +182,10 @@ impl Drop for SerialDevice {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+fn sensor_count(control: &Control) -> u64 {
+    control.produced.load(Ordering::SeqCst)
 }
 
 /// What the device's line is.
@@ -309,10 +319,18 @@ fn run(config: SerialDeviceConfig, line: Line, file: std::fs::File, control: &Ar
     };
     let mut port = Some(open_port(&config, file));
     let mut flipped_before = 0;
+    let mut written_before = 0;
+    // Saturating runs measure here instead of on the device's schedule.
+    let mut burst_sensor = SimSensor {
+        signal: Signal::new(config.index),
+        seq: 0,
+        produced: Arc::clone(control),
+    };
     while !control.stop.load(Ordering::SeqCst) {
         let plugged = control.plugged.load(Ordering::SeqCst);
         if !plugged && let Some(old) = port.take() {
             flipped_before += old.flipped();
+            written_before += old.written();
             drop(old);
             line.unplug();
         } else if plugged && port.is_none() {
@@ -324,7 +342,21 @@ fn run(config: SerialDeviceConfig, line: Line, file: std::fs::File, control: &Ar
         let sampling = config
             .count
             .is_none_or(|count| control.produced.load(Ordering::SeqCst) < u64::from(count));
+        if config.saturate && sampling {
+            // Keep the outbox topped up with fresh events: the line is the limit.
+            while device.link().outbox().len() < OUTBOX / 2
+                && config
+                    .count
+                    .is_none_or(|count| sensor_count(control) < u64::from(count))
+            {
+                let measurement = burst_sensor.measure();
+                if let Ok(measurement) = measurement {
+                    let _ = device.link_mut().push(None, None, measurement);
+                }
+            }
+        }
         match port.as_mut() {
+            Some(port) if config.saturate => device.link_mut().poll(clock.now(), port),
             Some(port) if sampling => device.poll(&mut clock, port),
             Some(port) => device.link_mut().poll(clock.now(), port),
             None if sampling => device.poll(&mut clock, &mut Unplugged),
@@ -336,6 +368,7 @@ fn run(config: SerialDeviceConfig, line: Line, file: std::fs::File, control: &Ar
                 pending: device.link().outbox().len() as u64,
                 link: device.link().counters(),
                 flipped: flipped_before + port.as_ref().map_or(0, Port::flipped),
+                written: written_before + port.as_ref().map_or(0, Port::written),
             };
         }
         // Bytes from the gateway are noticed within a millisecond; samples are due at wake_at.

@@ -76,6 +76,25 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         first_within: u64,
     },
+    /// One serial device (the device core) on a pty at `--link`, writing no faster than a UART
+    /// at `--baud`, with its outbox kept full: reports the events/s the gateway acknowledged,
+    /// against the line's theoretical frame rate.
+    Serial {
+        /// Where to create the pty (the gateway's `[[serial]] port`).
+        #[arg(long)]
+        link: std::path::PathBuf,
+        /// The line rate to hold the device to (8N1: baud / 10 bytes per second).
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Events to send.
+        #[arg(long, default_value_t = 5_000)]
+        events: u32,
+        /// Seconds to wait for the gateway to open the port.
+        #[arg(long, default_value_t = 30)]
+        connect_within: u64,
+    },
+    /// Print the encoded sizes of a typical event: as a serial frame, as MQTT CBOR, as JSON.
+    Sizes,
     /// Print an unused TCP port on 127.0.0.1.
     FreePort,
 }
@@ -185,6 +204,16 @@ async fn main() -> anyhow::Result<()> {
             session,
             first_within,
         } => drain(&cloud, events, boot, session, first_within).await,
+        Command::Serial {
+            link,
+            baud,
+            events,
+            connect_within,
+        } => serial(&link, baud, events, Duration::from_secs(connect_within)),
+        Command::Sizes => {
+            sizes();
+            Ok(())
+        }
         Command::FreePort => {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             println!("{}", listener.local_addr()?.port());
@@ -352,4 +381,105 @@ async fn drain(
         bail!("only {} of {events} events arrived", inbox.distinct());
     }
     Ok(())
+}
+
+/// Runs one saturating serial device and reports its rate against the line's.
+fn serial(
+    link: &std::path::Path,
+    baud: u32,
+    events: u32,
+    connect_within: Duration,
+) -> anyhow::Result<()> {
+    use edge_sim::serial_device::{SerialDevice, SerialDeviceConfig};
+    let mut config =
+        SerialDeviceConfig::new("bench-serial", 0, clock_boot(), Duration::from_millis(1));
+    config.count = Some(events);
+    config.baud = Some(baud);
+    config.saturate = true;
+    let device = SerialDevice::spawn(config, link).context("failed to create the pty")?;
+    // Time from the first acknowledgement: until then the gateway may still be opening the port.
+    let deadline = std::time::Instant::now() + connect_within;
+    while device.stats().link.acked == 0 {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "no acknowledgement within {connect_within:?}: is the gateway reading {}?",
+                link.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = std::time::Instant::now();
+    let first = device.stats();
+    loop {
+        let stats = device.stats();
+        if stats.produced == u64::from(events) && stats.pending == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("not all events acknowledged after 10 minutes: {stats:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = device.stop();
+    let acked = f64::from(stats.link.acked - first.link.acked);
+    let rate = acked / elapsed;
+    let frames = f64::from(stats.link.sent + stats.link.retransmitted + stats.link.hellos);
+    let frame_bytes = stats.written as f64 / frames.max(1.0);
+    let line_frames = f64::from(baud) / 10.0 / frame_bytes;
+    eprintln!(
+        "serial at {baud} baud: {acked} events in {elapsed:.2} s; {frame_bytes:.1} bytes per frame; line carries {line_frames:.0} frames/s"
+    );
+    result("serial_rate", format!("{rate:.0}"), "events/s");
+    result("serial_frame_bytes", format!("{frame_bytes:.1}"), "bytes");
+    result(
+        "serial_line_frames",
+        format!("{line_frames:.0}"),
+        "frames/s",
+    );
+    result(
+        "serial_line_ratio",
+        format!("{:.3}", rate / line_frames),
+        "ratio",
+    );
+    result("serial_retransmitted", stats.link.retransmitted, "events");
+    Ok(())
+}
+
+/// Sizes of one typical event (three readings, no device clock) in each encoding.
+fn sizes() {
+    use edge_wire::link::{MAX_FRAME_LEN, Message, Sample, encode_frame};
+    let mut readings = edge_wire::Readings::new();
+    for (name, value) in [
+        ("temp_c", 21.5),
+        ("rh", f64::from(40.2f32)),
+        ("co2_ppm", 415.0),
+    ] {
+        let _ = readings.push(name, value);
+    }
+    let sample = Sample {
+        boot: 3_000_000_000,
+        seq: 1234,
+        ts: None,
+        kind: None,
+        readings: readings.clone(),
+    };
+    let mut scratch = vec![0u8; MAX_FRAME_LEN];
+    let mut frame = vec![0u8; MAX_FRAME_LEN * 2];
+    let framed = encode_frame(&Message::Sample(sample), &mut scratch, &mut frame).unwrap_or(0);
+    let event = edge_wire::Event {
+        device: "greenhouse-3",
+        boot: 3_000_000_000,
+        seq: 1234,
+        ts: None,
+        kind: None,
+        readings,
+    };
+    let mut cbor = vec![0u8; 1024];
+    let cbor_len = edge_wire::encode_event(&event, &mut cbor).unwrap_or(0);
+    // As a device with a text stack writes it: shortest decimal forms.
+    let json = r#"{"device":"greenhouse-3","boot":3000000000,"seq":1234,"readings":{"temp_c":21.5,"rh":40.2,"co2_ppm":415}}"#;
+    result("size_serial_frame", framed, "bytes");
+    result("size_mqtt_cbor", cbor_len, "bytes");
+    result("size_json", json.len(), "bytes");
 }
