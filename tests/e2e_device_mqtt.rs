@@ -16,7 +16,8 @@ fn connect_packet(client_id: &str, keep_alive: u16, level: u8) -> Vec<u8> {
     let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', level, 0x02];
     body.extend(keep_alive.to_be_bytes());
     if level == 5 {
-        body.push(0x00); // no properties
+        // Properties, as MQTT 5 clients send them: a session expiry interval of 60 s.
+        body.extend([0x05, 0x11, 0x00, 0x00, 0x00, 0x3c]);
     }
     body.extend((client_id.len() as u16).to_be_bytes());
     body.extend(client_id.as_bytes());

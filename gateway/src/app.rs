@@ -18,6 +18,9 @@ use crate::sinks::mqtt::{MqttSink, SinkError};
 use crate::sources::mqtt::{DeviceListener, ListenerError};
 use crate::sources::{Ingest, serial};
 
+/// How long serial ports get to stop once the gateway stops.
+const SERIAL_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -126,7 +129,15 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = source_task.await;
-    while serial_tasks.join_next().await.is_some() {}
+    // A port stuck writing to a device that stopped reading must not hold the gateway up.
+    let drained = tokio::time::timeout(SERIAL_SHUTDOWN_GRACE, async {
+        while serial_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("serial ports did not stop in time: closing them");
+        serial_tasks.shutdown().await;
+    }
     let _ = sink_task.await;
     drop(handle);
     journal.close().await;

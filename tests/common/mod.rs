@@ -153,7 +153,21 @@ listen = "127.0.0.1:{admin_port}"
     }
 
     /// Starts (again) the gateway process and waits for its admin server and device broker.
+    ///
+    /// The ports come from [`free_port`], which cannot reserve them: if another process took one
+    /// meanwhile and the gateway cannot listen, the config gets fresh ports and the gateway is
+    /// started again (at most twice).
     pub fn spawn(&mut self) {
+        for attempt in 0.. {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if attempt < 2 && log.contains("failed to listen") => self.new_ports(),
+                Err(log) => panic!("gateway exited early:\n{log}"),
+            }
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "gateway already running");
         self.runs += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("gateway-{}.log", self.runs)))
@@ -170,15 +184,44 @@ listen = "127.0.0.1:{admin_port}"
         self.child = Some(child);
         let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
         let devices = SocketAddr::from(([127, 0, 0, 1], self.device_port));
-        wait_until("the gateway to start", Duration::from_secs(20), || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("gateway exited early with {status}:\n{}", self.log());
+                self.child = None;
+                return Err(format!("exit status {status}\n{}", self.log()));
             }
-            http_get(admin, "/healthz").is_some_and(|(status, _)| status == 200)
+            if http_get(admin, "/healthz").is_some_and(|(status, _)| status == 200)
                 && TcpStream::connect(devices).is_ok()
-        });
+            {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start in 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Moves the device and admin listeners to fresh ports.
+    fn new_ports(&mut self) {
+        let (device_port, admin_port) = (free_port(), free_port());
+        let config = std::fs::read_to_string(&self.config_path).expect("read config");
+        let config = config
+            .replace(
+                &format!("127.0.0.1:{}\"", self.device_port),
+                &format!("127.0.0.1:{device_port}\""),
+            )
+            .replace(
+                &format!("127.0.0.1:{}\"", self.admin_port),
+                &format!("127.0.0.1:{admin_port}\""),
+            );
+        std::fs::write(&self.config_path, config).expect("write config");
+        self.device_port = device_port;
+        self.admin_port = admin_port;
     }
 
     /// `kill -9`.

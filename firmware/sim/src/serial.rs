@@ -160,6 +160,7 @@ impl embedded_io::Write for Port {
             noise.apply(&mut bytes);
         }
         let mut written = 0;
+        let mut blocked_since: Option<Instant> = None;
         while written < bytes.len() {
             if let Some(line) = &mut self.line {
                 // Wait until the line has carried what was sent before.
@@ -178,6 +179,13 @@ impl embedded_io::Write for Port {
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    // The other side is not reading: give control back to the device's loop
+                    // (which can then be stopped or unplugged) rather than wait for ever.
+                    if blocked_since.get_or_insert_with(Instant::now).elapsed()
+                        > std::time::Duration::from_millis(50)
+                    {
+                        return if written > 0 { Ok(written) } else { Err(error) };
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
                 // Nobody has the other side open: the bytes go nowhere, as on an unplugged line.

@@ -288,7 +288,7 @@ impl Metrics {
         self.rejected.get(reason)
     }
 
-    /// Counts a dead letter that could not be kept (writer stopped).
+    /// Counts a dead letter that could not be kept (the writer's queue was full, or it stopped).
     pub fn add_dead_letter_dropped(&self) {
         self.dead_letters_dropped.fetch_add(1, Ordering::Relaxed);
     }

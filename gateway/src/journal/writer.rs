@@ -226,10 +226,13 @@ impl JournalHandle {
     }
 
     /// Keeps a rejected input for inspection.
-    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), JournalError> {
+    ///
+    /// Never waits: when the writer's queue is full (a flood of bad input, or a full journal
+    /// under `when_full = "block"`), the letter is given up and an error returned, so that bad
+    /// input can never hold up a source.
+    pub fn dead_letter(&self, letter: DeadLetter) -> Result<(), JournalError> {
         self.appends
-            .send(AppendRequest::DeadLetter(letter))
-            .await
+            .try_send(AppendRequest::DeadLetter(letter))
             .map_err(|_| JournalError::WriterStopped)
     }
 

@@ -115,7 +115,7 @@ impl Ingest {
             detail: rejection.detail,
             payload: payload[..payload.len().min(DeadLetter::MAX_PAYLOAD)].to_vec(),
         };
-        if self.journal.dead_letter(letter).await.is_err() {
+        if self.journal.dead_letter(letter).is_err() {
             self.metrics.add_dead_letter_dropped();
         }
     }

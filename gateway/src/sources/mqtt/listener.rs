@@ -107,7 +107,9 @@ impl DeviceListener {
                 logins,
                 sessions: Mutex::default(),
                 next_session: AtomicU64::new(1),
-                connections: Arc::new(Semaphore::new(config.max_connections)),
+                connections: Arc::new(Semaphore::new(
+                    config.max_connections.min(Semaphore::MAX_PERMITS),
+                )),
             }),
         })
     }

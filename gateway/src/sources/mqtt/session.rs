@@ -261,8 +261,13 @@ impl Connection {
                     Some(Ok(acks)) => {
                         self.encode_acks(&acks);
                         // Acks of later requests that are already committed go out in the same write.
-                        while let Some(Some(Ok(acks))) = now_or_never(commits.next()) {
-                            self.encode_acks(&acks);
+                        loop {
+                            match now_or_never(commits.next()) {
+                                Some(Some(Ok(acks))) => self.encode_acks(&acks),
+                                // None of this request's acks, nor any later one's, may go out.
+                                Some(Some(Err(CommitFailed))) => return Close::Journal,
+                                Some(None) | None => break,
+                            }
                         }
                     }
                     Some(Err(CommitFailed)) => return Close::Journal,
@@ -358,9 +363,19 @@ impl Connection {
         self.stream.read_buf(&mut self.input).await
     }
 
-    /// Reads one whole packet (for the handshake); `None` at end of stream.
+    /// Reads one whole packet (for the handshake); `None` at end of stream. A CONNECT for another
+    /// protocol version is refused from its raw bytes: the 3.1.1 parser would misread an MQTT 5
+    /// CONNECT's properties.
     async fn read_packet(&mut self) -> Result<Option<Packet>, Close> {
         loop {
+            if let Some((name, level)) = connect_protocol(&self.input)
+                && (name != b"MQTT" || level != 4)
+            {
+                return Err(Close::Protocol(format!(
+                    "{UNSUPPORTED_PROTOCOL}: {} level {level}; use MQTT 3.1.1 (level 4)",
+                    String::from_utf8_lossy(name)
+                )));
+            }
             match Packet::read(&mut self.input, MAX_PACKET) {
                 Ok(packet) => return Ok(Some(packet)),
                 Err(Error::InsufficientBytes(missing)) => {
@@ -425,6 +440,26 @@ fn put_ack(output: &mut BytesMut, first_byte: u8, pkid: u16) {
     output.put_u8(first_byte);
     output.put_u8(0x02);
     output.put_u16(pkid);
+}
+
+/// The protocol name and level of a CONNECT at the start of `bytes`, once enough of it is there.
+fn connect_protocol(bytes: &[u8]) -> Option<(&[u8], u8)> {
+    if bytes.first()? >> 4 != 1 {
+        return None;
+    }
+    // The remaining length: 1 to 4 bytes, 7 bits each, the top bit saying another follows.
+    let mut at = 1;
+    while bytes.get(at)? & 0x80 != 0 {
+        at += 1;
+        if at > 4 {
+            return None;
+        }
+    }
+    at += 1;
+    let len = usize::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+    let name = bytes.get(at + 2..at + 2 + len)?;
+    let level = *bytes.get(at + 2 + len)?;
+    Some((name, level))
 }
 
 fn describe(error: &Error) -> String {

@@ -1,6 +1,7 @@
 //! One serial port: open it, read frames, store samples, send acks after the commit, and open it
 //! again with backoff when it goes away.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,8 @@ const REOPEN_MAX: Duration = Duration::from_secs(5);
 const MAX_PENDING: usize = 8;
 /// Bytes read from the port at a time.
 const READ_CHUNK: usize = 1024;
+/// How long a port that went away waits for the commits it started, to record them.
+const ABANDON_WAIT: Duration = Duration::from_secs(2);
 /// A gap is asked for again (`Nack`) at most this often, in case the first request was lost.
 const NACK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -127,10 +130,13 @@ impl SerialPort {
         let mut commits = FuturesOrdered::new();
         let mut ready: Option<Group> = None;
         let journal = self.ingest.journal().clone();
-        loop {
+        // Devices with samples handed to the journal on this connection.
+        let mut submitted: HashSet<String> = HashSet::new();
+        let mut failed = false;
+        let end = loop {
             if !out.is_empty() {
                 if let Err(error) = writer.write_all(&out).await {
-                    return End::Gone(format!("write failed: {error}"));
+                    break End::Gone(format!("write failed: {error}"));
                 }
                 out.clear();
             }
@@ -141,23 +147,24 @@ impl SerialPort {
                 settled = commits.next(), if !commits.is_empty() => match settled as Option<Settled> {
                     Some(Ok(marks)) => self.acknowledge(&marks, &mut out),
                     Some(Err((devices, CommitFailed))) => {
-                        if let Ok(mut sequencer) = self.sequencer.lock() {
-                            for device in &devices {
-                                sequencer.rewind(device);
-                            }
-                        }
-                        return End::Gone("the journal did not store its events".into());
+                        self.rewind(devices.iter());
+                        failed = true;
+                        break End::Gone("the journal did not store its events".into());
                     }
                     None => {}
                 },
                 permit = journal.reserve(), if ready.is_some() => match (permit, ready.take()) {
                     (Ok(permit), Some(group)) => {
+                        submitted.extend(group.marks.iter().map(|(device, _, _)| device.clone()));
                         commits.push_back(settle(Some(permit.submit(group.records)), group.marks));
                     }
-                    _ => return End::Gone("the journal writer stopped".into()),
+                    (_, group) => {
+                        ready = group;
+                        break End::Gone("the journal writer stopped".into());
+                    }
                 },
                 read = reader.read(&mut buf), if reading => match read {
-                    Ok(0) => return End::Gone("end of stream".into()),
+                    Ok(0) => break End::Gone("end of stream".into()),
                     Ok(n) => {
                         let group = self
                             .take(&buf[..n], &mut decoder, &mut current, &mut last_nack, &mut out)
@@ -173,8 +180,49 @@ impl SerialPort {
                             ready = Some(group);
                         }
                     }
-                    Err(error) => return End::Gone(format!("read failed: {error}")),
+                    Err(error) => break End::Gone(format!("read failed: {error}")),
                 },
+            }
+        };
+        // The port is gone, but what was taken from it must not be acknowledged later by a
+        // cumulative ack for something else. Samples never handed over are forgotten; commits
+        // that complete shortly are recorded (so a resend is acknowledged, not stored again);
+        // after a failure, or if they take too long, the devices start over from their `Hello`.
+        if let Some(group) = ready.take() {
+            self.rewind(group.marks.iter().map(|(device, _, _)| device));
+        }
+        let settle_by = tokio::time::sleep(ABANDON_WAIT);
+        tokio::pin!(settle_by);
+        while !commits.is_empty() {
+            tokio::select! {
+                settled = commits.next() => match settled as Option<Settled> {
+                    Some(Ok(marks)) if !failed => {
+                        if let Ok(mut sequencer) = self.sequencer.lock() {
+                            for (device, boot, seq) in &marks {
+                                sequencer.committed(device, *boot, *seq);
+                            }
+                        }
+                    }
+                    Some(Ok(marks)) => self.rewind(marks.iter().map(|(device, _, _)| device)),
+                    Some(Err((devices, CommitFailed))) => {
+                        failed = true;
+                        self.rewind(devices.iter());
+                    }
+                    None => break,
+                },
+                () = &mut settle_by => {
+                    self.rewind(submitted.iter());
+                    break;
+                }
+            }
+        }
+        end
+    }
+
+    fn rewind<'a>(&self, devices: impl Iterator<Item = &'a String>) {
+        if let Ok(mut sequencer) = self.sequencer.lock() {
+            for device in devices {
+                sequencer.rewind(device);
             }
         }
     }
@@ -191,6 +239,8 @@ impl SerialPort {
     ) -> Group {
         let mut group = Group::default();
         let mut rejected = Vec::new();
+        // Acks to send again (for a Hello, or committed duplicates): the highest per device.
+        let mut repeat: Vec<(String, Ack)> = Vec::new();
         while let Some(result) = decoder.decode(&mut bytes) {
             let message = match result {
                 Ok(message) => message,
@@ -199,7 +249,9 @@ impl SerialPort {
                     continue;
                 }
             };
-            SerialPortStats::bump(&self.stats.frames);
+            if matches!(message, Message::Hello(_) | Message::Sample(_)) {
+                SerialPortStats::bump(&self.stats.frames);
+            }
             match message {
                 Message::Hello(hello) => {
                     let ack = self
@@ -215,7 +267,7 @@ impl SerialPort {
                     );
                     *current = Some((hello.device.to_owned(), hello.boot));
                     if let Some(ack) = ack {
-                        put_ack(out, ack);
+                        remember(&mut repeat, hello.device, ack);
                     }
                 }
                 Message::Sample(sample) => {
@@ -244,7 +296,7 @@ impl SerialPort {
                         Verdict::Duplicate(ack) => {
                             SerialPortStats::bump(&self.stats.duplicates);
                             if let Some(ack) = ack {
-                                put_ack(out, ack);
+                                remember(&mut repeat, device, ack);
                             }
                         }
                         Verdict::Gap { expected } => {
@@ -275,6 +327,9 @@ impl SerialPort {
                     }));
                 }
             }
+        }
+        for (_, ack) in repeat {
+            put_ack(out, ack);
         }
         // A sample whose content is invalid is dead-lettered and still acknowledged in its
         // turn: sending it again would not make it valid.
@@ -332,6 +387,15 @@ async fn settle(commit: Option<Commit>, marks: Vec<Mark>) -> Settled {
         return Err((devices, failed));
     }
     Ok(marks)
+}
+
+/// Keeps the highest ack per device.
+fn remember(repeat: &mut Vec<(String, Ack)>, device: &str, ack: Ack) {
+    match repeat.iter_mut().find(|(known, _)| known == device) {
+        Some((_, kept)) if kept.boot == ack.boot => kept.seq = kept.seq.max(ack.seq),
+        Some((_, kept)) => *kept = ack,
+        None => repeat.push((device.to_owned(), ack)),
+    }
 }
 
 fn put_ack(out: &mut Vec<u8>, ack: Ack) {
