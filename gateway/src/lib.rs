@@ -13,5 +13,6 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod journal;
+pub mod rules;
 pub mod sinks;
 pub mod sources;
