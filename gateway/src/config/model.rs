@@ -26,6 +26,8 @@ pub struct Config {
     pub journal: JournalConfig,
     /// `[admin]`: the admin HTTP surface (health, metrics).
     pub admin: AdminConfig,
+    /// `[[rule]]`: alert rules, evaluated on every event; none by default.
+    pub rules: Vec<crate::rules::Rule>,
 }
 
 impl Config {
@@ -40,6 +42,7 @@ impl Config {
             uplink,
             journal: JournalConfig::default(),
             admin: AdminConfig::default(),
+            rules: Vec::new(),
         }
     }
 

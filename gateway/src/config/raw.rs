@@ -24,6 +24,31 @@ pub(super) struct RawConfig {
     pub(super) uplink: Option<Spanned<RawUplink>>,
     pub(super) journal: RawJournal,
     pub(super) admin: RawAdmin,
+    pub(super) rule: Vec<Spanned<RawRule>>,
+}
+
+/// A number value and where it is.
+pub(super) type Number = Spanned<f64>;
+
+/// One `[[rule]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawRule {
+    pub(super) name: Option<Text>,
+    pub(super) devices: Option<Text>,
+    pub(super) reading: Option<Text>,
+    pub(super) above: Option<Number>,
+    pub(super) clear_below: Option<Number>,
+    pub(super) below: Option<Number>,
+    pub(super) clear_above: Option<Number>,
+    #[serde(rename = "for")]
+    pub(super) hold: Option<Text>,
+    pub(super) window: Option<Text>,
+    pub(super) aggregate: Option<Text>,
+    pub(super) silent_for: Option<Text>,
+    pub(super) severity: Option<Text>,
+    pub(super) cooldown: Option<Text>,
+    pub(super) labels: Option<Spanned<std::collections::BTreeMap<String, String>>>,
 }
 
 /// `[gateway]`.

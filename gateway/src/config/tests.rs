@@ -229,6 +229,9 @@ users = [{ name = "a", password_file = "/a", pasword = "x" }]
 
 [[rule]]
 name = "too hot"
+reading = "temp_c"
+above = 35
+colour = "red"
 "#;
     assert_eq!(
         problems(source),
@@ -237,7 +240,7 @@ name = "too hot"
             "9:1: unknown key `journal.max_sise`",
             "15:3: unknown key `serial[1].speed`",
             "18:46: unknown key `local_broker.users[0].pasword`",
-            "20:3: unknown key `rule`",
+            "24:1: unknown key `rule[0].colour`",
         ]
     );
 }
@@ -474,4 +477,130 @@ fn a_config_built_in_code_has_the_same_defaults_as_an_empty_file() {
     let parsed = valid(MINIMAL);
     let built = Config::new("gw-1", parsed.uplink.url.clone());
     assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+}
+
+#[test]
+fn rules_of_every_kind_parse() {
+    let config = valid(&format!(
+        r#"{MINIMAL}
+[[rule]]
+name = "greenhouse too hot"
+devices = "greenhouse-*"
+reading = "temp_c"
+above = 35
+clear_below = 33.5
+for = "30s"
+severity = "critical"
+cooldown = "5m"
+labels = {{ zone = "north", team = "growers" }}
+
+[[rule]]
+name = "humidity out of band"
+reading = "rh"
+above = 80.0
+below = 30.0
+clear_above = 32.0
+window = "5m"
+aggregate = "avg"
+
+[[rule]]
+name = "sensor silent"
+devices = "greenhouse-1"
+silent_for = "10m"
+"#
+    ));
+    let [hot, band, silent] = config.rules.as_slice() else {
+        panic!("three rules: {:?}", config.rules);
+    };
+    assert_eq!(hot.name, "greenhouse too hot");
+    assert!(hot.devices.matches("greenhouse-7") && !hot.devices.matches("barn-1"));
+    assert_eq!(hot.hold, Duration::from_secs(30));
+    assert_eq!(hot.cooldown, Duration::from_secs(300));
+    assert_eq!(hot.severity, crate::rules::Severity::Critical);
+    assert_eq!(hot.labels.get("zone").map(String::as_str), Some("north"));
+    let crate::rules::Condition::Threshold {
+        reading,
+        window,
+        bounds,
+    } = &hot.condition
+    else {
+        panic!("{:?}", hot.condition);
+    };
+    assert_eq!((reading.as_str(), *window), ("temp_c", None));
+    assert_eq!((bounds.above, bounds.clear_below), (Some(35.0), 33.5));
+    let crate::rules::Condition::Threshold { window, bounds, .. } = &band.condition else {
+        panic!("{:?}", band.condition);
+    };
+    assert_eq!(
+        *window,
+        Some(crate::rules::Window {
+            over: Duration::from_secs(300),
+            aggregate: crate::rules::Aggregate::Avg
+        })
+    );
+    assert_eq!(
+        (bounds.below, bounds.clear_above, bounds.clear_below),
+        (Some(30.0), 32.0, 80.0)
+    );
+    assert_eq!(
+        band.severity,
+        crate::rules::Severity::Warning,
+        "the default"
+    );
+    assert!(band.devices.matches("anything"), "every device by default");
+    assert_eq!(
+        silent.condition,
+        crate::rules::Condition::Silent {
+            reading: None,
+            after: Duration::from_secs(600)
+        }
+    );
+}
+
+#[test]
+fn bad_rules_are_config_errors_at_their_place() {
+    let source = format!(
+        r#"{MINIMAL}
+[[rule]]
+name = "a"
+devices = "green/house"
+reading = "temp_c"
+above = 35
+aggregate = "median"
+window = "-5s"
+
+[[rule]]
+name = "a"
+reading = "t"
+above = 10
+clear_below = 12
+
+[[rule]]
+name = "c"
+silent_for = "0s"
+
+[[rule]]
+name = "d"
+reading = "t"
+
+[[rule]]
+name = "e"
+above = 1
+below = 5
+"#
+    );
+    assert_eq!(
+        problems(&source),
+        [
+            "10:11: invalid value `green/house` for `rule[0].devices`: expected a device id or a glob of A-Z a-z 0-9 . _ - with * and ?",
+            "13:13: invalid value `median` for `rule[0].aggregate`: expected avg, min, max, count or rate",
+            "14:10: invalid duration `-5s` for `rule[0].window`: expected a number followed by ms, s, m, h or d",
+            "17:8: invalid value `a` for `rule[1].name`: already the name of `rule[0]`; rule names must be unique",
+            "20:15: invalid value `12` for `rule[1].clear_below`: must not be above `above` (10)",
+            "24:14: invalid value `0s` for `rule[2].silent_for`: must be longer than zero",
+            "26:1: `rule[3]` has no condition: give it `above`, `below` or `silent_for`",
+            "30:1: missing key `rule[4].reading`",
+            "33:9: invalid value `5` for `rule[4].below`: must be under `above` (1); together they fire outside [below, above]",
+        ]
+    );
 }

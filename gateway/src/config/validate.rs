@@ -16,11 +16,12 @@ use super::model::{
     Synchronous, UplinkConfig, UplinkUrl, WhenFull,
 };
 use super::raw::{
-    Integer, RawAdmin, RawConfig, RawGateway, RawJournal, RawLocalBroker, RawSerial, RawUplink,
-    Text,
+    Integer, Number, RawAdmin, RawConfig, RawGateway, RawJournal, RawLocalBroker, RawRule,
+    RawSerial, RawUplink, Text,
 };
 use super::units::{parse_duration, parse_size};
 use super::url::parse_uplink_url;
+use crate::rules::{Aggregate, Bounds, Condition, DevicePattern, Rule, Severity, Window};
 
 /// Longest gateway id.
 const MAX_GATEWAY_ID_LEN: usize = 64;
@@ -43,6 +44,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Issue>> {
     let uplink = check.uplink(raw, &gateway.id);
     let journal = check.journal(&raw.journal);
     let admin = check.admin(&raw.admin);
+    let rules = check.rules(&raw.rule);
     if check.issues.is_empty() {
         Ok(Config {
             gateway,
@@ -51,6 +53,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Issue>> {
             uplink,
             journal,
             admin,
+            rules,
         })
     } else {
         Err(check.issues)
@@ -411,6 +414,270 @@ impl Checker {
         AdminConfig {
             listen: self.address(raw.listen.as_ref(), "admin.listen", default.listen),
         }
+    }
+
+    fn rules(&mut self, raw: &[toml::Spanned<RawRule>]) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for (index, spanned) in raw.iter().enumerate() {
+            let key = format!("rule[{index}]");
+            if let Some(name) = &spanned.get_ref().name {
+                if let Some(first) = names.iter().position(|known| *known == name.get_ref()) {
+                    self.invalid(
+                        name,
+                        &format!("{key}.name"),
+                        format!("already the name of `rule[{first}]`; rule names must be unique"),
+                    );
+                }
+                names.push(name.get_ref());
+            }
+            if let Some(rule) = self.rule(spanned.get_ref(), &key, spanned.span().start) {
+                rules.push(rule);
+            }
+        }
+        rules
+    }
+
+    /// One rule; `None` if it has problems (they are reported).
+    fn rule(&mut self, raw: &RawRule, key: &str, at: usize) -> Option<Rule> {
+        let before = self.issues.len();
+        let name = match &raw.name {
+            None => {
+                self.missing(&format!("{key}.name"), at);
+                String::new()
+            }
+            Some(name) => {
+                if name.get_ref().trim().is_empty() || name.get_ref().chars().any(char::is_control)
+                {
+                    self.invalid(
+                        name,
+                        &format!("{key}.name"),
+                        "expected printable text".to_owned(),
+                    );
+                }
+                name.get_ref().clone()
+            }
+        };
+        let devices = match &raw.devices {
+            None => DevicePattern::new("*"),
+            Some(pattern) => {
+                let devices = DevicePattern::new(pattern.get_ref());
+                if devices.is_none() {
+                    self.invalid(
+                        pattern,
+                        &format!("{key}.devices"),
+                        "expected a device id or a glob of A-Z a-z 0-9 . _ - with * and ?"
+                            .to_owned(),
+                    );
+                }
+                devices
+            }
+        };
+        let reading = raw.reading.as_ref().map(|reading| {
+            let text = reading.get_ref();
+            if text.is_empty() || text.len() > 64 || text.chars().any(char::is_control) {
+                self.invalid(
+                    reading,
+                    &format!("{key}.reading"),
+                    "expected a reading name of 1 to 64 printable characters".to_owned(),
+                );
+            }
+            text.clone()
+        });
+        let positive = |check: &mut Self, value: Option<&Text>, field: &str| -> Option<Duration> {
+            let value = value?;
+            let reported = check.issues.len();
+            let duration = check.duration(Some(value), &format!("{key}.{field}"), Duration::ZERO);
+            if duration.is_zero() && check.issues.len() == reported {
+                check.invalid(
+                    value,
+                    &format!("{key}.{field}"),
+                    "must be longer than zero".to_owned(),
+                );
+            }
+            Some(duration)
+        };
+        let hold = self.duration(raw.hold.as_ref(), &format!("{key}.for"), Duration::ZERO);
+        let cooldown = self.duration(
+            raw.cooldown.as_ref(),
+            &format!("{key}.cooldown"),
+            Duration::ZERO,
+        );
+        let severity = self.choice(
+            raw.severity.as_ref(),
+            &format!("{key}.severity"),
+            &Severity::ALL.map(|(severity, name)| (name, severity)),
+            Severity::Warning,
+        );
+        let labels = raw
+            .labels
+            .as_ref()
+            .map(|labels| {
+                if labels.get_ref().keys().any(|name| name.is_empty()) {
+                    self.issues.push(Issue::new(
+                        labels.span().start,
+                        format!("invalid `{key}.labels`: label names must not be empty"),
+                    ));
+                }
+                labels.get_ref().clone()
+            })
+            .unwrap_or_default();
+
+        let threshold = raw.above.is_some() || raw.below.is_some();
+        let condition = match (&raw.silent_for, threshold) {
+            (Some(silent_for), true) => {
+                self.invalid(
+                    silent_for,
+                    &format!("{key}.silent_for"),
+                    "a rule has one condition: silent_for, or above/below, not both".to_owned(),
+                );
+                None
+            }
+            (Some(silent_for), false) => {
+                for (value, field) in [(&raw.window, "window"), (&raw.aggregate, "aggregate")] {
+                    if let Some(value) = value {
+                        self.invalid(
+                            value,
+                            &format!("{key}.{field}"),
+                            "only for above/below rules".to_owned(),
+                        );
+                    }
+                }
+                positive(self, Some(silent_for), "silent_for").map(|after| Condition::Silent {
+                    reading: reading.clone(),
+                    after,
+                })
+            }
+            (None, true) => {
+                if reading.is_none() {
+                    self.missing(&format!("{key}.reading"), at);
+                }
+                let bounds = self.bounds(raw, key);
+                let window = match (&raw.window, &raw.aggregate) {
+                    (None, None) => None,
+                    (Some(window), None) => {
+                        self.invalid(
+                            window,
+                            &format!("{key}.window"),
+                            "needs an `aggregate`: avg, min, max, count or rate".to_owned(),
+                        );
+                        None
+                    }
+                    (None, Some(aggregate)) => {
+                        self.invalid(
+                            aggregate,
+                            &format!("{key}.aggregate"),
+                            "needs a `window`, e.g. \"5m\"".to_owned(),
+                        );
+                        None
+                    }
+                    (Some(window), Some(_)) => {
+                        let over = positive(self, Some(window), "window");
+                        let aggregate = self.choice(
+                            raw.aggregate.as_ref(),
+                            &format!("{key}.aggregate"),
+                            &Aggregate::ALL.map(|(aggregate, name)| (name, aggregate)),
+                            Aggregate::Avg,
+                        );
+                        over.map(|over| Window { over, aggregate })
+                    }
+                };
+                bounds.map(|bounds| Condition::Threshold {
+                    reading: reading.clone().unwrap_or_default(),
+                    window,
+                    bounds,
+                })
+            }
+            (None, false) => {
+                self.issues.push(Issue::new(
+                    at,
+                    format!("`{key}` has no condition: give it `above`, `below` or `silent_for`"),
+                ));
+                None
+            }
+        };
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(Rule {
+            name,
+            devices: devices?,
+            condition: condition?,
+            hold,
+            severity,
+            cooldown,
+            labels,
+        })
+    }
+
+    /// The thresholds of a rule with `above` and/or `below`, with their clear levels.
+    fn bounds(&mut self, raw: &RawRule, key: &str) -> Option<Bounds> {
+        let before = self.issues.len();
+        let finite = |check: &mut Self, value: Option<&Number>, field: &str| -> Option<f64> {
+            let value = value?;
+            let number = *value.get_ref();
+            if !number.is_finite() {
+                check.issues.push(Issue::new(
+                    value.span().start,
+                    format!(
+                        "invalid value `{number}` for `{key}.{field}`: must be a finite number"
+                    ),
+                ));
+            }
+            Some(number)
+        };
+        let above = finite(self, raw.above.as_ref(), "above");
+        let below = finite(self, raw.below.as_ref(), "below");
+        let clear_below = finite(self, raw.clear_below.as_ref(), "clear_below");
+        let clear_above = finite(self, raw.clear_above.as_ref(), "clear_above");
+        let mut report = |value: &Number, message: String| {
+            self.issues.push(Issue::new(value.span().start, message));
+        };
+        if let Some(value) = &raw.clear_below {
+            match above {
+                None => report(value, format!("`{key}.clear_below` goes with `above`")),
+                Some(above) if *value.get_ref() > above => report(
+                    value,
+                    format!(
+                        "invalid value `{}` for `{key}.clear_below`: must not be above `above` ({above})",
+                        value.get_ref()
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(value) = &raw.clear_above {
+            match below {
+                None => report(value, format!("`{key}.clear_above` goes with `below`")),
+                Some(below) if *value.get_ref() < below => report(
+                    value,
+                    format!(
+                        "invalid value `{}` for `{key}.clear_above`: must not be below `below` ({below})",
+                        value.get_ref()
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let (Some(above), Some(below), Some(value)) = (above, below, &raw.below)
+            && below >= above
+        {
+            report(
+                value,
+                format!(
+                    "invalid value `{below}` for `{key}.below`: must be under `above` ({above}); together they fire outside [below, above]"
+                ),
+            );
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(Bounds {
+            above,
+            clear_below: clear_below.or(above).unwrap_or(f64::INFINITY),
+            below,
+            clear_above: clear_above.or(below).unwrap_or(f64::NEG_INFINITY),
+        })
     }
 
     fn missing(&mut self, key: &str, at: usize) {
