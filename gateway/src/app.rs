@@ -86,15 +86,24 @@ pub async fn run(
         handle.clone(),
         Arc::clone(&metrics),
     )?;
+    let (stop, stopped) = watch::channel(false);
+    let (rules, rules_task) = crate::rules::service::spawn(
+        config.rules.clone(),
+        &config.gateway.id,
+        (report.last_alert, &report.firing_alerts),
+        handle.clone(),
+        Arc::clone(&metrics),
+        stopped.clone(),
+    );
     let ingest = Ingest::new(
         Source::Mqtt,
         config.gateway.id.clone(),
         handle.clone(),
         Arc::clone(&metrics),
-    );
+    )
+    .with_rules(rules.clone());
     let devices = DeviceListener::bind(&config.local_broker, ingest)?;
 
-    let (stop, stopped) = watch::channel(false);
     let admin_task = {
         let mut stopped = stopped.clone();
         let metrics = Arc::clone(&metrics);
@@ -113,7 +122,8 @@ pub async fn run(
         config.gateway.id.clone(),
         handle.clone(),
         Arc::clone(&metrics),
-    );
+    )
+    .with_rules(rules.clone());
     let mut serial_tasks = serial::spawn_ports(&config.serial, &serial_ingest, &stopped);
     let sink_task = tokio::spawn(sink.run(stopped));
     tracing::info!(
@@ -138,6 +148,7 @@ pub async fn run(
         tracing::warn!("serial ports did not stop in time: closing them");
         serial_tasks.shutdown().await;
     }
+    let _ = rules_task.await;
     let _ = sink_task.await;
     drop(handle);
     journal.close().await;

@@ -407,6 +407,16 @@ pub struct Received {
     pub boot: u64,
     pub seq: u64,
     pub body: serde_json::Value,
+    /// Position in arrival order, counting alerts too.
+    pub order: usize,
+}
+
+/// An alert as the cloud received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedAlert {
+    pub body: serde_json::Value,
+    /// Position in arrival order, counting events too.
+    pub order: usize,
 }
 
 /// Everything a cloud subscriber received, in arrival order.
@@ -414,6 +424,8 @@ pub struct Received {
 pub struct Inbox {
     messages: Arc<Mutex<Vec<Received>>>,
     statuses: Arc<Mutex<Vec<String>>>,
+    alerts: Arc<Mutex<Vec<ReceivedAlert>>>,
+    arrivals: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inbox {
@@ -427,7 +439,18 @@ impl Inbox {
         }
         let body: serde_json::Value =
             serde_json::from_slice(payload).expect("the cloud receives JSON");
+        let order = self
+            .arrivals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if topic.ends_with("/alerts") {
+            self.alerts
+                .lock()
+                .expect("lock")
+                .push(ReceivedAlert { body, order });
+            return;
+        }
         let received = Received {
+            order,
             topic: topic.to_owned(),
             id: body["id"].as_str().expect("id").to_owned(),
             device: body["device"].as_str().expect("device").to_owned(),
@@ -436,6 +459,11 @@ impl Inbox {
             body,
         };
         self.messages.lock().expect("lock").push(received);
+    }
+
+    /// The alerts received, in arrival order.
+    pub fn alerts(&self) -> Vec<ReceivedAlert> {
+        self.alerts.lock().expect("lock").clone()
     }
 
     pub fn all(&self) -> Vec<Received> {

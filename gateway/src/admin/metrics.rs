@@ -241,6 +241,8 @@ pub struct Metrics {
     device_connections: AtomicU64,
     device_connections_refused: AtomicU64,
     device_protocol_errors: AtomicU64,
+    alerts: [AtomicU64; 2],
+    rule_events_dropped: AtomicU64,
     serial_ports: std::sync::Mutex<Vec<(String, Arc<SerialPortStats>)>>,
     uplink_connected: AtomicBool,
     uplink_connections: AtomicU64,
@@ -263,6 +265,8 @@ impl Metrics {
             device_connections: AtomicU64::new(0),
             device_connections_refused: AtomicU64::new(0),
             device_protocol_errors: AtomicU64::new(0),
+            alerts: Default::default(),
+            rule_events_dropped: AtomicU64::new(0),
             serial_ports: std::sync::Mutex::default(),
             uplink_connected: AtomicBool::new(false),
             uplink_connections: AtomicU64::new(0),
@@ -321,6 +325,16 @@ impl Metrics {
     /// packet, no CONNECT in time, unsupported protocol version, keep-alive expired).
     pub fn add_device_protocol_error(&self) {
         self.device_protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an alert transition.
+    pub fn add_alert(&self, firing: bool) {
+        self.alerts[usize::from(!firing)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an event the rule engine could not take (it was behind).
+    pub fn add_rule_events_dropped(&self) {
+        self.rule_events_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The figures of serial port `port`, registered on first use.
@@ -429,6 +443,26 @@ impl Metrics {
             self.device_protocol_errors.load(Ordering::Relaxed),
         );
         self.render_serial(&mut out);
+        family(
+            &mut out,
+            "edge_alerts_total",
+            "counter",
+            "Alert transitions raised by the rules, by state.",
+        );
+        for (index, state) in ["firing", "resolved"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edge_alerts_total{{state=\"{state}\"}} {}",
+                self.alerts[index].load(Ordering::Relaxed)
+            );
+        }
+        single(
+            &mut out,
+            "edge_rule_events_dropped_total",
+            "counter",
+            "Events the rule engine could not evaluate because it was behind.",
+            self.rule_events_dropped.load(Ordering::Relaxed),
+        );
         let journal = &self.journal;
         single(
             &mut out,

@@ -36,7 +36,7 @@ mod tests;
 
 pub use error::JournalError;
 pub use reader::JournalReader;
-pub use record::{DeadLetter, Record, StoredEvent};
+pub use record::{AlertRecord, DeadLetter, FiringAlert, Record, StoredEvent};
 pub use stats::{DropReason, JournalStats};
 pub use store::{
     Inspection, JournalOptions, JournalSummary, OpenReport, StoredDeadLetter, inspect, summarize,

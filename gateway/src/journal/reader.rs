@@ -9,9 +9,10 @@ use tokio::sync::oneshot;
 
 use super::error::JournalError;
 use super::record::StoredEvent;
-use super::store::read_events;
+use super::store::{read_alerts, read_events};
 
 struct ReadRequest {
+    alerts: bool,
     after: i64,
     limit: usize,
     reply: oneshot::Sender<Result<Vec<StoredEvent>, JournalError>>,
@@ -53,15 +54,35 @@ impl JournalReader {
         Ok(Self { requests })
     }
 
-    /// Up to `limit` events with ids greater than `after`, in id order.
+    /// Up to `limit` events with ids greater than `after` (at least 0), in id order.
     pub async fn read_after(
         &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        self.read(false, after.max(0), limit).await
+    }
+
+    /// Up to `limit` alerts (the priority lane, negative row ids) with ids greater than
+    /// `after`, in id order.
+    pub async fn read_alerts_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        self.read(true, after, limit).await
+    }
+
+    async fn read(
+        &self,
+        alerts: bool,
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError> {
         let (reply, response) = oneshot::channel();
         self.requests
             .send(ReadRequest {
+                alerts,
                 after,
                 limit,
                 reply,
@@ -73,12 +94,15 @@ impl JournalReader {
 
 fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadRequest>) {
     while let Ok(request) = incoming.recv() {
-        let result = read_events(&conn, request.after, request.limit).map_err(|source| {
-            JournalError::Sqlite {
-                action: "read from",
-                path: path.clone(),
-                source,
-            }
+        let read = if request.alerts {
+            read_alerts(&conn, request.after, request.limit)
+        } else {
+            read_events(&conn, request.after, request.limit)
+        };
+        let result = read.map_err(|source| JournalError::Sqlite {
+            action: "read from",
+            path: path.clone(),
+            source,
         });
         // The sink may have gone away meanwhile: nothing to do then.
         let _ = request.reply.send(result);

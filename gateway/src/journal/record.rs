@@ -37,6 +37,36 @@ pub struct StoredEvent {
     pub payload: Vec<u8>,
 }
 
+/// An alert transition ready to be journaled in the priority lane: it is forwarded before any
+/// event, and its rule's firing state is kept with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    /// The rule.
+    pub rule: String,
+    /// The device.
+    pub device: String,
+    /// The alert's number (`{gateway}:alert:{n}`).
+    pub alert: u64,
+    /// Whether it starts (`true`) or ends.
+    pub firing: bool,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The message to send upstream.
+    pub payload: Vec<u8>,
+}
+
+/// An alert that was firing when the journal was last written, so that it goes on after a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringAlert {
+    /// The rule.
+    pub rule: String,
+    /// The device.
+    pub device: String,
+    /// The alert's number.
+    pub alert: u64,
+}
+
 /// Rejected input, kept for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {

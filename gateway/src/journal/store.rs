@@ -7,11 +7,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::error::JournalError;
-use super::record::{DeadLetter, Record, StoredEvent, row_cost};
+use super::record::{
+    AlertRecord, DeadLetter, FiringAlert, ROW_OVERHEAD, Record, StoredEvent, row_cost,
+};
 use super::stats::DropReason;
 use crate::config::{Synchronous, WhenFull};
 
 const SCHEMA_VERSION: i64 = 1;
+/// What the schema's fixed pages take, set aside before rows get their share of `max_size`.
+const SCHEMA_PAGES_BYTES: u64 = 8 * 4096;
+/// Alerts are rows of `events` with negative ids from here up: in id order they come before every
+/// event (the priority lane), and among themselves in the order they were raised.
+pub(crate) const ALERT_ROW_BASE: i64 = -(1 << 62);
 const PAGE_SIZE: u64 = 4096;
 /// Rows removed per eviction step, at least: evicting one row per append would cost a query per
 /// event when the journal sits full.
@@ -51,9 +58,10 @@ impl Budget {
             .clamp(32 * 1024, 16 * 1024 * 1024)
             .min(max_size / 4);
         let dead_letters = (max_size / 16).min(2 * 1024 * 1024);
-        // B-tree pages are not filled to the last byte and interior pages cost a little too:
-        // leave 15 % of the rest to SQLite.
-        let rows = (max_size - wal - dead_letters) * 85 / 100;
+        // The schema's fixed pages (header, the small tables and their indexes; a few pages of
+        // 4 KiB), then B-tree pages are not filled to the last byte and interior pages cost a
+        // little too: leave 15 % of the rest to SQLite.
+        let rows = max_size.saturating_sub(wal + dead_letters + SCHEMA_PAGES_BYTES) * 85 / 100;
         Self {
             wal,
             dead_letters,
@@ -81,6 +89,10 @@ pub struct OpenReport {
     pub recovered_rows: u64,
     /// Where a corrupt journal was moved, if it was.
     pub moved_aside: Option<PathBuf>,
+    /// The last alert number handed out.
+    pub last_alert: u64,
+    /// Alerts that were firing.
+    pub firing_alerts: Vec<FiringAlert>,
 }
 
 /// What one transaction did.
@@ -95,6 +107,8 @@ pub(crate) struct BatchOutcome {
     pub(crate) acked: u64,
     /// Rows removed without an ack, by reason.
     pub(crate) dropped: Vec<(DropReason, u64)>,
+    /// Alerts stored.
+    pub(crate) alerts: usize,
 }
 
 /// What became of one appended record.
@@ -111,6 +125,7 @@ pub(crate) enum AppendResult {
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub(crate) appends: Vec<Record>,
+    pub(crate) alerts: Vec<AlertRecord>,
     pub(crate) acks: Vec<i64>,
     pub(crate) dead_letters: Vec<DeadLetter>,
     /// Whether to look for rows older than `max_age` in this transaction.
@@ -120,6 +135,7 @@ pub(crate) struct Batch {
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
         self.appends.is_empty()
+            && self.alerts.is_empty()
             && self.acks.is_empty()
             && self.dead_letters.is_empty()
             && !self.expire
@@ -133,6 +149,7 @@ pub(crate) struct Store {
     options: JournalOptions,
     budget: Budget,
     next_id: i64,
+    next_alert_row: i64,
     rows: u64,
     row_bytes: u64,
     /// Whether commits currently sync (`synchronous = FULL` in effect).
@@ -155,9 +172,12 @@ impl Store {
         }
         match Self::open_existing(options.clone()) {
             Ok(store) => {
+                let (last_alert, firing_alerts) = store.alert_state()?;
                 let report = OpenReport {
                     recovered_rows: store.rows,
                     moved_aside: None,
+                    last_alert,
+                    firing_alerts,
                 };
                 Ok((store, report))
             }
@@ -167,6 +187,8 @@ impl Store {
                 let report = OpenReport {
                     recovered_rows: 0,
                     moved_aside: Some(moved_to),
+                    last_alert: 0,
+                    firing_alerts: Vec::new(),
                 };
                 Ok((store, report))
             }
@@ -228,6 +250,20 @@ impl Store {
             ))
             .map_err(fail("create schema in"))?;
         }
+        // Tables added after the first release: created in journals that predate them.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS alert_state (
+                 rule TEXT NOT NULL,
+                 device TEXT NOT NULL,
+                 alert INTEGER NOT NULL,
+                 PRIMARY KEY (rule, device)
+             );
+             CREATE TABLE IF NOT EXISTS meta (
+                 key TEXT PRIMARY KEY,
+                 value INTEGER NOT NULL
+             );",
+        )
+        .map_err(fail("create schema in"))?;
         // Reading every row's size walks the whole table: a damaged page shows up here, at start,
         // rather than in the middle of forwarding.
         let (rows, row_bytes, max_id): (i64, i64, i64) = conn
@@ -237,6 +273,14 @@ impl Store {
                  FROM events",
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(fail("scan"))?;
+        let max_id = max_id.max(0);
+        let next_alert_row: i64 = conn
+            .query_row(
+                "SELECT coalesce(max(id) + 1, ?1) FROM events WHERE id < 0",
+                [ALERT_ROW_BASE],
+                |row| row.get(0),
             )
             .map_err(fail("scan"))?;
         let _dead_letters: i64 = conn
@@ -250,10 +294,43 @@ impl Store {
             options,
             budget,
             next_id: max_id + 1,
+            next_alert_row,
             rows,
             row_bytes,
             syncing,
         })
+    }
+
+    /// The last alert number, and the alerts that were firing.
+    fn alert_state(&self) -> Result<(u64, Vec<FiringAlert>), JournalError> {
+        let fail = |source| JournalError::Sqlite {
+            action: "read alert state from",
+            path: self.options.path.clone(),
+            source,
+        };
+        let last: i64 = self
+            .conn
+            .query_row(
+                "SELECT coalesce(max(value), 0) FROM meta WHERE key = 'last_alert'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(fail)?;
+        let mut statement = self
+            .conn
+            .prepare("SELECT rule, device, alert FROM alert_state ORDER BY alert")
+            .map_err(fail)?;
+        let firing = statement
+            .query_map([], |row| {
+                Ok(FiringAlert {
+                    rule: row.get(0)?,
+                    device: row.get(1)?,
+                    alert: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(fail)?;
+        Ok((u64::try_from(last).unwrap_or(0), firing))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -309,7 +386,8 @@ impl Store {
         // Only what is added must reach the disk before the commit returns. A transaction that
         // only deletes (acks, expiry) may be lost in a power cut: the rows come back and are sent
         // again, which at-least-once allows. Skipping its sync halves the syncs while draining.
-        let must_sync = !batch.appends.is_empty() || !batch.dead_letters.is_empty();
+        let must_sync =
+            !batch.appends.is_empty() || !batch.alerts.is_empty() || !batch.dead_letters.is_empty();
         if self.options.synchronous == Synchronous::Full && must_sync != self.syncing {
             let mode = if must_sync { "FULL" } else { "NORMAL" };
             self.conn
@@ -434,6 +512,50 @@ impl Store {
             }
         }
 
+        if !batch.alerts.is_empty() {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (id, device, received_at, payload) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(fail("append alert to"))?;
+            let mut fire = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO alert_state (rule, device, alert) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(fail("record alert state in"))?;
+            let mut resolve = tx
+                .prepare_cached("DELETE FROM alert_state WHERE rule = ?1 AND device = ?2")
+                .map_err(fail("record alert state in"))?;
+            let mut last_alert = 0;
+            // Alerts are few and matter most: they are never evicted, and always stored.
+            for alert in &batch.alerts {
+                let id = self.next_alert_row;
+                insert
+                    .execute(params![id, alert.device, alert.at_ms, alert.payload])
+                    .map_err(fail("append alert to"))?;
+                self.next_alert_row += 1;
+                self.rows += 1;
+                self.row_bytes += (alert.device.len() + alert.payload.len()) as u64 + ROW_OVERHEAD;
+                let number = i64::try_from(alert.alert).unwrap_or(i64::MAX);
+                if alert.firing {
+                    fire.execute(params![alert.rule, alert.device, number])
+                        .map_err(fail("record alert state in"))?;
+                } else {
+                    resolve
+                        .execute(params![alert.rule, alert.device])
+                        .map_err(fail("record alert state in"))?;
+                }
+                last_alert = last_alert.max(number);
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_alert', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                [last_alert],
+            )
+            .map_err(fail("record alert state in"))?;
+            outcome.alerts = batch.alerts.len();
+        }
+
         if !batch.dead_letters.is_empty() {
             let mut insert = tx
                 .prepare_cached(
@@ -522,7 +644,8 @@ fn evict_head(
         "SELECT id, received_at, length(device), length(payload) FROM events
          WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let mut after = i64::MIN;
+    // Alerts (negative ids) are never evicted or expired.
+    let mut after = 0;
     let mut last_removed = None;
     'scan: loop {
         let head = select
@@ -554,7 +677,7 @@ fn evict_head(
         }
     }
     if let Some(last) = last_removed {
-        tx.prepare_cached("DELETE FROM events WHERE id <= ?1")?
+        tx.prepare_cached("DELETE FROM events WHERE id > 0 AND id <= ?1")?
             .execute([last])?;
         *rows -= removed;
         *row_bytes = row_bytes.saturating_sub(freed);
@@ -744,6 +867,28 @@ pub fn inspect(path: &Path, limit: usize) -> Result<Inspection, JournalError> {
         events,
         dead_letters,
     })
+}
+
+/// Up to `limit` alerts (the priority lane) with row ids greater than `after`, in id order.
+pub(crate) fn read_alerts(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, device, received_at, payload FROM events
+         WHERE id < 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![after, limit], |row| {
+        Ok(StoredEvent {
+            id: row.get(0)?,
+            device: row.get(1)?,
+            received_at_ms: row.get(2)?,
+            payload: row.get(3)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// Up to `limit` events with ids greater than `after`, in id order.

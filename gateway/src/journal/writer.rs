@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::JournalError;
-use super::record::{DeadLetter, Record};
+use super::record::{AlertRecord, DeadLetter, Record};
 use super::stats::{DropReason, JournalStats};
 use super::store::{AppendResult, Batch, JournalOptions, OpenReport, Store};
 
@@ -33,6 +33,7 @@ enum AppendRequest {
         done: Option<oneshot::Sender<Vec<Option<i64>>>>,
     },
     DeadLetter(DeadLetter),
+    Alert(AlertRecord),
 }
 
 enum Control {
@@ -104,6 +105,7 @@ pub struct JournalHandle {
     controls: mpsc::UnboundedSender<Control>,
     stats: Arc<JournalStats>,
     committed: watch::Receiver<i64>,
+    alerts_committed: watch::Receiver<u64>,
     path: std::path::PathBuf,
 }
 
@@ -137,11 +139,13 @@ impl Journal {
         let (appends, append_rx) = mpsc::channel(APPEND_QUEUE);
         let (controls, control_rx) = mpsc::unbounded_channel();
         let (committed_tx, committed) = watch::channel(0);
+        let (alerts_committed_tx, alerts_committed) = watch::channel(0);
         let path = store.path().to_path_buf();
         let writer = Writer {
             store,
             stats: Arc::clone(&stats),
             committed: committed_tx,
+            alerts_committed: alerts_committed_tx,
             appends: append_rx,
             controls: control_rx,
         };
@@ -157,6 +161,7 @@ impl Journal {
             controls,
             stats,
             committed,
+            alerts_committed,
             path,
         };
         Ok((
@@ -197,7 +202,7 @@ impl JournalHandle {
             .await
             .map_err(|error| match error.0 {
                 AppendRequest::Records { records, .. } => AppendError(records),
-                AppendRequest::DeadLetter(_) => AppendError(Vec::new()),
+                AppendRequest::DeadLetter(_) | AppendRequest::Alert(_) => AppendError(Vec::new()),
             })
     }
 
@@ -223,6 +228,20 @@ impl JournalHandle {
             .await
             .map(|permit| AppendPermit { permit })
             .map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// Journals an alert transition in the priority lane (in the next commit). Waits for room
+    /// in the writer's queue.
+    pub async fn append_alert(&self, alert: AlertRecord) -> Result<(), JournalError> {
+        self.appends
+            .send(AppendRequest::Alert(alert))
+            .await
+            .map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// Alerts committed so far; changes after each commit that stored one.
+    pub fn alerts_committed(&self) -> watch::Receiver<u64> {
+        self.alerts_committed.clone()
     }
 
     /// Keeps a rejected input for inspection.
@@ -266,6 +285,7 @@ struct Writer {
     store: Store,
     stats: Arc<JournalStats>,
     committed: watch::Sender<i64>,
+    alerts_committed: watch::Sender<u64>,
     appends: mpsc::Receiver<AppendRequest>,
     controls: mpsc::UnboundedReceiver<Control>,
 }
@@ -429,6 +449,10 @@ impl Writer {
         if let Some(highest) = highest {
             self.committed.send_replace(highest);
         }
+        if outcome.alerts > 0 {
+            self.alerts_committed
+                .send_modify(|count| *count += outcome.alerts as u64);
+        }
         // Waiters hear last: whoever is told "committed" finds the figures already updated.
         let results = outcome.results.iter().map(|result| match result {
             AppendResult::Stored(id) => Some(*id),
@@ -487,6 +511,7 @@ fn take_append(
             pending.extend(records);
         }
         AppendRequest::DeadLetter(letter) => batch.dead_letters.push(letter),
+        AppendRequest::Alert(alert) => batch.alerts.push(alert),
     }
 }
 

@@ -123,6 +123,19 @@ impl Engine {
         engine
     }
 
+    /// Puts back an alert that was firing when the gateway stopped, so that it goes on (and
+    /// resolves under its own number). Ignored if its rule no longer exists.
+    pub fn restore_firing(&mut self, rule: &str, device: &str, alert: u64, now_ms: i64) {
+        let Some(index) = self.rules.iter().position(|known| known.name == rule) else {
+            return;
+        };
+        let track = self.tracks[index]
+            .entry(device.to_owned())
+            .or_insert_with(|| Track::new(now_ms));
+        track.phase = Phase::Firing { alert };
+        self.next_alert = self.next_alert.max(alert + 1);
+    }
+
     /// The rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

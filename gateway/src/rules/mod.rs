@@ -3,12 +3,15 @@
 //!
 //! - [`model`]: a checked rule.
 //! - [`engine`]: the sans-IO engine, events and ticks in, alert transitions out.
+//! - [`service`]: the engine's task in the gateway, journaling alerts in the priority lane.
 
 pub mod engine;
 pub mod model;
+pub mod service;
 
 #[cfg(test)]
 mod tests;
 
 pub use engine::{AlertState, Engine, Observation, Transition};
 pub use model::{Aggregate, Bounds, Condition, DevicePattern, Rule, Severity, Window};
+pub use service::{Observed, RulesHandle};

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::admin::{Metrics, Source};
 use crate::decode::{self, DeviceEvent, Rejection};
 use crate::journal::{DeadLetter, JournalHandle, Record};
+use crate::rules::{Observed, RulesHandle};
 
 /// At most one WARN per reason in this interval; the rest are counted and summarised.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -20,6 +21,7 @@ pub struct Ingest {
     journal: JournalHandle,
     metrics: Arc<Metrics>,
     warnings: Arc<Mutex<WarnLimiter>>,
+    rules: Option<RulesHandle>,
 }
 
 impl Ingest {
@@ -36,7 +38,14 @@ impl Ingest {
             journal,
             metrics,
             warnings: Arc::default(),
+            rules: None,
         }
+    }
+
+    /// Also hands every accepted event to the rule engine.
+    pub fn with_rules(mut self, rules: RulesHandle) -> Self {
+        self.rules = Some(rules);
+        self
     }
 
     /// The figures sources count into.
@@ -76,6 +85,14 @@ impl Ingest {
     /// The journal record of an accepted event.
     pub fn record(&self, event: &DeviceEvent, received_at_ms: i64) -> Record {
         self.metrics.add_received(self.source, 1);
+        if let Some(rules) = &self.rules {
+            rules.observe(Observed {
+                device: event.device.clone(),
+                event_id: event.id(),
+                at_ms: received_at_ms,
+                readings: event.readings.clone(),
+            });
+        }
         Record {
             device: event.device.clone(),
             received_at_ms,

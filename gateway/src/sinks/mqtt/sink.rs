@@ -172,7 +172,12 @@ impl MqttSink {
     }
 
     fn topic_for(&self, event: &StoredEvent) -> String {
-        format!("{}/devices/{}/events", self.topic_prefix, event.device)
+        if event.id < 0 {
+            // The priority lane: alerts.
+            format!("{}/alerts", self.topic_prefix)
+        } else {
+            format!("{}/devices/{}/events", self.topic_prefix, event.device)
+        }
     }
 
     /// One connection, from connect to loss (or shutdown).
@@ -185,6 +190,13 @@ impl MqttSink {
         let mut events = event_stream(event_loop);
         let mut window = InflightWindow::new(self.window);
         let mut buffer: VecDeque<StoredEvent> = VecDeque::new();
+        // The priority lane: every alert still in the journal is read at the start of each
+        // connection, and new ones as they are committed; they go out before any event.
+        let mut alert_buffer: VecDeque<StoredEvent> = VecDeque::new();
+        let mut alert_position = i64::MIN;
+        let mut alerts_due = true;
+        let mut alert_read: Option<PendingRead> = None;
+        let mut alerts_committed = self.journal.alerts_committed();
         let mut delivered: Vec<i64> = Vec::new();
         let mut connected = false;
         let mut caught_up = false;
@@ -196,7 +208,8 @@ impl MqttSink {
         let end = 'connection: loop {
             if connected {
                 while window.has_room() {
-                    let Some(event) = buffer.pop_front() else {
+                    let Some(event) = alert_buffer.pop_front().or_else(|| buffer.pop_front())
+                    else {
                         break;
                     };
                     let topic = self.topic_for(&event);
@@ -211,7 +224,12 @@ impl MqttSink {
                         Err(error) => {
                             // The queue is sized above the window, so this means the event loop
                             // is gone. Keep the row's place so reading restarts at it.
-                            buffer.push_front(StoredEvent {
+                            let lane = if event.id < 0 {
+                                &mut alert_buffer
+                            } else {
+                                &mut buffer
+                            };
+                            lane.push_front(StoredEvent {
                                 payload: Vec::new(),
                                 ..event
                             });
@@ -222,7 +240,21 @@ impl MqttSink {
                         }
                     }
                 }
-                if read.is_none() && !caught_up && buffer.len() < self.window {
+                if alert_read.is_none() && alerts_due {
+                    alerts_due = false;
+                    let reader = self.reader.clone();
+                    let after = alert_position;
+                    alert_read = Some(Box::pin(async move {
+                        reader.read_alerts_after(after, ALERT_READ_LIMIT).await
+                    }));
+                }
+                // Events wait while alerts are being read: the priority lane goes first.
+                if read.is_none()
+                    && !caught_up
+                    && buffer.len() < self.window
+                    && alert_read.is_none()
+                    && !alerts_due
+                {
                     let reader = self.reader.clone();
                     let after = buffer.back().map_or(*read_position, |event| event.id);
                     let limit = self.window.clamp(64, 1024);
@@ -284,6 +316,29 @@ impl MqttSink {
                         }
                     }
                 }
+                result = async {
+                    match alert_read.as_mut() {
+                        Some(pending_read) => pending_read.await,
+                        None => std::future::pending().await,
+                    }
+                }, if alert_read.is_some() => {
+                    alert_read = None;
+                    match result {
+                        Ok(rows) => {
+                            alerts_due = rows.len() == ALERT_READ_LIMIT;
+                            if let Some(last) = rows.last() {
+                                alert_position = last.id;
+                            }
+                            alert_buffer.extend(rows);
+                        }
+                        Err(error) => tracing::error!(%error, "failed to read alerts from the journal"),
+                    }
+                }
+                changed = alerts_committed.changed() => {
+                    if changed.is_ok() {
+                        alerts_due = true;
+                    }
+                }
                 changed = committed.changed(), if caught_up => {
                     if changed.is_ok() {
                         caught_up = false;
@@ -300,10 +355,12 @@ impl MqttSink {
         };
         self.ack(&mut delivered);
         // Whatever was in flight or read ahead goes again on the next connection, in order.
+        // (Alerts are read again from the start of their lane by every connection.)
         let restart = window
             .lowest_row()
             .into_iter()
             .chain(buffer.front().map(|event| event.id))
+            .filter(|id| *id > 0)
             .min();
         if let Some(lowest) = restart {
             *read_position = lowest - 1;
@@ -363,6 +420,9 @@ impl MqttSink {
 type PollResult = Result<Event, PollError>;
 
 /// A read of the journal under way.
+/// Alerts read from the journal at a time.
+const ALERT_READ_LIMIT: usize = 256;
+
 type PendingRead = Pin<Box<dyn Future<Output = Result<Vec<StoredEvent>, JournalError>> + Send>>;
 
 /// Why a connection's event stream ended.

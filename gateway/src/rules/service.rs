@@ -1,0 +1,179 @@
+//! The rule engine at work in the gateway: a task that owns the [`Engine`], takes every accepted
+//! event from the sources, lets time pass once a second, and journals each alert transition in
+//! the journal's priority lane (forwarded before any event). Its state starts from what the
+//! journal kept: the last alert number and the alerts that were firing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::engine::{AlertState, Engine, Observation, Transition};
+use super::model::Rule;
+use crate::admin::Metrics;
+use crate::journal::{AlertRecord, FiringAlert, JournalHandle};
+use crate::sources::now_ms;
+
+/// Events waiting for the engine before sources drop (and count) evaluations.
+const QUEUE: usize = 8192;
+/// How often time passes for `for`, windows and silence.
+const TICK: Duration = Duration::from_secs(1);
+
+/// An accepted event, for the engine.
+#[derive(Debug)]
+pub struct Observed {
+    /// The device.
+    pub device: String,
+    /// `{device}:{boot}:{seq}`.
+    pub event_id: String,
+    /// When the gateway received it, in ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Its readings.
+    pub readings: Vec<(String, f64)>,
+}
+
+/// A request to replace the rules; the answer says how many alerts the change resolved.
+#[derive(Debug)]
+pub struct Reload {
+    /// The new rules.
+    pub rules: Vec<Rule>,
+    /// Where the answer goes.
+    pub done: oneshot::Sender<usize>,
+}
+
+/// How sources hand events to the engine.
+#[derive(Debug, Clone)]
+pub struct RulesHandle {
+    events: mpsc::Sender<Observed>,
+    reloads: mpsc::Sender<Reload>,
+    metrics: Arc<Metrics>,
+}
+
+impl RulesHandle {
+    /// Offers an event to the engine without waiting; counted when the engine is behind.
+    pub fn observe(&self, observed: Observed) {
+        if self.events.try_send(observed).is_err() {
+            self.metrics.add_rule_events_dropped();
+        }
+    }
+
+    /// Replaces the rules; returns how many firing alerts the change resolved, or `None` if the
+    /// engine has stopped.
+    pub async fn reload(&self, rules: Vec<Rule>) -> Option<usize> {
+        let (done, answer) = oneshot::channel();
+        self.reloads.send(Reload { rules, done }).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+/// Starts the engine's task with `rules`, restoring `firing` alerts and numbering new ones after
+/// `last_alert`. The task ends when `shutdown` turns true.
+pub fn spawn(
+    rules: Vec<Rule>,
+    gateway_id: &str,
+    (last_alert, firing): (u64, &[FiringAlert]),
+    journal: JournalHandle,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (RulesHandle, tokio::task::JoinHandle<()>) {
+    let (events, mut incoming) = mpsc::channel(QUEUE);
+    let (reloads, mut reload_requests) = mpsc::channel::<Reload>(4);
+    let handle = RulesHandle {
+        events,
+        reloads,
+        metrics: Arc::clone(&metrics),
+    };
+    let now = now_ms();
+    let mut engine = Engine::new(rules, now, last_alert);
+    for alert in firing {
+        engine.restore_firing(&alert.rule, &alert.device, alert.alert, now);
+    }
+    let alerts = Alerts {
+        gateway: gateway_id.to_owned(),
+        journal,
+        metrics,
+    };
+    let task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let transitions = tokio::select! {
+                observed = incoming.recv() => match observed {
+                    Some(observed) => engine.observe(&Observation {
+                        device: &observed.device,
+                        event_id: &observed.event_id,
+                        at_ms: observed.at_ms,
+                        readings: &observed.readings,
+                    }),
+                    None => return,
+                },
+                _ = ticker.tick() => engine.tick(now_ms()),
+                reload = reload_requests.recv() => match reload {
+                    Some(Reload { rules, done }) => {
+                        let resolved = engine.reload(rules, now_ms());
+                        let _ = done.send(resolved.len());
+                        resolved
+                    }
+                    None => Vec::new(),
+                },
+                _ = shutdown.changed() => return,
+            };
+            for transition in transitions {
+                if !alerts.journal(&engine, &transition).await {
+                    return;
+                }
+            }
+        }
+    });
+    (handle, task)
+}
+
+/// Turns transitions into journaled alert messages.
+struct Alerts {
+    gateway: String,
+    journal: JournalHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl Alerts {
+    /// Journals one transition; `false` if the journal has stopped.
+    async fn journal(&self, engine: &Engine, transition: &Transition) -> bool {
+        let rule = engine
+            .rules()
+            .iter()
+            .find(|rule| rule.name == transition.rule);
+        let id = format!("{}:alert:{}", self.gateway, transition.alert);
+        let payload = json!({
+            "id": id,
+            "gateway": self.gateway,
+            "rule": transition.rule,
+            "device": transition.device,
+            "state": transition.state.as_str(),
+            "severity": rule.map(|rule| rule.severity.as_str()),
+            "at": transition.at_ms,
+            "value": transition.value,
+            "event": transition.event_id,
+            "labels": rule.map(|rule| &rule.labels),
+        });
+        let firing = transition.state == AlertState::Firing;
+        tracing::info!(
+            alert = id,
+            rule = transition.rule,
+            device = transition.device,
+            state = transition.state.as_str(),
+            value = transition.value,
+            "alert"
+        );
+        self.metrics.add_alert(firing);
+        let record = AlertRecord {
+            rule: transition.rule.clone(),
+            device: transition.device.clone(),
+            alert: transition.alert,
+            firing,
+            at_ms: transition.at_ms,
+            payload: payload.to_string().into_bytes(),
+        };
+        self.journal.append_alert(record).await.is_ok()
+    }
+}

@@ -1,0 +1,135 @@
+//! End to end: alert rules evaluated at the edge. A device crosses a threshold while the cloud
+//! broker is down; when the broker comes back, the alert arrives before the buffered telemetry,
+//! and an alert that was firing when the gateway restarted resolves under its own id.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const RULES: &str = r#"
+[[rule]]
+name = "greenhouse too hot"
+devices = "greenhouse-*"
+reading = "temp_c"
+above = 35.0
+clear_below = 33.0
+severity = "critical"
+labels = { zone = "north" }
+"#;
+
+fn event(device: &str, seq: u32, temp: f64) -> (String, Vec<u8>) {
+    (
+        format!("devices/{device}/events"),
+        format!(r#"{{"device":"{device}","boot":1,"seq":{seq},"readings":{{"temp_c":{temp}}}}}"#)
+            .into_bytes(),
+    )
+}
+
+/// A gateway with [`RULES`], forwarding to `broker`.
+fn gateway_with_rules(broker: &Mosquitto) -> Gateway {
+    let mut gateway = Gateway::prepare(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        "",
+        JournalSettings::default(),
+    );
+    let mut config = std::fs::read_to_string(&gateway.config_path).expect("read config");
+    config.push_str(RULES);
+    std::fs::write(&gateway.config_path, config).expect("write config");
+    gateway.spawn();
+    gateway
+}
+
+#[test]
+fn an_alert_raised_offline_arrives_before_the_buffered_telemetry() {
+    let mut broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    broker.pause();
+    let gateway = gateway_with_rules(&broker);
+
+    // 100 events at 20 °C, then 100 at 40 °C: the rule fires at the 101st, while the cloud is down.
+    let events: Vec<_> = (0..200)
+        .map(|seq| event("greenhouse-1", seq, if seq < 100 { 20.0 } else { 40.0 }))
+        .collect();
+    publish_raw(gateway.device_port, &events);
+    wait_until("the alert raised offline", Duration::from_secs(10), || {
+        gateway.metric("edge_alerts_total{state=\"firing\"}") == 1.0
+    });
+    wait_until(
+        "events and the alert journaled",
+        Duration::from_secs(10),
+        || gateway.metric("edge_journal_rows") == 201.0,
+    );
+
+    broker.resume();
+    wait_until("everything at the cloud", Duration::from_secs(30), || {
+        cloud.inbox.unique() == 200 && !cloud.inbox.alerts().is_empty()
+    });
+    let alerts = cloud.inbox.alerts();
+    let alert = &alerts[0].body;
+    assert_eq!(alert["id"], "test-gw:alert:1");
+    assert_eq!(alert["rule"], "greenhouse too hot");
+    assert_eq!(alert["device"], "greenhouse-1");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["value"], 40.0);
+    assert_eq!(
+        alert["event"], "greenhouse-1:1:100",
+        "the event that crossed the threshold"
+    );
+    assert_eq!(alert["labels"]["zone"], "north");
+    let first_event = cloud
+        .inbox
+        .all()
+        .iter()
+        .map(|received| received.order)
+        .min()
+        .expect("events");
+    assert!(
+        alerts[0].order < first_event,
+        "the alert (arrival {}) came after buffered telemetry (first at {first_event})",
+        alerts[0].order
+    );
+    cloud.inbox.check_order_and_duplicates();
+}
+
+#[test]
+fn a_firing_alert_survives_a_restart_and_resolves_under_its_id() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let mut gateway = gateway_with_rules(&broker);
+    publish_raw(gateway.device_port, &[event("greenhouse-2", 0, 36.0)]);
+    wait_until("the alert at the cloud", Duration::from_secs(10), || {
+        cloud.inbox.alerts().len() == 1
+    });
+    assert_eq!(gateway.stop().code(), Some(0));
+    gateway.spawn();
+    // Between the clear level and the threshold: nothing; below the clear level: resolved.
+    publish_raw(
+        gateway.device_port,
+        &[
+            event("greenhouse-2", 1, 34.0),
+            event("greenhouse-2", 2, 32.0),
+        ],
+    );
+    wait_until(
+        "the resolution at the cloud",
+        Duration::from_secs(10),
+        || cloud.inbox.alerts().len() == 2,
+    );
+    let alerts = cloud.inbox.alerts();
+    assert_eq!(
+        alerts[1].body["id"], "test-gw:alert:1",
+        "the same alert, resolved"
+    );
+    assert_eq!(alerts[1].body["state"], "resolved");
+    assert_eq!(alerts[1].body["value"], 32.0);
+    // A new episode gets the next number, not one used before the restart.
+    publish_raw(gateway.device_port, &[event("greenhouse-2", 3, 37.0)]);
+    wait_until("a new alert", Duration::from_secs(10), || {
+        cloud.inbox.alerts().len() == 3
+    });
+    assert_eq!(cloud.inbox.alerts()[2].body["id"], "test-gw:alert:2");
+}
