@@ -133,3 +133,76 @@ fn a_firing_alert_survives_a_restart_and_resolves_under_its_id() {
     });
     assert_eq!(cloud.inbox.alerts()[2].body["id"], "test-gw:alert:2");
 }
+
+#[test]
+fn reload_replaces_rules_keeps_state_and_refuses_a_bad_file() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let gateway = gateway_with_rules(&broker);
+    let inbox = cloud.inbox.clone();
+    let alert_count = |n: usize| {
+        let inbox = inbox.clone();
+        move || inbox.alerts().len() == n
+    };
+    publish_raw(gateway.device_port, &[event("greenhouse-3", 0, 36.0)]);
+    wait_until("the first alert", Duration::from_secs(10), alert_count(1));
+
+    // A second rule joins; the first is unchanged, so its firing alert carries over.
+    let original = std::fs::read_to_string(&gateway.config_path).expect("read config");
+    let with_cold = format!(
+        "{original}\n[[rule]]\nname = \"greenhouse cold\"\ndevices = \"greenhouse-*\"\nreading = \"temp_c\"\nbelow = 10.0\n"
+    );
+    std::fs::write(&gateway.config_path, &with_cold).expect("write config");
+    let (status, body) = http_post(gateway.admin(), "/reload").expect("POST /reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("reloaded 2 rules"), "{body}");
+    publish_raw(gateway.device_port, &[event("greenhouse-3", 1, 37.0)]);
+    publish_raw(gateway.device_port, &[event("greenhouse-3", 2, 5.0)]);
+    wait_until(
+        "hot resolved and cold fired",
+        Duration::from_secs(10),
+        alert_count(3),
+    );
+    let alerts = cloud.inbox.alerts();
+    let summary: Vec<(String, String)> = alerts
+        .iter()
+        .map(|alert| {
+            (
+                alert.body["id"].as_str().unwrap_or_default().to_owned(),
+                alert.body["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("test-gw:alert:1".to_owned(), "firing".to_owned()),
+            ("test-gw:alert:1".to_owned(), "resolved".to_owned()),
+            ("test-gw:alert:2".to_owned(), "firing".to_owned()),
+        ],
+        "37 °C after the reload raised nothing new: the alert was still firing"
+    );
+
+    // A bad file is refused, by SIGHUP and by POST, and the running rules stay.
+    std::fs::write(
+        &gateway.config_path,
+        with_cold.replace(
+            "devices = \"greenhouse-*\"\nreading = \"temp_c\"\nbelow",
+            "devices = \"green/house\"\nreading = \"temp_c\"\nbelow",
+        ),
+    )
+    .expect("write config");
+    signal(gateway.pid().expect("running"), "HUP");
+    wait_until("the refusal logged", Duration::from_secs(10), || {
+        gateway.log().contains("rules not reloaded")
+    });
+    let (status, body) = http_post(gateway.admin(), "/reload").expect("POST /reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("invalid value `green/house`"), "{body}");
+    publish_raw(gateway.device_port, &[event("greenhouse-3", 3, 20.0)]);
+    wait_until(
+        "cold resolved by the rules still running",
+        Duration::from_secs(10),
+        alert_count(4),
+    );
+}

@@ -14,6 +14,7 @@ use crate::admin::{self, Metrics, Source};
 use crate::config::Config;
 use crate::decode::RejectReason;
 use crate::journal::{Journal, JournalError, JournalOptions};
+use crate::rules::reload::Reloader;
 use crate::sinks::mqtt::{MqttSink, SinkError};
 use crate::sources::mqtt::{DeviceListener, ListenerError};
 use crate::sources::{Ingest, serial};
@@ -55,9 +56,11 @@ pub fn journal_options(config: &Config) -> JournalOptions {
     }
 }
 
-/// Runs the gateway until `shutdown` resolves, then stops it cleanly.
+/// Runs the gateway until `shutdown` resolves, then stops it cleanly. With `config_path`, the
+/// rules are re-read from that file on SIGHUP and on `POST /reload`.
 pub async fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
     let (journal, report) = Journal::start(journal_options(&config))?;
@@ -104,14 +107,35 @@ pub async fn run(
     .with_rules(rules.clone());
     let devices = DeviceListener::bind(&config.local_broker, ingest)?;
 
+    let reloader = config_path.map(|path| Arc::new(Reloader::new(path, rules.clone())));
+    let hangup_task = reloader.clone().map(|reloader| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP: rules reload only through POST /reload");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hangups.recv() => {
+                        // Problems are logged by the reloader.
+                        let _ = reloader.reload().await;
+                    }
+                    _ = stopped.changed() => return,
+                }
+            }
+        })
+    });
     let admin_task = {
         let mut stopped = stopped.clone();
         let metrics = Arc::clone(&metrics);
+        let reloader = reloader.clone();
         tokio::spawn(async move {
             let wait = async move {
                 let _ = stopped.changed().await;
             };
-            if let Err(error) = admin::serve(admin_listener, metrics, wait).await {
+            if let Err(error) = admin::serve(admin_listener, metrics, reloader, wait).await {
                 tracing::error!(%error, "admin server failed");
             }
         })
@@ -149,6 +173,9 @@ pub async fn run(
         serial_tasks.shutdown().await;
     }
     let _ = rules_task.await;
+    if let Some(task) = hangup_task {
+        let _ = task.await;
+    }
     let _ = sink_task.await;
     drop(handle);
     journal.close().await;

@@ -110,7 +110,7 @@ pub async fn run(
         let mut stopped = stopped.clone();
         let config = config.clone();
         tokio::spawn(async move {
-            crate::app::run(config, async move {
+            crate::app::run(config, None, async move {
                 let _ = stopped.changed().await;
             })
             .await

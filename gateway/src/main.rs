@@ -74,15 +74,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
-            let config = match config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match config::load(&path) {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("{error}");
                     return ExitCode::from(2);
                 }
             };
-            report(run(config))
+            report(run(config, path))
         }
         Command::Journal { command } => report(journal(command)),
         Command::Demo(args) => report(demo(args)),
@@ -117,10 +117,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("failed to start the async runtime")
 }
 
-fn run(config: config::Config) -> anyhow::Result<()> {
+fn run(config: config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     init_logging();
     runtime()?.block_on(async {
-        edge_gateway::app::run(config, shutdown_signal()).await?;
+        edge_gateway::app::run(config, Some(config_path), shutdown_signal()).await?;
         Ok(())
     })
 }

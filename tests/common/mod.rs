@@ -296,9 +296,22 @@ pub fn signal(pid: u32, name: &str) {
 
 /// A minimal HTTP/1.0 GET: (status, body).
 pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http(address, "GET", path)
+}
+
+/// An empty-bodied `POST`.
+pub fn http_post(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http(address, "POST", path)
+}
+
+fn http(address: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;

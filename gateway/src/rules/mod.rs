@@ -4,9 +4,11 @@
 //! - [`model`]: a checked rule.
 //! - [`engine`]: the sans-IO engine, events and ticks in, alert transitions out.
 //! - [`service`]: the engine's task in the gateway, journaling alerts in the priority lane.
+//! - [`reload`]: re-reading the rules on SIGHUP or `POST /reload`.
 
 pub mod engine;
 pub mod model;
+pub mod reload;
 pub mod service;
 
 #[cfg(test)]
