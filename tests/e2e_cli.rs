@@ -187,3 +187,50 @@ fn the_demo_runs_end_to_end() {
         .unwrap_or(0);
     assert!(events >= 50, "5 devices at 10 Hz for 4 s: {summary}");
 }
+
+#[test]
+fn rules_test_replays_the_example_recording() {
+    let config_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let output = edge_gateway()
+        .args(["rules", "test", "--config"])
+        .arg(config_dir.join("gateway.toml"))
+        .arg("--events")
+        .arg(config_dir.join("greenhouse-events.jsonl"))
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "2026-11-27T10:05:30.000Z  firing    greenhouse too hot  device=greenhouse-1  id=greenhouse-pi:alert:1  value=37.2  event=greenhouse-1:1:32",
+            "2026-11-27T10:08:00.000Z  resolved  greenhouse too hot  device=greenhouse-1  id=greenhouse-pi:alert:1  value=30  event=greenhouse-1:1:48",
+            "2026-11-27T10:13:50.000Z  firing    device silent  device=greenhouse-2  id=greenhouse-pi:alert:2",
+            "144 events through 3 rules: 3 alert transitions",
+        ]
+    );
+
+    // A bad rule is a config error (exit 2) with its place, not a runtime failure.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(config_dir.join("gateway.toml")).expect("read example");
+    std::fs::write(&bad, text.replace("for = \"30s\"", "for = \"-30s\"")).expect("write");
+    let output = edge_gateway()
+        .args(["rules", "test", "--config"])
+        .arg(&bad)
+        .arg("--events")
+        .arg(config_dir.join("greenhouse-events.jsonl"))
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid duration `-30s` for `rule[0].for`"),
+        "{stderr}"
+    );
+}

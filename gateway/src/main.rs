@@ -37,9 +37,29 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Work with the alert rules of a configuration.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Run everything on this machine with embedded defaults: a gateway, a "cloud" broker and
     /// simulated devices.
     Demo(edge_gateway::demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Replay recorded events (JSON Lines, one event per line with its `ts`) through the rules
+    /// and print each alert transition. Exit 0; 1 if some lines could not be replayed; 2 if the
+    /// configuration has problems.
+    Test {
+        /// The configuration file with the `[[rule]]` tables.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The recorded events.
+        #[arg(long, short)]
+        events: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +105,51 @@ fn main() -> ExitCode {
             report(run(config, path))
         }
         Command::Journal { command } => report(journal(command)),
+        Command::Rules {
+            command: RulesCommand::Test { config, events },
+        } => rules_test(&config, &events),
         Command::Demo(args) => report(demo(args)),
+    }
+}
+
+fn rules_test(config_path: &std::path::Path, events_path: &std::path::Path) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let events = match std::fs::read_to_string(events_path) {
+        Ok(events) => events,
+        Err(error) => {
+            eprintln!("error: failed to read {}: {error}", events_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let rules = config.rules.len();
+    let result = edge_gateway::rules::replay::replay(config.rules, &events);
+    print!(
+        "{}",
+        edge_gateway::rules::replay::render(&config.gateway.id, &result.transitions)
+    );
+    for error in &result.errors {
+        eprintln!(
+            "{}:{}: {}",
+            events_path.display(),
+            error.line,
+            error.message
+        );
+    }
+    println!(
+        "{} events through {rules} rules: {} alert transitions",
+        result.events,
+        result.transitions.len()
+    );
+    if result.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
