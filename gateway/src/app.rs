@@ -172,7 +172,7 @@ pub async fn run(
         tracing::warn!("serial ports did not stop in time: closing them");
         serial_tasks.shutdown().await;
     }
-    let _ = rules_task.await;
+    rules_task.join().await;
     if let Some(task) = hangup_task {
         let _ = task.await;
     }

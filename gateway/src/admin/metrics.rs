@@ -333,8 +333,8 @@ impl Metrics {
     }
 
     /// Counts an event the rule engine could not take (it was behind).
-    pub fn add_rule_events_dropped(&self) {
-        self.rule_events_dropped.fetch_add(1, Ordering::Relaxed);
+    pub fn add_rule_events_dropped(&self, count: u64) {
+        self.rule_events_dropped.fetch_add(count, Ordering::Relaxed);
     }
 
     /// The figures of serial port `port`, registered on first use.

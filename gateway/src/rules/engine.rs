@@ -11,7 +11,7 @@
 //! A transition is emitted only on a change of state: `firing` once per episode, `resolved`
 //! once. Each episode gets a new alert number, so `{gateway}:alert:{n}` names it for good.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::model::{Aggregate, Condition, Rule, Window};
@@ -78,8 +78,8 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Track {
     phase: Phase,
-    /// Values in the window (threshold rules with a window), oldest first.
-    window: VecDeque<(i64, f64)>,
+    /// The sliding window of threshold rules with one.
+    window: Sliding,
     /// Last time the device (or its reading) was heard of (silence rules).
     last_heard: i64,
     /// The last value evaluated, and the event it came from.
@@ -93,7 +93,7 @@ impl Track {
             phase: Phase::Idle {
                 quiet_until: i64::MIN,
             },
-            window: VecDeque::new(),
+            window: Sliding::default(),
             last_heard: now,
             last_value: None,
             last_event: None,
@@ -102,11 +102,15 @@ impl Track {
 }
 
 /// The rules and their state.
+///
+/// State is kept per device: the first time a device is seen, the rules whose pattern matches it
+/// are found once, and each gets a track. An event then costs one lookup and the evaluation of
+/// the rules that watch its device, however many rules there are.
 #[derive(Debug)]
 pub struct Engine {
     rules: Vec<Rule>,
-    /// Per rule (by index), per device.
-    tracks: Vec<HashMap<String, Track>>,
+    /// Ordered, so that ticks (and the alert numbers they hand out) are deterministic.
+    devices: BTreeMap<String, Vec<(usize, Track)>>,
     next_alert: u64,
 }
 
@@ -115,8 +119,8 @@ impl Engine {
     /// Devices named exactly by a silence rule are expected from `now_ms` on.
     pub fn new(rules: Vec<Rule>, now_ms: i64, last_alert: u64) -> Self {
         let mut engine = Self {
-            tracks: vec![HashMap::new(); rules.len()],
             rules,
+            devices: BTreeMap::new(),
             next_alert: last_alert + 1,
         };
         engine.expect_named_devices(now_ms);
@@ -124,16 +128,17 @@ impl Engine {
     }
 
     /// Puts back an alert that was firing when the gateway stopped, so that it goes on (and
-    /// resolves under its own number). Ignored if its rule no longer exists.
+    /// resolves under its own number). Ignored if its rule no longer exists or does not watch
+    /// the device.
     pub fn restore_firing(&mut self, rule: &str, device: &str, alert: u64, now_ms: i64) {
         let Some(index) = self.rules.iter().position(|known| known.name == rule) else {
             return;
         };
-        let track = self.tracks[index]
-            .entry(device.to_owned())
-            .or_insert_with(|| Track::new(now_ms));
-        track.phase = Phase::Firing { alert };
-        self.next_alert = self.next_alert.max(alert + 1);
+        let tracks = self.tracks_of(device, now_ms);
+        if let Some((_, track)) = tracks.iter_mut().find(|(known, _)| *known == index) {
+            track.phase = Phase::Firing { alert };
+            self.next_alert = self.next_alert.max(alert + 1);
+        }
     }
 
     /// The rules.
@@ -150,41 +155,51 @@ impl Engine {
     /// firing alert goes on firing); an alert firing under a rule that was removed or changed
     /// is resolved.
     pub fn reload(&mut self, rules: Vec<Rule>, now_ms: i64) -> Vec<Transition> {
-        let mut old: HashMap<String, (Rule, HashMap<String, Track>)> = self
+        // Where each old rule went: the index of the same rule in the new set, if unchanged.
+        let moved: Vec<Option<usize>> = self
             .rules
-            .drain(..)
-            .zip(self.tracks.drain(..))
-            .map(|(rule, tracks)| (rule.name.clone(), (rule, tracks)))
+            .iter()
+            .map(|old| rules.iter().position(|new| new == old))
             .collect();
-        let mut tracks = Vec::with_capacity(rules.len());
-        for rule in &rules {
-            match old.remove(&rule.name) {
-                Some((previous, kept)) if previous == *rule => tracks.push(kept),
-                Some((previous, kept)) => {
-                    old.insert(previous.name.clone(), (previous, kept));
-                    tracks.push(HashMap::new());
-                }
-                None => tracks.push(HashMap::new()),
-            }
-        }
         let mut transitions = Vec::new();
-        for (name, (_, kept)) in old {
-            for (device, track) in kept {
-                if let Phase::Firing { alert } = track.phase {
-                    transitions.push(Transition {
-                        alert,
-                        rule: name.clone(),
-                        device,
-                        state: AlertState::Resolved,
-                        at_ms: now_ms,
-                        value: None,
-                        event_id: None,
-                    });
+        let devices = std::mem::take(&mut self.devices);
+        for (device, tracks) in devices {
+            let mut kept: Vec<(usize, Track)> = Vec::new();
+            for (index, track) in tracks {
+                match moved.get(index).copied().flatten() {
+                    Some(new_index) => kept.push((new_index, track)),
+                    None => {
+                        if let Phase::Firing { alert } = track.phase {
+                            transitions.push(Transition {
+                                alert,
+                                rule: self.rules[index].name.clone(),
+                                device: device.clone(),
+                                state: AlertState::Resolved,
+                                at_ms: now_ms,
+                                value: None,
+                                event_id: None,
+                            });
+                        }
+                    }
                 }
             }
+            let mut tracks: Vec<(usize, Track)> = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.devices.matches(&device))
+                .map(|(index, _)| {
+                    let track = kept
+                        .iter()
+                        .position(|(kept_index, _)| *kept_index == index)
+                        .map(|at| kept.swap_remove(at).1)
+                        .unwrap_or_else(|| Track::new(now_ms));
+                    (index, track)
+                })
+                .collect();
+            tracks.shrink_to_fit();
+            self.devices.insert(device, tracks);
         }
         self.rules = rules;
-        self.tracks = tracks;
         self.expect_named_devices(now_ms);
         transitions.sort_by_key(|transition| transition.alert);
         transitions
@@ -193,14 +208,14 @@ impl Engine {
     /// Evaluates an event against every rule that watches its device.
     pub fn observe(&mut self, event: &Observation<'_>) -> Vec<Transition> {
         let mut transitions = Vec::new();
-        for index in 0..self.rules.len() {
-            let rule = &self.rules[index];
-            if !rule.devices.matches(event.device) {
-                continue;
-            }
-            let track = self.tracks[index]
-                .entry(event.device.to_owned())
-                .or_insert_with(|| Track::new(event.at_ms));
+        if !self.devices.contains_key(event.device) {
+            self.tracks_of(event.device, event.at_ms);
+        }
+        let Some(tracks) = self.devices.get_mut(event.device) else {
+            return transitions;
+        };
+        for (index, track) in tracks.iter_mut() {
+            let rule = &self.rules[*index];
             match &rule.condition {
                 Condition::Threshold {
                     reading, window, ..
@@ -211,17 +226,18 @@ impl Engine {
                     let value = match window {
                         None => Some(raw),
                         Some(window) => {
-                            track.window.push_back((event.at_ms, raw));
-                            aggregate(&mut track.window, window, event.at_ms)
+                            track.window.push(event.at_ms, raw);
+                            track.window.aggregate(window, event.at_ms)
                         }
                     };
                     let Some(value) = value else {
                         continue;
                     };
                     track.last_value = Some(value);
-                    track.last_event = Some(event.event_id.to_owned());
-                    transitions.extend(self.evaluate(
-                        index,
+                    transitions.extend(evaluate(
+                        rule,
+                        track,
+                        &mut self.next_alert,
                         event.device,
                         value,
                         event.at_ms,
@@ -259,16 +275,14 @@ impl Engine {
     /// Lets time pass: `for` durations complete, windows age, silences are noticed.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Transition> {
         let mut transitions = Vec::new();
-        let mut due: Vec<(String, f64)> = Vec::new();
-        for index in 0..self.rules.len() {
-            let rule = &self.rules[index];
-            due.clear();
-            for (device, track) in &mut self.tracks[index] {
+        for (device, tracks) in &mut self.devices {
+            for (index, track) in tracks.iter_mut() {
+                let rule = &self.rules[*index];
                 match &rule.condition {
                     Condition::Threshold { window, .. } => {
                         let value = match window {
                             // Values leave the window as time passes: the aggregate changes.
-                            Some(window) => aggregate(&mut track.window, window, now_ms),
+                            Some(window) => track.window.aggregate(window, now_ms),
                             // Only a pending `for` can change without a new value.
                             None if matches!(track.phase, Phase::Pending { .. }) => {
                                 track.last_value
@@ -276,7 +290,15 @@ impl Engine {
                             None => None,
                         };
                         if let Some(value) = value {
-                            due.push((device.clone(), value));
+                            transitions.extend(evaluate(
+                                rule,
+                                track,
+                                &mut self.next_alert,
+                                device,
+                                value,
+                                now_ms,
+                                None,
+                            ));
                         }
                     }
                     Condition::Silent { after, .. } => {
@@ -302,96 +324,111 @@ impl Engine {
                     }
                 }
             }
-            for (device, value) in std::mem::take(&mut due) {
-                transitions.extend(self.evaluate(index, &device, value, now_ms, None));
-            }
         }
+        transitions.sort_by_key(|transition| transition.alert);
         transitions
     }
 
-    /// Moves one (rule, device) on, given the value now; returns its transition, if any.
-    fn evaluate(
-        &mut self,
-        index: usize,
-        device: &str,
-        value: f64,
-        now: i64,
-        event_id: Option<&str>,
-    ) -> Option<Transition> {
-        let rule = &self.rules[index];
-        let Condition::Threshold { bounds, .. } = &rule.condition else {
-            return None;
-        };
-        let track = self.tracks[index].get_mut(device)?;
-        let hold = millis(rule.hold);
-        match track.phase {
-            Phase::Idle { quiet_until } => {
-                if !bounds.triggers(value) || now < quiet_until {
-                    return None;
-                }
-                if hold > 0 {
-                    track.phase = Phase::Pending { since: now };
-                    return None;
-                }
-            }
-            Phase::Pending { since } => {
-                if !bounds.triggers(value) {
-                    // Interrupted: `for` starts over the next time.
-                    track.phase = Phase::Idle {
-                        quiet_until: i64::MIN,
-                    };
-                    return None;
-                }
-                if now.saturating_sub(since) < hold {
-                    return None;
-                }
-            }
-            Phase::Firing { alert } => {
-                if bounds.holds(value) {
-                    return None;
-                }
-                track.phase = Phase::Idle {
-                    quiet_until: now.saturating_add(millis(rule.cooldown)),
-                };
-                return Some(Transition {
-                    alert,
-                    rule: rule.name.clone(),
-                    device: device.to_owned(),
-                    state: AlertState::Resolved,
-                    at_ms: now,
-                    value: Some(value),
-                    event_id: event_id.map(str::to_owned),
-                });
-            }
-        }
-        let alert = self.next_alert;
-        self.next_alert += 1;
-        track.phase = Phase::Firing { alert };
-        Some(Transition {
-            alert,
-            rule: rule.name.clone(),
-            device: device.to_owned(),
-            state: AlertState::Firing,
-            at_ms: now,
-            value: Some(value),
-            event_id: event_id
-                .map(str::to_owned)
-                .or_else(|| track.last_event.clone()),
+    /// The tracks of `device`, made (one per rule that watches it) the first time it is seen.
+    fn tracks_of(&mut self, device: &str, now_ms: i64) -> &mut Vec<(usize, Track)> {
+        let rules = &self.rules;
+        self.devices.entry(device.to_owned()).or_insert_with(|| {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.devices.matches(device))
+                .map(|(index, _)| (index, Track::new(now_ms)))
+                .collect()
         })
     }
 
     /// Silence rules naming an exact device expect it from the start, heard of or not.
     fn expect_named_devices(&mut self, now_ms: i64) {
-        for (index, rule) in self.rules.iter().enumerate() {
-            if let (Condition::Silent { .. }, Some(device)) =
-                (&rule.condition, rule.devices.exact())
-            {
-                self.tracks[index]
-                    .entry(device.to_owned())
-                    .or_insert_with(|| Track::new(now_ms));
-            }
+        let named: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|rule| matches!(rule.condition, Condition::Silent { .. }))
+            .filter_map(|rule| rule.devices.exact().map(str::to_owned))
+            .collect();
+        for device in named {
+            self.tracks_of(&device, now_ms);
         }
     }
+}
+
+/// Moves one (rule, device) on, given the value now; returns its transition, if any.
+fn evaluate(
+    rule: &Rule,
+    track: &mut Track,
+    next_alert: &mut u64,
+    device: &str,
+    value: f64,
+    now: i64,
+    event_id: Option<&str>,
+) -> Option<Transition> {
+    let Condition::Threshold { bounds, .. } = &rule.condition else {
+        return None;
+    };
+    let hold = millis(rule.hold);
+    match track.phase {
+        Phase::Idle { quiet_until } => {
+            if !bounds.triggers(value) || now < quiet_until {
+                return None;
+            }
+            if hold > 0 {
+                track.phase = Phase::Pending { since: now };
+                // The event that started the condition's stretch, should `for` complete on a tick.
+                track.last_event = event_id.map(str::to_owned);
+                return None;
+            }
+        }
+        Phase::Pending { since } => {
+            if !bounds.triggers(value) {
+                // Interrupted: `for` starts over the next time.
+                track.phase = Phase::Idle {
+                    quiet_until: i64::MIN,
+                };
+                return None;
+            }
+            if let Some(event_id) = event_id {
+                track.last_event = Some(event_id.to_owned());
+            }
+            if now.saturating_sub(since) < hold {
+                return None;
+            }
+        }
+        Phase::Firing { alert } => {
+            if bounds.holds(value) {
+                return None;
+            }
+            track.phase = Phase::Idle {
+                quiet_until: now.saturating_add(millis(rule.cooldown)),
+            };
+            return Some(Transition {
+                alert,
+                rule: rule.name.clone(),
+                device: device.to_owned(),
+                state: AlertState::Resolved,
+                at_ms: now,
+                value: Some(value),
+                event_id: event_id.map(str::to_owned),
+            });
+        }
+    }
+    let alert = *next_alert;
+    *next_alert += 1;
+    track.phase = Phase::Firing { alert };
+    Some(Transition {
+        alert,
+        rule: rule.name.clone(),
+        device: device.to_owned(),
+        state: AlertState::Firing,
+        at_ms: now,
+        value: Some(value),
+        event_id: event_id
+            .map(str::to_owned)
+            .or_else(|| track.last_event.take()),
+    })
 }
 
 fn reading_of(readings: &[(String, f64)], name: &str) -> Option<f64> {
@@ -401,30 +438,132 @@ fn reading_of(readings: &[(String, f64)], name: &str) -> Option<f64> {
         .map(|(_, value)| *value)
 }
 
-/// Drops values older than the window at `now`, then aggregates what is left.
-fn aggregate(values: &mut VecDeque<(i64, f64)>, window: &Window, now: i64) -> Option<f64> {
-    let oldest = now - millis(window.over);
-    while values.front().is_some_and(|(at, _)| *at <= oldest) {
-        values.pop_front();
+/// The values of a sliding window, with what its aggregates need kept up to date as values come
+/// and go: every aggregate costs O(1) per value (amortised), however many values the window holds.
+#[derive(Debug, Clone, Default)]
+struct Sliding {
+    /// Every value in the window, oldest first.
+    values: VecDeque<(i64, f64)>,
+    /// Their sum (for the mean).
+    sum: f64,
+    /// Candidates for the minimum: increasing values, oldest first (a monotonic queue).
+    mins: VecDeque<(i64, f64)>,
+    /// Candidates for the maximum: decreasing values, oldest first.
+    maxs: VecDeque<(i64, f64)>,
+}
+
+impl Sliding {
+    fn push(&mut self, at: i64, value: f64) {
+        self.values.push_back((at, value));
+        self.sum += value;
+        while self.mins.back().is_some_and(|(_, kept)| *kept >= value) {
+            self.mins.pop_back();
+        }
+        self.mins.push_back((at, value));
+        while self.maxs.back().is_some_and(|(_, kept)| *kept <= value) {
+            self.maxs.pop_back();
+        }
+        self.maxs.push_back((at, value));
     }
-    let count = values.len();
-    match window.aggregate {
-        Aggregate::Count => Some(count as f64),
-        _ if count == 0 => None,
-        Aggregate::Avg => Some(values.iter().map(|(_, value)| value).sum::<f64>() / count as f64),
-        Aggregate::Min => values.iter().map(|(_, value)| *value).reduce(f64::min),
-        Aggregate::Max => values.iter().map(|(_, value)| *value).reduce(f64::max),
-        Aggregate::Rate => {
-            let (first_at, first) = *values.front()?;
-            let (last_at, last) = *values.back()?;
-            if last_at <= first_at {
-                return None;
+
+    /// Drops values that have left the window at `now`, then aggregates what is left.
+    fn aggregate(&mut self, window: &Window, now: i64) -> Option<f64> {
+        let oldest = now.saturating_sub(millis(window.over));
+        while let Some(&(at, value)) = self.values.front() {
+            if at > oldest {
+                break;
             }
-            Some((last - first) / ((last_at - first_at) as f64 / 1000.0))
+            self.values.pop_front();
+            self.sum -= value;
+        }
+        if self.values.is_empty() {
+            // No rounding error survives an empty window.
+            self.sum = 0.0;
+        }
+        while self.mins.front().is_some_and(|(at, _)| *at <= oldest) {
+            self.mins.pop_front();
+        }
+        while self.maxs.front().is_some_and(|(at, _)| *at <= oldest) {
+            self.maxs.pop_front();
+        }
+        let count = self.values.len();
+        match window.aggregate {
+            Aggregate::Count => Some(count as f64),
+            _ if count == 0 => None,
+            Aggregate::Avg => Some(self.sum / count as f64),
+            Aggregate::Min => self.mins.front().map(|(_, value)| *value),
+            Aggregate::Max => self.maxs.front().map(|(_, value)| *value),
+            Aggregate::Rate => {
+                let (first_at, first) = *self.values.front()?;
+                let (last_at, last) = *self.values.back()?;
+                if last_at <= first_at {
+                    return None;
+                }
+                Some((last - first) / ((last_at - first_at) as f64 / 1000.0))
+            }
         }
     }
 }
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The aggregate by brute force over the values inside the window.
+    fn naive(values: &[(i64, f64)], window: &Window, now: i64) -> Option<f64> {
+        let oldest = now - millis(window.over);
+        let inside: Vec<f64> = values
+            .iter()
+            .filter(|(at, _)| *at > oldest)
+            .map(|(_, value)| *value)
+            .collect();
+        let kept: Vec<&(i64, f64)> = values.iter().filter(|(at, _)| *at > oldest).collect();
+        match window.aggregate {
+            Aggregate::Count => Some(inside.len() as f64),
+            _ if inside.is_empty() => None,
+            Aggregate::Avg => Some(inside.iter().sum::<f64>() / inside.len() as f64),
+            Aggregate::Min => inside.iter().copied().reduce(f64::min),
+            Aggregate::Max => inside.iter().copied().reduce(f64::max),
+            Aggregate::Rate => {
+                let (first, last) = (kept.first()?, kept.last()?);
+                (last.0 > first.0)
+                    .then(|| (last.1 - first.1) / ((last.0 - first.0) as f64 / 1000.0))
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sliding_aggregates_match_brute_force(
+            steps in proptest::collection::vec((0i64..3000, -100i32..100), 1..200),
+            over_ms in 1u64..10_000,
+            which in 0usize..5,
+        ) {
+            let window = Window {
+                over: Duration::from_millis(over_ms),
+                aggregate: Aggregate::ALL[which].0,
+            };
+            let mut sliding = Sliding::default();
+            let mut all = Vec::new();
+            let mut now = 0;
+            for (dt, value) in steps {
+                now += dt;
+                let value = f64::from(value) / 4.0;
+                sliding.push(now, value);
+                all.push((now, value));
+                let got = sliding.aggregate(&window, now);
+                let want = naive(&all, &window, now);
+                match (got, want) {
+                    (Some(got), Some(want)) => prop_assert!((got - want).abs() < 1e-9, "{got} vs {want}"),
+                    (got, want) => prop_assert_eq!(got, want),
+                }
+            }
+        }
+    }
 }

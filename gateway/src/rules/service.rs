@@ -15,8 +15,10 @@ use crate::admin::Metrics;
 use crate::journal::{AlertRecord, FiringAlert, JournalHandle};
 use crate::sources::now_ms;
 
-/// Events waiting for the engine before sources drop (and count) evaluations.
-const QUEUE: usize = 8192;
+/// Batches of events waiting for the engine before sources drop (and count) evaluations.
+const QUEUE: usize = 1024;
+/// Most batches taken per wake-up.
+const BATCH: usize = 64;
 /// How often time passes for `for`, windows and silence.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -45,16 +47,20 @@ pub struct Reload {
 /// How sources hand events to the engine.
 #[derive(Debug, Clone)]
 pub struct RulesHandle {
-    events: mpsc::Sender<Observed>,
+    events: mpsc::Sender<Vec<Observed>>,
     reloads: mpsc::Sender<Reload>,
     metrics: Arc<Metrics>,
 }
 
 impl RulesHandle {
-    /// Offers an event to the engine without waiting; counted when the engine is behind.
-    pub fn observe(&self, observed: Observed) {
+    /// Offers events to the engine without waiting; counted when the engine is behind.
+    pub fn observe(&self, observed: Vec<Observed>) {
+        if observed.is_empty() {
+            return;
+        }
+        let count = observed.len() as u64;
         if self.events.try_send(observed).is_err() {
-            self.metrics.add_rule_events_dropped();
+            self.metrics.add_rule_events_dropped(count);
         }
     }
 
@@ -76,7 +82,7 @@ pub fn spawn(
     journal: JournalHandle,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
-) -> (RulesHandle, tokio::task::JoinHandle<()>) {
+) -> (RulesHandle, RulesTask) {
     let (events, mut incoming) = mpsc::channel(QUEUE);
     let (reloads, mut reload_requests) = mpsc::channel::<Reload>(4);
     let handle = RulesHandle {
@@ -94,20 +100,31 @@ pub fn spawn(
         journal,
         metrics,
     };
-    let task = tokio::spawn(async move {
+    // The engine runs on a thread of its own (named `rules`), like the journal's writer: rule
+    // evaluation never competes with the I/O tasks for a runtime worker, and its CPU time can be
+    // read on its own (`/proc/PID/task/TID`).
+    let run = async move {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batches: Vec<Vec<Observed>> = Vec::with_capacity(BATCH);
         loop {
             let transitions = tokio::select! {
-                observed = incoming.recv() => match observed {
-                    Some(observed) => engine.observe(&Observation {
-                        device: &observed.device,
-                        event_id: &observed.event_id,
-                        at_ms: observed.at_ms,
-                        readings: &observed.readings,
-                    }),
-                    None => return,
-                },
+                // Whatever has queued up is taken in one go: one wake-up for many events.
+                received = incoming.recv_many(&mut batches, BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    let mut transitions = Vec::new();
+                    for observed in batches.drain(..).flatten() {
+                        transitions.extend(engine.observe(&Observation {
+                            device: &observed.device,
+                            event_id: &observed.event_id,
+                            at_ms: observed.at_ms,
+                            readings: &observed.readings,
+                        }));
+                    }
+                    transitions
+                }
                 _ = ticker.tick() => engine.tick(now_ms()),
                 reload = reload_requests.recv() => match reload {
                     Some(Reload { rules, done }) => {
@@ -125,8 +142,41 @@ pub fn spawn(
                 }
             }
         }
-    });
-    (handle, task)
+    };
+    let thread = std::thread::Builder::new()
+        .name("rules".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(run),
+                Err(error) => tracing::error!(%error, "failed to start the rule engine"),
+            }
+        });
+    let thread = match thread {
+        Ok(thread) => Some(thread),
+        Err(error) => {
+            tracing::error!(%error, "failed to start the rule engine's thread; alerts are off");
+            None
+        }
+    };
+    (handle, RulesTask { thread })
+}
+
+/// The engine's thread; [`RulesTask::join`] waits for it to end (after shutdown).
+#[derive(Debug)]
+pub struct RulesTask {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RulesTask {
+    /// Waits for the engine to stop.
+    pub async fn join(self) {
+        if let Some(thread) = self.thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
 }
 
 /// Turns transitions into journaled alert messages.

@@ -13,8 +13,9 @@ use crate::rules::{Observed, RulesHandle};
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Turns raw payloads into journal records. Clones share their warning limits, so one source's
-/// many connections log like one.
-#[derive(Debug, Clone)]
+/// many connections log like one. Accepted events are handed to the rule engine in batches
+/// ([`Ingest::flush_rules`]), one hand-over per read rather than per event.
+#[derive(Debug)]
 pub struct Ingest {
     source: Source,
     gateway_id: Arc<str>,
@@ -22,7 +23,25 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     warnings: Arc<Mutex<WarnLimiter>>,
     rules: Option<RulesHandle>,
+    for_rules: Mutex<Vec<Observed>>,
 }
+
+impl Clone for Ingest {
+    fn clone(&self) -> Self {
+        Self {
+            source: self.source,
+            gateway_id: Arc::clone(&self.gateway_id),
+            journal: self.journal.clone(),
+            metrics: Arc::clone(&self.metrics),
+            warnings: Arc::clone(&self.warnings),
+            rules: self.rules.clone(),
+            for_rules: Mutex::default(),
+        }
+    }
+}
+
+/// Events held for the rule engine before they are handed over anyway.
+const RULES_BATCH: usize = 256;
 
 impl Ingest {
     /// An ingest stage for one source.
@@ -39,6 +58,7 @@ impl Ingest {
             metrics,
             warnings: Arc::default(),
             rules: None,
+            for_rules: Mutex::default(),
         }
     }
 
@@ -74,7 +94,7 @@ impl Ingest {
         let decoded = decode::device_from_topic(topic)
             .and_then(|device| decode::decode_payload(device, payload));
         match decoded {
-            Ok(event) => Some(self.record(&event, received_at_ms)),
+            Ok(event) => Some(self.record(event, received_at_ms)),
             Err(rejection) => {
                 self.reject(topic, payload, rejection, received_at_ms).await;
                 None
@@ -82,26 +102,48 @@ impl Ingest {
         }
     }
 
-    /// The journal record of an accepted event.
-    pub fn record(&self, event: &DeviceEvent, received_at_ms: i64) -> Record {
+    /// The journal record of an accepted event; the event goes on to the rule engine.
+    pub fn record(&self, event: DeviceEvent, received_at_ms: i64) -> Record {
         self.metrics.add_received(self.source, 1);
-        if let Some(rules) = &self.rules {
-            rules.observe(Observed {
-                device: event.device.clone(),
-                event_id: event.id(),
-                at_ms: received_at_ms,
-                readings: event.readings.clone(),
-            });
-        }
-        Record {
+        let record = Record {
             device: event.device.clone(),
             received_at_ms,
             payload: decode::encode_uplink(
-                event,
+                &event,
                 &self.gateway_id,
                 u64::try_from(received_at_ms).unwrap_or(0),
             ),
+        };
+        if self.rules.is_some() {
+            let event_id = event.id();
+            let full = self.for_rules.lock().is_ok_and(|mut held| {
+                held.push(Observed {
+                    device: event.device,
+                    event_id,
+                    at_ms: received_at_ms,
+                    readings: event.readings,
+                });
+                held.len() >= RULES_BATCH
+            });
+            if full {
+                self.flush_rules();
+            }
         }
+        record
+    }
+
+    /// Hands the events accepted since the last call to the rule engine. Sources call it after
+    /// each read.
+    pub fn flush_rules(&self) {
+        let Some(rules) = &self.rules else {
+            return;
+        };
+        let held = self
+            .for_rules
+            .lock()
+            .map(|mut held| std::mem::take(&mut *held))
+            .unwrap_or_default();
+        rules.observe(held);
     }
 
     /// Counts, logs and dead-letters a rejected input.

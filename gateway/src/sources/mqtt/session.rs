@@ -230,7 +230,9 @@ impl Connection {
         loop {
             let accepting = closing.is_none() && ready.is_none() && commits.len() < MAX_PENDING;
             if accepting {
-                match self.parse_buffered().await {
+                let parsed = self.parse_buffered().await;
+                self.shared.ingest.flush_rules();
+                match parsed {
                     Ok((group, stop)) => {
                         if !group.records.is_empty() {
                             ready = Some(group);

@@ -169,6 +169,7 @@ impl SerialPort {
                         let group = self
                             .take(&buf[..n], &mut decoder, &mut current, &mut last_nack, &mut out)
                             .await;
+                        self.ingest.flush_rules();
                         if group.marks.is_empty() {
                             continue;
                         }
@@ -285,7 +286,7 @@ impl SerialPort {
                             match event.validate() {
                                 Ok(()) => group
                                     .records
-                                    .push(self.ingest.record(&DeviceEvent::from(&event), now_ms())),
+                                    .push(self.ingest.record(DeviceEvent::from(&event), now_ms())),
                                 Err(error) => rejected.push((
                                     format!("{device}:{boot}:{}", event.seq),
                                     error.to_string(),
