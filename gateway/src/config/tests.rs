@@ -604,3 +604,29 @@ below = 5
         ]
     );
 }
+
+#[test]
+fn contradictory_outside_rules_and_misplaced_options_are_refused() {
+    let source = format!(
+        r#"{MINIMAL}
+[[rule]]
+name = "never clears"
+reading = "t"
+above = 30
+clear_below = 9
+below = 10
+
+[[rule]]
+name = "silent with for"
+silent_for = "1m"
+for = "10s"
+"#
+    );
+    assert_eq!(
+        problems(&source),
+        [
+            "12:15: `rule[0].clear_above` (10) must be under `rule[0].clear_below` (9): otherwise the alert never clears",
+            "18:7: invalid value `10s` for `rule[1].for`: only for above/below rules",
+        ]
+    );
+}

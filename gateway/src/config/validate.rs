@@ -534,7 +534,11 @@ impl Checker {
                 None
             }
             (Some(silent_for), false) => {
-                for (value, field) in [(&raw.window, "window"), (&raw.aggregate, "aggregate")] {
+                for (value, field) in [
+                    (&raw.window, "window"),
+                    (&raw.aggregate, "aggregate"),
+                    (&raw.hold, "for"),
+                ] {
                     if let Some(value) = value {
                         self.invalid(
                             value,
@@ -657,6 +661,20 @@ impl Checker {
                     ),
                 ),
                 Some(_) => {}
+            }
+        }
+        if let (Some(above), Some(below)) = (above, below) {
+            let (clear_high, clear_low) =
+                (clear_below.unwrap_or(above), clear_above.unwrap_or(below));
+            if clear_low >= clear_high
+                && let Some(value) = raw.clear_above.as_ref().or(raw.clear_below.as_ref())
+            {
+                report(
+                    value,
+                    format!(
+                        "`{key}.clear_above` ({clear_low}) must be under `{key}.clear_below` ({clear_high}): otherwise the alert never clears"
+                    ),
+                );
             }
         }
         if let (Some(above), Some(below), Some(value)) = (above, below, &raw.below)

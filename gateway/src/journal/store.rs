@@ -14,6 +14,8 @@ use super::stats::DropReason;
 use crate::config::{Synchronous, WhenFull};
 
 const SCHEMA_VERSION: i64 = 1;
+/// Most undelivered alerts kept; past it the oldest give way.
+pub(crate) const MAX_ALERT_ROWS: i64 = 10_000;
 /// What the schema's fixed pages take, set aside before rows get their share of `max_size`.
 const SCHEMA_PAGES_BYTES: u64 = 8 * 4096;
 /// Alerts are rows of `events` with negative ids from here up: in id order they come before every
@@ -554,6 +556,38 @@ impl Store {
             )
             .map_err(fail("record alert state in"))?;
             outcome.alerts = batch.alerts.len();
+            // A flapping rule must not fill the journal: past MAX_ALERT_ROWS undelivered alerts,
+            // the oldest give way (counted as evicted).
+            let held: i64 = tx
+                .query_row("SELECT count(*) FROM events WHERE id < 0", [], |row| {
+                    row.get(0)
+                })
+                .map_err(fail("count alerts in"))?;
+            let excess = held - MAX_ALERT_ROWS;
+            if excess > 0 {
+                let mut evict = tx
+                    .prepare_cached(
+                        "DELETE FROM events WHERE id IN
+                             (SELECT id FROM events WHERE id < 0 ORDER BY id LIMIT ?1)
+                         RETURNING length(device), length(payload)",
+                    )
+                    .map_err(fail("evict alerts from"))?;
+                let removed = evict
+                    .query_map([excess], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(fail("evict alerts from"))?;
+                for (device_len, payload_len) in &removed {
+                    self.rows -= 1;
+                    self.row_bytes = self
+                        .row_bytes
+                        .saturating_sub(row_cost(*device_len, *payload_len));
+                }
+                outcome
+                    .dropped
+                    .push((DropReason::EvictedOldest, removed.len() as u64));
+            }
         }
 
         if !batch.dead_letters.is_empty() {
@@ -604,7 +638,7 @@ impl Store {
     pub(crate) fn oldest_received_at_ms(&self) -> Option<i64> {
         self.conn
             .query_row(
-                "SELECT received_at FROM events ORDER BY id LIMIT 1",
+                "SELECT received_at FROM events WHERE id > 0 ORDER BY id LIMIT 1",
                 [],
                 |row| row.get(0),
             )
@@ -775,7 +809,7 @@ pub fn summarize(path: &Path) -> Result<JournalSummary, JournalError> {
     let rows = per_device.iter().map(|(_, count)| count).sum();
     let oldest_received_at_ms = conn
         .query_row(
-            "SELECT received_at FROM events ORDER BY id LIMIT 1",
+            "SELECT received_at FROM events WHERE id > 0 ORDER BY id LIMIT 1",
             [],
             |row| row.get(0),
         )

@@ -471,3 +471,72 @@ async fn writer_commits_groups_and_acks_in_the_background() {
     );
     assert_eq!(summary.per_device, vec![("last".to_owned(), 1)]);
 }
+
+fn alert(n: u64, firing: bool) -> AlertRecord {
+    AlertRecord {
+        rule: "hot".into(),
+        device: format!("d{}", n % 3),
+        alert: n,
+        firing,
+        at_ms: 1,
+        payload: format!("alert {n}").into_bytes(),
+    }
+}
+
+#[test]
+fn alerts_come_first_survive_reopen_and_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("open");
+    store
+        .apply(appends((0..3).map(|n| record("a", n, 10)).collect()), 0)
+        .expect("events");
+    let batch = Batch {
+        alerts: vec![alert(1, true), alert(2, true), alert(1, false)],
+        ..Batch::default()
+    };
+    store.apply(batch, 0).expect("alerts");
+    drop(store);
+
+    let (mut store, report) =
+        Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("reopen");
+    assert_eq!(report.last_alert, 2);
+    assert_eq!(
+        report.firing_alerts,
+        [FiringAlert {
+            rule: "hot".into(),
+            device: "d2".into(),
+            alert: 2
+        }],
+        "alert 1 resolved, alert 2 still firing"
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
+    let alerts = super::store::read_alerts(&conn, i64::MIN, 10).expect("alerts");
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|row| row.payload.clone())
+            .collect::<Vec<_>>(),
+        [
+            b"alert 1".to_vec(),
+            b"alert 2".to_vec(),
+            b"alert 1".to_vec()
+        ],
+        "the priority lane, in the order raised"
+    );
+    assert!(alerts.iter().all(|row| row.id < 0));
+    let events = super::store::read_events(&conn, 0, 10).expect("events");
+    assert_eq!(events.len(), 3, "events are read apart from alerts");
+
+    // A flapping rule cannot fill the journal: the oldest alerts give way, counted.
+    let batch = Batch {
+        alerts: (3..3 + super::store::MAX_ALERT_ROWS as u64)
+            .map(|n| alert(n, n % 2 == 0))
+            .collect(),
+        ..Batch::default()
+    };
+    let outcome = store.apply(batch, 0).expect("many alerts");
+    assert_eq!(outcome.dropped, [(DropReason::EvictedOldest, 3)]);
+    let held = super::store::read_alerts(&conn, i64::MIN, 20_000).expect("alerts");
+    assert_eq!(held.len() as i64, super::store::MAX_ALERT_ROWS);
+    assert_eq!(held[0].payload, b"alert 3".to_vec());
+}

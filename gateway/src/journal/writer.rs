@@ -24,6 +24,8 @@ pub(crate) const MAX_BATCH_ROWS: usize = 4096;
 /// in one request (at most a few hundred events), so this bounds the events held in memory
 /// between the sources and the writer while letting one commit take the work of many devices.
 const APPEND_QUEUE: usize = 32;
+/// Alert transitions queued before the rule engine waits.
+const ALERT_QUEUE: usize = 256;
 /// How often rows past `max_age` are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -33,7 +35,6 @@ enum AppendRequest {
         done: Option<oneshot::Sender<Vec<Option<i64>>>>,
     },
     DeadLetter(DeadLetter),
-    Alert(AlertRecord),
 }
 
 enum Control {
@@ -102,6 +103,7 @@ pub struct Journal {
 #[derive(Clone)]
 pub struct JournalHandle {
     appends: mpsc::Sender<AppendRequest>,
+    alerts: mpsc::Sender<AlertRecord>,
     controls: mpsc::UnboundedSender<Control>,
     stats: Arc<JournalStats>,
     committed: watch::Receiver<i64>,
@@ -137,6 +139,7 @@ impl Journal {
         );
         stats.record_commit(true);
         let (appends, append_rx) = mpsc::channel(APPEND_QUEUE);
+        let (alerts, alert_rx) = mpsc::channel(ALERT_QUEUE);
         let (controls, control_rx) = mpsc::unbounded_channel();
         let (committed_tx, committed) = watch::channel(0);
         let (alerts_committed_tx, alerts_committed) = watch::channel(0);
@@ -147,6 +150,7 @@ impl Journal {
             committed: committed_tx,
             alerts_committed: alerts_committed_tx,
             appends: append_rx,
+            alerts: alert_rx,
             controls: control_rx,
         };
         let thread = std::thread::Builder::new()
@@ -158,6 +162,7 @@ impl Journal {
             })?;
         let handle = JournalHandle {
             appends,
+            alerts,
             controls,
             stats,
             committed,
@@ -202,7 +207,7 @@ impl JournalHandle {
             .await
             .map_err(|error| match error.0 {
                 AppendRequest::Records { records, .. } => AppendError(records),
-                AppendRequest::DeadLetter(_) | AppendRequest::Alert(_) => AppendError(Vec::new()),
+                AppendRequest::DeadLetter(_) => AppendError(Vec::new()),
             })
     }
 
@@ -230,11 +235,12 @@ impl JournalHandle {
             .map_err(|_| JournalError::WriterStopped)
     }
 
-    /// Journals an alert transition in the priority lane (in the next commit). Waits for room
-    /// in the writer's queue.
+    /// Journals an alert transition in the priority lane (in the next commit). Alerts have a
+    /// queue of their own that the writer always takes from, even while `when_full = "block"`
+    /// holds events back.
     pub async fn append_alert(&self, alert: AlertRecord) -> Result<(), JournalError> {
-        self.appends
-            .send(AppendRequest::Alert(alert))
+        self.alerts
+            .send(alert)
             .await
             .map_err(|_| JournalError::WriterStopped)
     }
@@ -287,6 +293,7 @@ struct Writer {
     committed: watch::Sender<i64>,
     alerts_committed: watch::Sender<u64>,
     appends: mpsc::Receiver<AppendRequest>,
+    alerts: mpsc::Receiver<AlertRecord>,
     controls: mpsc::UnboundedReceiver<Control>,
 }
 
@@ -318,6 +325,7 @@ impl Writer {
         let mut pending: VecDeque<Record> = VecDeque::new();
         let mut waiters: VecDeque<Waiter> = VecDeque::new();
         let mut appends_open = true;
+        let mut alerts_open = true;
         let mut ticker = tokio::time::interval(EXPIRY_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_expiry = Instant::now();
@@ -339,11 +347,19 @@ impl Writer {
                     Some(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
                     None => appends_open = false,
                 },
+                alert = self.alerts.recv(), if alerts_open => match alert {
+                    Some(alert) => batch.alerts.push(alert),
+                    None => alerts_open = false,
+                },
                 _ = ticker.tick() => {}
             }
             while batch.acks.len() + pending.len() + batch.dead_letters.len() < MAX_BATCH_ROWS {
                 if let Ok(control) = self.controls.try_recv() {
                     take_control(control, &mut batch, &mut shutdown);
+                    continue;
+                }
+                if let Ok(alert) = self.alerts.try_recv() {
+                    batch.alerts.push(alert);
                     continue;
                 }
                 if !appends_open || !pending.is_empty() && blocked {
@@ -359,6 +375,10 @@ impl Writer {
                 self.appends.close();
                 while let Ok(request) = self.appends.try_recv() {
                     take_append(request, &mut batch, &mut pending, &mut waiters);
+                }
+                self.alerts.close();
+                while let Ok(alert) = self.alerts.try_recv() {
+                    batch.alerts.push(alert);
                 }
             }
             if last_expiry.elapsed() >= EXPIRY_INTERVAL {
@@ -511,7 +531,6 @@ fn take_append(
             pending.extend(records);
         }
         AppendRequest::DeadLetter(letter) => batch.dead_letters.push(letter),
-        AppendRequest::Alert(alert) => batch.alerts.push(alert),
     }
 }
 

@@ -82,6 +82,8 @@ struct Track {
     window: Sliding,
     /// Last time the device (or its reading) was heard of (silence rules).
     last_heard: i64,
+    /// When the track began: a window is whole only `over` after that.
+    created_at: i64,
     /// The last value evaluated, and the event it came from.
     last_value: Option<f64>,
     last_event: Option<String>,
@@ -94,6 +96,7 @@ impl Track {
                 quiet_until: i64::MIN,
             },
             window: Sliding::default(),
+            created_at: now,
             last_heard: now,
             last_value: None,
             last_event: None,
@@ -130,14 +133,37 @@ impl Engine {
     /// Puts back an alert that was firing when the gateway stopped, so that it goes on (and
     /// resolves under its own number). Ignored if its rule no longer exists or does not watch
     /// the device.
-    pub fn restore_firing(&mut self, rule: &str, device: &str, alert: u64, now_ms: i64) {
-        let Some(index) = self.rules.iter().position(|known| known.name == rule) else {
-            return;
-        };
-        let tracks = self.tracks_of(device, now_ms);
-        if let Some((_, track)) = tracks.iter_mut().find(|(known, _)| *known == index) {
-            track.phase = Phase::Firing { alert };
-            self.next_alert = self.next_alert.max(alert + 1);
+    ///
+    /// Returns the alert's resolution when its rule no longer exists or no longer watches the
+    /// device: nothing else would ever end it.
+    pub fn restore_firing(
+        &mut self,
+        rule: &str,
+        device: &str,
+        alert: u64,
+        now_ms: i64,
+    ) -> Option<Transition> {
+        self.next_alert = self.next_alert.max(alert + 1);
+        let restored = self
+            .rules
+            .iter()
+            .position(|known| known.name == rule)
+            .and_then(|index| {
+                let tracks = self.tracks_of(device, now_ms);
+                tracks.iter_mut().find(|(known, _)| *known == index)
+            })
+            .map(|(_, track)| track.phase = Phase::Firing { alert });
+        match restored {
+            Some(()) => None,
+            None => Some(Transition {
+                alert,
+                rule: rule.to_owned(),
+                device: device.to_owned(),
+                state: AlertState::Resolved,
+                at_ms: now_ms,
+                value: None,
+                event_id: None,
+            }),
         }
     }
 
@@ -209,6 +235,14 @@ impl Engine {
     pub fn observe(&mut self, event: &Observation<'_>) -> Vec<Transition> {
         let mut transitions = Vec::new();
         if !self.devices.contains_key(event.device) {
+            if self.devices.len() >= MAX_DEVICES
+                && !self
+                    .rules
+                    .iter()
+                    .any(|rule| rule.devices.matches(event.device))
+            {
+                return transitions;
+            }
             self.tracks_of(event.device, event.at_ms);
         }
         let Some(tracks) = self.devices.get_mut(event.device) else {
@@ -218,7 +252,9 @@ impl Engine {
             let rule = &self.rules[*index];
             match &rule.condition {
                 Condition::Threshold {
-                    reading, window, ..
+                    reading,
+                    window,
+                    bounds,
                 } => {
                     let Some(raw) = reading_of(event.readings, reading) else {
                         continue;
@@ -227,7 +263,12 @@ impl Engine {
                         None => Some(raw),
                         Some(window) => {
                             track.window.push(event.at_ms, raw);
-                            track.window.aggregate(window, event.at_ms)
+                            track.window.aggregate(
+                                window,
+                                event.at_ms,
+                                track.created_at,
+                                bounds.below.is_some(),
+                            )
                         }
                     };
                     let Some(value) = value else {
@@ -279,10 +320,15 @@ impl Engine {
             for (index, track) in tracks.iter_mut() {
                 let rule = &self.rules[*index];
                 match &rule.condition {
-                    Condition::Threshold { window, .. } => {
+                    Condition::Threshold { window, bounds, .. } => {
                         let value = match window {
                             // Values leave the window as time passes: the aggregate changes.
-                            Some(window) => track.window.aggregate(window, now_ms),
+                            Some(window) => track.window.aggregate(
+                                window,
+                                now_ms,
+                                track.created_at,
+                                bounds.below.is_some(),
+                            ),
                             // Only a pending `for` can change without a new value.
                             None if matches!(track.phase, Phase::Pending { .. }) => {
                                 track.last_value
@@ -438,6 +484,12 @@ fn reading_of(readings: &[(String, f64)], name: &str) -> Option<f64> {
         .map(|(_, value)| *value)
 }
 
+/// Most values one window keeps; past it the oldest give way (see docs/rules.md).
+const MAX_WINDOW_VALUES: usize = 10_000;
+/// Devices the engine keeps state for; past it, new devices that no rule watches are not
+/// remembered (their patterns are matched again on each event).
+const MAX_DEVICES: usize = 100_000;
+
 /// The values of a sliding window, with what its aggregates need kept up to date as values come
 /// and go: every aggregate costs O(1) per value (amortised), however many values the window holds.
 #[derive(Debug, Clone, Default)]
@@ -454,6 +506,15 @@ struct Sliding {
 
 impl Sliding {
     fn push(&mut self, at: i64, value: f64) {
+        if self.values.len() >= MAX_WINDOW_VALUES
+            && let Some((_, oldest)) = self.values.pop_front()
+        {
+            // A device far faster than its window needs: the oldest value gives way.
+            self.sum -= oldest;
+            let oldest_at = self.values.front().map_or(at, |(at, _)| *at);
+            self.mins.retain(|(kept_at, _)| *kept_at >= oldest_at);
+            self.maxs.retain(|(kept_at, _)| *kept_at >= oldest_at);
+        }
         self.values.push_back((at, value));
         self.sum += value;
         while self.mins.back().is_some_and(|(_, kept)| *kept >= value) {
@@ -466,8 +527,16 @@ impl Sliding {
         self.maxs.push_back((at, value));
     }
 
-    /// Drops values that have left the window at `now`, then aggregates what is left.
-    fn aggregate(&mut self, window: &Window, now: i64) -> Option<f64> {
+    /// Drops values that have left the window at `now`, then aggregates what is left. With
+    /// `thin_is_unknown` (a rule that fires on too few values), a count is only known once the
+    /// window has been watched for its whole length (since `since`).
+    fn aggregate(
+        &mut self,
+        window: &Window,
+        now: i64,
+        since: i64,
+        thin_is_unknown: bool,
+    ) -> Option<f64> {
         let oldest = now.saturating_sub(millis(window.over));
         while let Some(&(at, value)) = self.values.front() {
             if at > oldest {
@@ -488,6 +557,13 @@ impl Sliding {
         }
         let count = self.values.len();
         match window.aggregate {
+            // Too few values is only known once the window has been watched for its whole
+            // length: before that, an empty (or thin) window says "not yet", not "too few".
+            Aggregate::Count
+                if thin_is_unknown && now.saturating_sub(since) < millis(window.over) =>
+            {
+                None
+            }
             Aggregate::Count => Some(count as f64),
             _ if count == 0 => None,
             Aggregate::Avg => Some(self.sum / count as f64),
@@ -557,7 +633,7 @@ mod tests {
                 let value = f64::from(value) / 4.0;
                 sliding.push(now, value);
                 all.push((now, value));
-                let got = sliding.aggregate(&window, now);
+                let got = sliding.aggregate(&window, now, i64::MIN, true);
                 let want = naive(&all, &window, now);
                 match (got, want) {
                     (Some(got), Some(want)) => prop_assert!((got - want).abs() < 1e-9, "{got} vs {want}"),

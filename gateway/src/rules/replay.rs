@@ -59,9 +59,9 @@ pub fn replay(rules: Vec<Rule>, jsonl: &str) -> Replay {
             engine.get_or_insert_with(|| Engine::new(rules.take().unwrap_or_default(), at, 0));
         // Let time pass up to this event, a second at a time.
         if let Some(mut now) = clock {
-            let steps = ((at - now) / 1000).clamp(0, MAX_TICKS_PER_GAP);
+            let steps = (at.saturating_sub(now) / 1000).clamp(0, MAX_TICKS_PER_GAP);
             for _ in 0..steps {
-                now += 1000;
+                now = now.saturating_add(1000);
                 result.transitions.extend(engine.tick(now));
             }
         }

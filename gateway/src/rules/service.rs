@@ -92,9 +92,11 @@ pub fn spawn(
     };
     let now = now_ms();
     let mut engine = Engine::new(rules, now, last_alert);
-    for alert in firing {
-        engine.restore_firing(&alert.rule, &alert.device, alert.alert, now);
-    }
+    // Alerts of rules removed while the gateway was stopped are resolved at start.
+    let orphans: Vec<Transition> = firing
+        .iter()
+        .filter_map(|alert| engine.restore_firing(&alert.rule, &alert.device, alert.alert, now))
+        .collect();
     let alerts = Alerts {
         gateway: gateway_id.to_owned(),
         journal,
@@ -106,6 +108,11 @@ pub fn spawn(
     let run = async move {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for transition in &orphans {
+            if !alerts.journal(&engine, transition).await {
+                return;
+            }
+        }
         let mut batches: Vec<Vec<Observed>> = Vec::with_capacity(BATCH);
         loop {
             let transitions = tokio::select! {

@@ -363,3 +363,47 @@ fn reload_keeps_the_state_of_unchanged_rules_and_resolves_the_rest() {
         "hot is still firing from before the reload: no new transition"
     );
 }
+
+#[test]
+fn a_count_below_waits_for_a_whole_window() {
+    let too_few = Condition::Threshold {
+        reading: "t".into(),
+        window: Some(Window {
+            over: Duration::from_secs(60),
+            aggregate: Aggregate::Count,
+        }),
+        bounds: Bounds {
+            above: None,
+            clear_below: f64::INFINITY,
+            below: Some(3.0),
+            clear_above: 3.0,
+        },
+    };
+    let mut engine = Engine::new(vec![rule("too few", "d", too_few)], 0, 0);
+    let transitions = run(
+        &mut engine,
+        &[
+            Event("d", SECOND, &[("t", 1.0)]), // first seen at 1 s: the window is not whole yet
+            Event("d", 30 * SECOND, &[("t", 1.0)]),
+            Tick(60 * SECOND),
+            Tick(61 * SECOND), // whole 60 s after the device was first seen: 1 value < 3
+        ],
+    );
+    assert_eq!(transitions, ["firing too few d @ 61000 = 1"]);
+}
+
+#[test]
+fn an_alert_restored_for_a_removed_rule_is_resolved() {
+    let mut engine = Engine::new(vec![rule("hot", "*", above("t", 1.0, 1.0))], 0, 7);
+    assert_eq!(
+        engine.restore_firing("hot", "d", 5, 0),
+        None,
+        "its rule goes on"
+    );
+    let orphan = engine.restore_firing("gone", "d", 6, 0).expect("resolved");
+    assert_eq!((orphan.alert, orphan.state), (6, AlertState::Resolved));
+    // The restored alert resolves under its own number; new ones come after the last seen.
+    let resolved = run(&mut engine, &[Event("d", SECOND, &[("t", 0.0)])]);
+    assert_eq!(resolved, ["resolved hot d @ 1000 = 0"]);
+    assert_eq!(engine.last_alert(), 7);
+}

@@ -197,6 +197,7 @@ impl MqttSink {
         let mut alerts_due = true;
         let mut alert_read: Option<PendingRead> = None;
         let mut alerts_committed = self.journal.alerts_committed();
+        let mut alerts_open = true;
         let mut delivered: Vec<i64> = Vec::new();
         let mut connected = false;
         let mut caught_up = false;
@@ -334,9 +335,11 @@ impl MqttSink {
                         Err(error) => tracing::error!(%error, "failed to read alerts from the journal"),
                     }
                 }
-                changed = alerts_committed.changed() => {
-                    if changed.is_ok() {
-                        alerts_due = true;
+                changed = alerts_committed.changed(), if alerts_open => {
+                    match changed {
+                        Ok(()) => alerts_due = true,
+                        // The writer is gone: nothing new will come.
+                        Err(_) => alerts_open = false,
                     }
                 }
                 changed = committed.changed(), if caught_up => {

@@ -97,14 +97,16 @@ impl InflightWindow {
             .ok_or(WindowError::UnknownPacketId(pkid))
     }
 
-    /// The lowest row id still in flight: where reading starts again after a reconnect.
+    /// The lowest event row id still in flight: where reading events starts again after a
+    /// reconnect. Alerts (negative ids) are left out: every connection reads their lane again
+    /// from its start.
     pub(crate) fn lowest_row(&self) -> Option<i64> {
         self.unassigned
             .iter()
             .chain(self.assigned.values())
             .filter_map(|message| match message {
-                InflightMessage::Row { id, .. } => Some(*id),
-                InflightMessage::Status => None,
+                InflightMessage::Row { id, .. } if *id > 0 => Some(*id),
+                InflightMessage::Row { .. } | InflightMessage::Status => None,
             })
             .min()
     }
@@ -146,6 +148,15 @@ mod tests {
         assert_eq!(window.on_puback(2).map(id_of), Ok(Some(10)));
         assert_eq!(window.len(), 0);
         assert_eq!(window.lowest_row(), None);
+    }
+
+    #[test]
+    fn an_alert_in_flight_does_not_hide_the_lowest_event() {
+        let mut window = InflightWindow::new(4);
+        window.handed_over(row(-5));
+        window.handed_over(row(100));
+        window.handed_over(row(101));
+        assert_eq!(window.lowest_row(), Some(100));
     }
 
     #[test]
