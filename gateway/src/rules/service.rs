@@ -4,6 +4,7 @@
 //! journal kept: the last alert number and the alerts that were firing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -48,11 +49,18 @@ pub struct Reload {
 #[derive(Debug, Clone)]
 pub struct RulesHandle {
     events: mpsc::Sender<Vec<Observed>>,
+    /// Whether any rule is loaded: without rules, sources skip the hand-over altogether.
+    active: Arc<AtomicBool>,
     reloads: mpsc::Sender<Reload>,
     metrics: Arc<Metrics>,
 }
 
 impl RulesHandle {
+    /// Whether any rule is loaded.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// Offers events to the engine without waiting; counted when the engine is behind.
     pub fn observe(&self, observed: Vec<Observed>) {
         if observed.is_empty() {
@@ -85,8 +93,10 @@ pub fn spawn(
 ) -> (RulesHandle, RulesTask) {
     let (events, mut incoming) = mpsc::channel(QUEUE);
     let (reloads, mut reload_requests) = mpsc::channel::<Reload>(4);
+    let active = Arc::new(AtomicBool::new(!rules.is_empty()));
     let handle = RulesHandle {
         events,
+        active: Arc::clone(&active),
         reloads,
         metrics: Arc::clone(&metrics),
     };
@@ -135,6 +145,7 @@ pub fn spawn(
                 _ = ticker.tick() => engine.tick(now_ms()),
                 reload = reload_requests.recv() => match reload {
                     Some(Reload { rules, done }) => {
+                        active.store(!rules.is_empty(), Ordering::Relaxed);
                         let resolved = engine.reload(rules, now_ms());
                         let _ = done.send(resolved.len());
                         resolved

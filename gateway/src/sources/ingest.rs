@@ -114,7 +114,7 @@ impl Ingest {
                 u64::try_from(received_at_ms).unwrap_or(0),
             ),
         };
-        if self.rules.is_some() {
+        if self.rules.as_ref().is_some_and(RulesHandle::is_active) {
             let event_id = event.id();
             let full = self.for_rules.lock().is_ok_and(|mut held| {
                 held.push(Observed {
