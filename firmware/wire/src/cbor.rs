@@ -250,7 +250,7 @@ fn first(seen: &mut u8, key: u64, name: &'static str) -> Result<(), WireError> {
 }
 
 /// Decodes one item with `f`, turning a failure into a [`WireError`] that says what was expected.
-fn expect<'b, T>(
+pub(crate) fn expect<'b, T>(
     d: &mut Decoder<'b>,
     reason: &'static str,
     f: impl FnOnce(&mut Decoder<'b>) -> Result<T, decode::Error>,
@@ -260,7 +260,7 @@ fn expect<'b, T>(
 }
 
 /// Like [`expect`], but `null` or `undefined` mean absent.
-fn optional<'b, T>(
+pub(crate) fn optional<'b, T>(
     d: &mut Decoder<'b>,
     reason: &'static str,
     f: impl FnOnce(&mut Decoder<'b>) -> Result<T, decode::Error>,
@@ -283,7 +283,7 @@ fn skip(d: &mut Decoder<'_>) -> Result<(), WireError> {
     )
 }
 
-pub(crate) fn lift(err: decode::Error, offset: usize, reason: &'static str) -> WireError {
+fn lift(err: decode::Error, offset: usize, reason: &'static str) -> WireError {
     if err.is_end_of_input() {
         WireError::Truncated
     } else {

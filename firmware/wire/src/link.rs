@@ -42,7 +42,7 @@
 use minicbor::decode::Decoder;
 use minicbor::encode::{Encoder, write::Cursor};
 
-use crate::cbor::{decode_readings, lift};
+use crate::cbor::{decode_readings, expect, optional};
 use crate::{Event, MAX_DEVICE_LEN, Readings, WireError};
 
 /// Longest frame a receiver must accept, delimiter excluded: a `Sample` with 32 readings of long
@@ -376,30 +376,6 @@ fn at_least(len: u64, needed: u64) -> Result<(), WireError> {
         });
     }
     Ok(())
-}
-
-fn expect<'b, T>(
-    d: &mut Decoder<'b>,
-    reason: &'static str,
-    f: impl FnOnce(&mut Decoder<'b>) -> Result<T, minicbor::decode::Error>,
-) -> Result<T, WireError> {
-    let offset = d.position();
-    f(d).map_err(|err| lift(err, offset, reason))
-}
-
-fn optional<'b, T>(
-    d: &mut Decoder<'b>,
-    reason: &'static str,
-    f: impl FnOnce(&mut Decoder<'b>) -> Result<T, minicbor::decode::Error>,
-) -> Result<Option<T>, WireError> {
-    let offset = d.position();
-    match d.datatype().map_err(|err| lift(err, offset, reason))? {
-        minicbor::data::Type::Null | minicbor::data::Type::Undefined => {
-            d.set_position(offset + 1);
-            Ok(None)
-        }
-        _ => expect(d, reason, f).map(Some),
-    }
 }
 
 /// Splits a byte stream into frames and decodes them; `N` is the longest frame accepted

@@ -909,20 +909,13 @@ pub(crate) fn read_alerts(
     after: i64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, rusqlite::Error> {
-    let mut statement = conn.prepare_cached(
+    read_rows(
+        conn,
         "SELECT id, device, received_at, payload FROM events
          WHERE id < 0 AND id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = statement.query_map(params![after, limit], |row| {
-        Ok(StoredEvent {
-            id: row.get(0)?,
-            device: row.get(1)?,
-            received_at_ms: row.get(2)?,
-            payload: row.get(3)?,
-        })
-    })?;
-    rows.collect()
+        after,
+        limit,
+    )
 }
 
 /// Up to `limit` events with ids greater than `after`, in id order.
@@ -931,9 +924,21 @@ pub(crate) fn read_events(
     after: i64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, rusqlite::Error> {
-    let mut statement = conn.prepare_cached(
+    read_rows(
+        conn,
         "SELECT id, device, received_at, payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
+        after,
+        limit,
+    )
+}
+
+fn read_rows(
+    conn: &Connection,
+    query: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(query)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = statement.query_map(params![after, limit], |row| {
         Ok(StoredEvent {
