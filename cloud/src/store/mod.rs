@@ -1,0 +1,238 @@
+//! Where `edge-alerts` keeps what it consumed: one small trait, [`Store`], and two backends with
+//! the same schema and the same SQL — [`sqlite::SqliteStore`] (embedded, one file) and
+//! [`postgres::PostgresStore`] (shared by several instances).
+//!
+//! # Exactly once
+//! Every message with a key ([`Message::key`]) is applied in one transaction that first inserts
+//! its key into `seen`. A redelivery finds the key there and changes nothing
+//! ([`Applied::Duplicate`]); two instances racing on the same message both try the insert, and
+//! the database's unique key lets exactly one of them apply it.
+//!
+//! # Alerts out of order
+//! A `resolved` may arrive before its `firing` (redelivery after a reconnect, two instances).
+//! Each transition fills its own columns (`fired_at`, `value` / `resolved_at`,
+//! `resolved_value`), so the alert ends up the same whatever the order; an alert is firing while
+//! it has no `resolved_at`.
+
+pub mod postgres;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::message::{AlertState, Message};
+
+/// What applying a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It was new: its change is stored (notify about it).
+    New,
+    /// It was seen before: nothing changed.
+    Duplicate,
+}
+
+/// An alert with its lifecycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// `{gateway}:alert:{n}`.
+    pub id: String,
+    /// The gateway that raised it.
+    pub gateway: String,
+    /// The rule.
+    pub rule: String,
+    /// The device.
+    pub device: String,
+    /// `info`, `warning` or `critical`, when known.
+    pub severity: Option<String>,
+    /// Firing (no `resolved_at` yet) or resolved.
+    pub state: AlertState,
+    /// When it fired (ms since the epoch), once the `firing` message is in.
+    pub fired_at: Option<i64>,
+    /// The value that fired it.
+    pub value: Option<f64>,
+    /// The event that fired it.
+    pub event: Option<String>,
+    /// When it resolved.
+    pub resolved_at: Option<i64>,
+    /// The value that resolved it.
+    pub resolved_value: Option<f64>,
+    /// The rule's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Who acknowledged it, and when.
+    pub acknowledged: Option<(String, i64)>,
+}
+
+/// A device, as last heard of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Its gateway.
+    pub gateway: String,
+    /// Its id.
+    pub device: String,
+    /// The receive time of its latest event (ms since the epoch).
+    pub last_seen: i64,
+    /// The readings of its latest event.
+    pub readings: BTreeMap<String, f64>,
+}
+
+/// A gateway and its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Its id.
+    pub gateway: String,
+    /// Online (its retained status), or offline (its last will, or a clean stop).
+    pub online: bool,
+    /// Since when, as this service saw it (ms since the epoch).
+    pub since: i64,
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertFilter {
+    /// Only firing or only resolved ones.
+    pub state: Option<AlertState>,
+    /// Only this severity.
+    pub severity: Option<String>,
+    /// Only this gateway's.
+    pub gateway: Option<String>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The store's worker is gone.
+    #[error("the store stopped")]
+    Stopped,
+}
+
+/// What `edge-alerts` needs from storage.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `message` (received at `now_ms`) exactly once.
+    fn apply(
+        &self,
+        message: &Message,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+
+    /// Alerts matching `filter`: firing ones first, newest first within each state.
+    fn alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> impl Future<Output = Result<Vec<Alert>, StoreError>> + Send;
+
+    /// Records that `by` acknowledged alert `id` at `at_ms`; `false` if there is no such alert.
+    /// An alert keeps its first acknowledgement.
+    fn acknowledge(
+        &self,
+        id: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every device, by gateway and id.
+    fn devices(&self) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
+
+    /// Every gateway, by id.
+    fn gateways(&self) -> impl Future<Output = Result<Vec<Gateway>, StoreError>> + Send;
+}
+
+/// The schema, in SQL both backends take.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    gateway TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    device TEXT NOT NULL,
+    severity TEXT,
+    fired_at BIGINT,
+    value DOUBLE PRECISION,
+    event TEXT,
+    resolved_at BIGINT,
+    resolved_value DOUBLE PRECISION,
+    labels TEXT NOT NULL,
+    acked_by TEXT,
+    acked_at BIGINT
+);
+CREATE TABLE IF NOT EXISTS devices (
+    gateway TEXT NOT NULL,
+    device TEXT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    readings TEXT NOT NULL,
+    PRIMARY KEY (gateway, device)
+);
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway TEXT PRIMARY KEY,
+    online BOOLEAN NOT NULL,
+    since BIGINT NOT NULL
+);
+";
+
+/// Statements shared by both backends. `$n` placeholders work in both, but SQLite numbers them
+/// by first appearance, not by `n`: each statement uses them in increasing order.
+pub(crate) mod sql {
+    pub(crate) const SEEN: &str = "INSERT INTO seen (key) VALUES ($1) ON CONFLICT DO NOTHING";
+    pub(crate) const DEVICE: &str = "INSERT INTO devices (gateway, device, last_seen, readings)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (gateway, device) DO UPDATE
+        SET last_seen = excluded.last_seen, readings = excluded.readings
+        WHERE excluded.last_seen >= devices.last_seen";
+    pub(crate) const FIRING: &str = "INSERT INTO alerts
+        (id, gateway, rule, device, severity, fired_at, value, event, labels)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (id) DO UPDATE
+        SET fired_at = excluded.fired_at, value = excluded.value, event = excluded.event,
+            severity = COALESCE(excluded.severity, alerts.severity), labels = excluded.labels";
+    pub(crate) const RESOLVED: &str = "INSERT INTO alerts
+        (id, gateway, rule, device, severity, resolved_at, resolved_value, labels)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (id) DO UPDATE
+        SET resolved_at = excluded.resolved_at, resolved_value = excluded.resolved_value,
+            severity = COALESCE(alerts.severity, excluded.severity)";
+    pub(crate) const STATUS: &str = "INSERT INTO gateways (gateway, online, since)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (gateway) DO UPDATE SET online = excluded.online, since = excluded.since
+        WHERE gateways.online <> excluded.online";
+    pub(crate) const ACK: &str = "UPDATE alerts SET acked_by = $1, acked_at = $2
+        WHERE id = $3 AND acked_by IS NULL";
+    pub(crate) const EXISTS: &str = "SELECT count(*) FROM alerts WHERE id = $1";
+    pub(crate) const ALERTS: &str = "SELECT id, gateway, rule, device, severity, fired_at, value,
+            event, resolved_at, resolved_value, labels, acked_by, acked_at
+        FROM alerts
+        WHERE ($1 = '' OR ($1 = 'firing') = (resolved_at IS NULL))
+          AND ($2 = '' OR severity = $2)
+          AND ($3 = '' OR gateway = $3)
+        ORDER BY (resolved_at IS NULL) DESC, COALESCE(fired_at, resolved_at) DESC, id";
+    pub(crate) const DEVICES: &str =
+        "SELECT gateway, device, last_seen, readings FROM devices ORDER BY gateway, device";
+    pub(crate) const GATEWAYS: &str =
+        "SELECT gateway, online, since FROM gateways ORDER BY gateway";
+}
+
+/// The filter's parameters for [`sql::ALERTS`]: empty strings mean "any".
+pub(crate) fn filter_params(filter: &AlertFilter) -> [String; 3] {
+    [
+        filter
+            .state
+            .map_or_else(String::new, |state| state.as_str().to_owned()),
+        filter.severity.clone().unwrap_or_default(),
+        filter.gateway.clone().unwrap_or_default(),
+    ]
+}
+
+/// Labels and readings are kept as JSON text.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_default()
+}

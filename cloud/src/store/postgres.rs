@@ -1,0 +1,178 @@
+//! The shared backend: PostgreSQL, for several `edge-alerts` instances consuming one shared
+//! subscription. The database's unique keys make each message stored exactly once.
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{
+    Alert, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError, filter_params,
+    from_json, sql, to_json,
+};
+use crate::message::{AlertState, Message};
+
+/// A store in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PostgresStore {
+    client: Mutex<Client>,
+}
+
+impl PostgresStore {
+    /// Connects with `config` (e.g. `host=127.0.0.1 user=postgres dbname=alerts`) and creates
+    /// the schema if needed, in `schema` when given (it is created too).
+    pub async fn connect(config: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        if let Some(schema) = schema {
+            let schema = schema.replace('"', "");
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
+                ))
+                .await?;
+        }
+        client.batch_execute(SCHEMA).await?;
+        Ok(Self {
+            client: Mutex::new(client),
+        })
+    }
+}
+
+fn alert(row: &Row) -> Alert {
+    let resolved_at: Option<i64> = row.get(8);
+    let acked_by: Option<String> = row.get(11);
+    let acked_at: Option<i64> = row.get(12);
+    Alert {
+        id: row.get(0),
+        gateway: row.get(1),
+        rule: row.get(2),
+        device: row.get(3),
+        severity: row.get(4),
+        state: if resolved_at.is_some() {
+            AlertState::Resolved
+        } else {
+            AlertState::Firing
+        },
+        fired_at: row.get(5),
+        value: row.get(6),
+        event: row.get(7),
+        resolved_at,
+        resolved_value: row.get(9),
+        labels: from_json(&row.get::<_, String>(10)),
+        acknowledged: acked_by.zip(acked_at),
+    }
+}
+
+impl Store for PostgresStore {
+    async fn apply(&self, message: &Message, now_ms: i64) -> Result<Applied, StoreError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let key = message.key();
+        if let Some(key) = &key
+            && tx.execute(sql::SEEN, &[key]).await? == 0
+        {
+            return Ok(Applied::Duplicate);
+        }
+        let changed = match message {
+            Message::Event(event) => {
+                let readings = to_json(&event.readings);
+                tx.execute(
+                    sql::DEVICE,
+                    &[&event.gateway, &event.device, &event.received_at, &readings],
+                )
+                .await?
+            }
+            Message::Alert(alert) => {
+                let labels = to_json(&alert.labels.clone().unwrap_or_default());
+                match alert.state {
+                    AlertState::Firing => {
+                        tx.execute(
+                            sql::FIRING,
+                            &[
+                                &alert.id,
+                                &alert.gateway,
+                                &alert.rule,
+                                &alert.device,
+                                &alert.severity,
+                                &alert.at,
+                                &alert.value,
+                                &alert.event,
+                                &labels,
+                            ],
+                        )
+                        .await?
+                    }
+                    AlertState::Resolved => {
+                        tx.execute(
+                            sql::RESOLVED,
+                            &[
+                                &alert.id,
+                                &alert.gateway,
+                                &alert.rule,
+                                &alert.device,
+                                &alert.severity,
+                                &alert.at,
+                                &alert.value,
+                                &labels,
+                            ],
+                        )
+                        .await?
+                    }
+                }
+            }
+            Message::Status { gateway, online } => {
+                tx.execute(sql::STATUS, &[gateway, online, &now_ms]).await?
+            }
+        };
+        tx.commit().await?;
+        Ok(if changed > 0 || key.is_some() {
+            Applied::New
+        } else {
+            Applied::Duplicate
+        })
+    }
+
+    async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let params = filter_params(filter);
+        let client = self.client.lock().await;
+        let rows = client
+            .query(sql::ALERTS, &[&params[0], &params[1], &params[2]])
+            .await?;
+        Ok(rows.iter().map(alert).collect())
+    }
+
+    async fn acknowledge(&self, id: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let client = self.client.lock().await;
+        client.execute(sql::ACK, &[&by, &at_ms, &id]).await?;
+        let count: i64 = client.query_one(sql::EXISTS, &[&id]).await?.get(0);
+        Ok(count > 0)
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client.query(sql::DEVICES, &[]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| Device {
+                gateway: row.get(0),
+                device: row.get(1),
+                last_seen: row.get(2),
+                readings: from_json(&row.get::<_, String>(3)),
+            })
+            .collect())
+    }
+
+    async fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client.query(sql::GATEWAYS, &[]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| Gateway {
+                gateway: row.get(0),
+                online: row.get(1),
+                since: row.get(2),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,187 @@
+//! The embedded backend: one SQLite file (WAL), written from blocking threads.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, params};
+
+use super::{
+    Alert, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError, filter_params,
+    from_json, sql, to_json,
+};
+use crate::message::{AlertState, Message};
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| StoreError::Stopped)?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|_| StoreError::Stopped)?
+    }
+}
+
+impl Store for SqliteStore {
+    async fn apply(&self, message: &Message, now_ms: i64) -> Result<Applied, StoreError> {
+        let message = message.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            if let Some(key) = message.key()
+                && tx.execute(sql::SEEN, [key])? == 0
+            {
+                return Ok(Applied::Duplicate);
+            }
+            let changed = match &message {
+                Message::Event(event) => tx.execute(
+                    sql::DEVICE,
+                    params![
+                        event.gateway,
+                        event.device,
+                        event.received_at,
+                        to_json(&event.readings)
+                    ],
+                )?,
+                Message::Alert(alert) => {
+                    let labels = to_json(&alert.labels.clone().unwrap_or_default());
+                    match alert.state {
+                        AlertState::Firing => tx.execute(
+                            sql::FIRING,
+                            params![
+                                alert.id,
+                                alert.gateway,
+                                alert.rule,
+                                alert.device,
+                                alert.severity,
+                                alert.at,
+                                alert.value,
+                                alert.event,
+                                labels
+                            ],
+                        )?,
+                        AlertState::Resolved => tx.execute(
+                            sql::RESOLVED,
+                            params![
+                                alert.id,
+                                alert.gateway,
+                                alert.rule,
+                                alert.device,
+                                alert.severity,
+                                alert.at,
+                                alert.value,
+                                labels
+                            ],
+                        )?,
+                    }
+                }
+                Message::Status { gateway, online } => {
+                    tx.execute(sql::STATUS, params![gateway, online, now_ms])?
+                }
+            };
+            tx.commit()?;
+            // A keyless message (status) that changed nothing is a repeat.
+            Ok(if changed > 0 || message.key().is_some() {
+                Applied::New
+            } else {
+                Applied::Duplicate
+            })
+        })
+        .await
+    }
+
+    async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let params = filter_params(filter);
+        self.with(move |conn| {
+            let mut statement = conn.prepare_cached(sql::ALERTS)?;
+            let rows = statement.query_map(params![params[0], params[1], params[2]], |row| {
+                let resolved_at: Option<i64> = row.get(8)?;
+                let acked_by: Option<String> = row.get(11)?;
+                let acked_at: Option<i64> = row.get(12)?;
+                Ok(Alert {
+                    id: row.get(0)?,
+                    gateway: row.get(1)?,
+                    rule: row.get(2)?,
+                    device: row.get(3)?,
+                    severity: row.get(4)?,
+                    state: if resolved_at.is_some() {
+                        AlertState::Resolved
+                    } else {
+                        AlertState::Firing
+                    },
+                    fired_at: row.get(5)?,
+                    value: row.get(6)?,
+                    event: row.get(7)?,
+                    resolved_at,
+                    resolved_value: row.get(9)?,
+                    labels: from_json(&row.get::<_, String>(10)?),
+                    acknowledged: acked_by.zip(acked_at),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn acknowledge(&self, id: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.with(move |conn| {
+            conn.execute(sql::ACK, params![by, at_ms, id])?;
+            let count: i64 = conn.query_row(sql::EXISTS, [id], |row| row.get(0))?;
+            Ok(count > 0)
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(sql::DEVICES)?;
+            let rows = statement.query_map([], |row| {
+                Ok(Device {
+                    gateway: row.get(0)?,
+                    device: row.get(1)?,
+                    last_seen: row.get(2)?,
+                    readings: from_json(&row.get::<_, String>(3)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(sql::GATEWAYS)?;
+            let rows = statement.query_map([], |row| {
+                Ok(Gateway {
+                    gateway: row.get(0)?,
+                    online: row.get(1)?,
+                    since: row.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,276 @@
+//! One suite, both backends: SQLite in a temp dir, PostgreSQL on the machine's server
+//! (127.0.0.1:5432, database `test`), each test in a schema of its own that it drops after.
+
+use std::collections::BTreeMap;
+
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
+use super::*;
+use crate::message::{AlertMessage, EventMessage};
+
+const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+fn event(device: &str, seq: u32, at: i64, temp: f64) -> Message {
+    Message::Event(EventMessage {
+        id: format!("{device}:1:{seq}"),
+        gateway: "gw".into(),
+        device: device.into(),
+        received_at: at,
+        ts: None,
+        readings: BTreeMap::from([("temp_c".to_owned(), temp)]),
+    })
+}
+
+fn alert(n: u32, state: AlertState, at: i64, value: f64, severity: &str) -> Message {
+    Message::Alert(AlertMessage {
+        id: format!("gw:alert:{n}"),
+        gateway: "gw".into(),
+        rule: "hot".into(),
+        device: format!("d{n}"),
+        state,
+        severity: Some(severity.into()),
+        at,
+        value: Some(value),
+        event: Some(format!("d{n}:1:1")),
+        labels: Some(BTreeMap::from([("zone".to_owned(), "north".to_owned())])),
+    })
+}
+
+/// The whole contract, against any backend.
+async fn suite(store: impl Store) {
+    // Events: stored once, whatever the redeliveries; the latest readings win.
+    assert_eq!(
+        store
+            .apply(&event("d1", 1, 100, 20.0), 0)
+            .await
+            .expect("apply"),
+        Applied::New
+    );
+    assert_eq!(
+        store
+            .apply(&event("d1", 1, 100, 20.0), 0)
+            .await
+            .expect("apply"),
+        Applied::Duplicate
+    );
+    store
+        .apply(&event("d1", 3, 300, 23.0), 0)
+        .await
+        .expect("apply");
+    // An older event delivered late does not roll the device back.
+    store
+        .apply(&event("d1", 2, 200, 21.0), 0)
+        .await
+        .expect("apply");
+    let devices = store.devices().await.expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].last_seen, 300);
+    assert_eq!(devices[0].readings.get("temp_c"), Some(&23.0));
+
+    // Alerts: fire, redelivered fire, resolve.
+    assert_eq!(
+        store
+            .apply(&alert(1, AlertState::Firing, 1000, 36.0, "critical"), 0)
+            .await
+            .expect("apply"),
+        Applied::New
+    );
+    assert_eq!(
+        store
+            .apply(&alert(1, AlertState::Firing, 1000, 36.0, "critical"), 0)
+            .await
+            .expect("apply"),
+        Applied::Duplicate
+    );
+    store
+        .apply(&alert(2, AlertState::Firing, 2000, 40.0, "warning"), 0)
+        .await
+        .expect("apply");
+    store
+        .apply(&alert(1, AlertState::Resolved, 3000, 32.0, "critical"), 0)
+        .await
+        .expect("apply");
+    // Out of order: alert 3 resolves before it fires; it ends up as if in order.
+    store
+        .apply(&alert(3, AlertState::Resolved, 5000, 30.0, "critical"), 0)
+        .await
+        .expect("apply");
+    store
+        .apply(&alert(3, AlertState::Firing, 4000, 37.0, "critical"), 0)
+        .await
+        .expect("apply");
+
+    let all = store.alerts(&AlertFilter::default()).await.expect("alerts");
+    let order: Vec<(&str, AlertState)> = all
+        .iter()
+        .map(|alert| (alert.id.as_str(), alert.state))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("gw:alert:2", AlertState::Firing),
+            ("gw:alert:3", AlertState::Resolved),
+            ("gw:alert:1", AlertState::Resolved),
+        ],
+        "firing first, then newest first"
+    );
+    let three = &all[1];
+    assert_eq!((three.fired_at, three.value), (Some(4000), Some(37.0)));
+    assert_eq!(
+        (three.resolved_at, three.resolved_value),
+        (Some(5000), Some(30.0))
+    );
+    assert_eq!(three.labels.get("zone").map(String::as_str), Some("north"));
+    assert_eq!(three.event.as_deref(), Some("d3:1:1"));
+
+    let firing = store
+        .alerts(&AlertFilter {
+            state: Some(AlertState::Firing),
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("alerts");
+    assert_eq!(firing.len(), 1);
+    let critical = store
+        .alerts(&AlertFilter {
+            severity: Some("critical".into()),
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("alerts");
+    assert_eq!(critical.len(), 2);
+    let other_gateway = store
+        .alerts(&AlertFilter {
+            gateway: Some("elsewhere".into()),
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("alerts");
+    assert!(other_gateway.is_empty());
+
+    // Acknowledgement: the first one stays.
+    assert!(
+        store
+            .acknowledge("gw:alert:2", "ana", 6000)
+            .await
+            .expect("ack")
+    );
+    assert!(
+        store
+            .acknowledge("gw:alert:2", "ben", 7000)
+            .await
+            .expect("ack")
+    );
+    assert!(
+        !store
+            .acknowledge("gw:alert:99", "ana", 6000)
+            .await
+            .expect("ack")
+    );
+    let two = store.alerts(&AlertFilter::default()).await.expect("alerts");
+    assert_eq!(two[0].acknowledged, Some(("ana".to_owned(), 6000)));
+
+    // Gateways: the retained status and the last will.
+    let online = Message::Status {
+        gateway: "gw".into(),
+        online: true,
+    };
+    let offline = Message::Status {
+        gateway: "gw".into(),
+        online: false,
+    };
+    assert_eq!(store.apply(&online, 10).await.expect("apply"), Applied::New);
+    assert_eq!(
+        store.apply(&online, 20).await.expect("apply"),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        store.apply(&offline, 30).await.expect("apply"),
+        Applied::New
+    );
+    assert_eq!(
+        store.gateways().await.expect("gateways"),
+        [Gateway {
+            gateway: "gw".into(),
+            online: false,
+            since: 30
+        }]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("alerts.db")).expect("open");
+    suite(store).await;
+    // What was stored survives a reopen.
+    let store = SqliteStore::open(&dir.path().join("alerts.db")).expect("reopen");
+    assert_eq!(
+        store
+            .alerts(&AlertFilter::default())
+            .await
+            .expect("alerts")
+            .len(),
+        3
+    );
+}
+
+/// A store in a fresh schema; the schema is dropped when the returned guard's test ends.
+async fn postgres_store() -> (PostgresStore, String) {
+    let schema = format!("edge_alerts_test_{}", rand::random::<u32>());
+    let store = PostgresStore::connect(POSTGRES, Some(&schema))
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, database test)");
+    (store, schema)
+}
+
+async fn drop_schema(schema: &str) {
+    if let Ok((client, connection)) = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls).await
+    {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_contract() {
+    let (store, schema) = postgres_store().await;
+    suite(store).await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn two_postgres_instances_store_each_message_exactly_once() {
+    let (first, schema) = postgres_store().await;
+    let second = PostgresStore::connect(POSTGRES, Some(&schema))
+        .await
+        .expect("connect");
+    let messages: Vec<Message> = (0..200)
+        .map(|seq| event("d", seq, i64::from(seq), 1.0))
+        .collect();
+    // Both instances get every message (a redelivery storm), concurrently.
+    let (a, b) = tokio::join!(
+        async {
+            let mut new = 0;
+            for message in &messages {
+                if first.apply(message, 0).await.expect("apply") == Applied::New {
+                    new += 1;
+                }
+            }
+            new
+        },
+        async {
+            let mut new = 0;
+            for message in messages.iter().rev() {
+                if second.apply(message, 0).await.expect("apply") == Applied::New {
+                    new += 1;
+                }
+            }
+            new
+        }
+    );
+    assert_eq!(a + b, 200, "each message applied exactly once across both");
+    drop_schema(&schema).await;
+}
