@@ -5,9 +5,12 @@
 //!
 //! - [`message`]: what a gateway's MQTT message means (sans-IO); unknown shapes are refused
 //!   with a reason, never a panic.
+//! - [`consumer`]: the MQTT consumer that applies each message to the store and acknowledges
+//!   it only once stored, alone or as one of a group sharing a subscription.
 //! - [`store`]: one small trait, [`store::Store`], with two backends: SQLite (embedded, one
 //!   file) and PostgreSQL (shared by several instances).
 
+pub mod consumer;
 pub mod message;
 pub mod store;
 

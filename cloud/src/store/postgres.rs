@@ -10,6 +10,9 @@ use super::{
 };
 use crate::message::{AlertState, Message};
 
+/// The advisory lock that serialises schema creation between instances.
+const SCHEMA_LOCK: i64 = 0x0edc_a1e7;
+
 /// A store in a PostgreSQL database.
 #[derive(Debug)]
 pub struct PostgresStore {
@@ -24,15 +27,27 @@ impl PostgresStore {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        if let Some(schema) = schema {
-            let schema = schema.replace('"', "");
-            client
-                .batch_execute(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
-                ))
-                .await?;
+        // Instances starting together would race creating the same schema and tables: one at
+        // a time, under an advisory lock.
+        client
+            .batch_execute(&format!("SELECT pg_advisory_lock({SCHEMA_LOCK})"))
+            .await?;
+        let created = async {
+            if let Some(schema) = schema {
+                let schema = schema.replace('"', "");
+                client
+                    .batch_execute(&format!(
+                        "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
+                    ))
+                    .await?;
+            }
+            client.batch_execute(SCHEMA).await
         }
-        client.batch_execute(SCHEMA).await?;
+        .await;
+        client
+            .batch_execute(&format!("SELECT pg_advisory_unlock({SCHEMA_LOCK})"))
+            .await?;
+        created?;
         Ok(Self {
             client: Mutex::new(client),
         })
