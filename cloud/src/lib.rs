@@ -5,11 +5,13 @@
 //!
 //! - [`message`]: what a gateway's MQTT message means (sans-IO); unknown shapes are refused
 //!   with a reason, never a panic.
+//! - [`api`]: the JSON API over the store, behind a bearer token.
 //! - [`consumer`]: the MQTT consumer that applies each message to the store and acknowledges
 //!   it only once stored, alone or as one of a group sharing a subscription.
 //! - [`store`]: one small trait, [`store::Store`], with two backends: SQLite (embedded, one
 //!   file) and PostgreSQL (shared by several instances).
 
+pub mod api;
 pub mod consumer;
 pub mod message;
 pub mod store;

@@ -132,9 +132,20 @@ fn messages_are_stored_once_whatever_the_redeliveries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, port) = mosquitto(dir.path());
     let db = dir.path().join("alerts.db");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("write token");
+    let api_port = free_port();
+    let listen = format!("127.0.0.1:{api_port}");
     let _service = edge_alerts(
         port,
-        &["--sqlite", db.to_str().expect("utf-8 path")],
+        &[
+            "--sqlite",
+            db.to_str().expect("utf-8 path"),
+            "--listen",
+            &listen,
+            "--token-file",
+            token_file.to_str().expect("utf-8 path"),
+        ],
         &dir.path().join("edge-alerts.log"),
     );
     // Let it subscribe: its status subscription sees this retained message once it does.
@@ -190,6 +201,41 @@ fn messages_are_stored_once_whatever_the_redeliveries() {
         .query_row("SELECT count(*) FROM seen", [], |row| row.get(0))
         .expect("count");
     assert_eq!(seen, 52, "50 events and 2 alert transitions, each once");
+
+    // The API serves what was stored, to holders of the token only.
+    let (status, body) = http_get(api_port, "/api/alerts", Some("s3cret"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""id":"gw:alert:1""#) && body.contains(r#""state":"resolved""#),
+        "{body}"
+    );
+    assert_eq!(http_get(api_port, "/api/alerts", None).0, 401);
+    assert_eq!(http_get(api_port, "/healthz", None).0, 200);
+}
+
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    let auth = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 #[test]

@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
+use edge_alerts::api;
 use edge_alerts::consumer::{self, ConsumerConfig, ConsumerStats};
-use edge_alerts::store::Store;
 use edge_alerts::store::postgres::PostgresStore;
 use edge_alerts::store::sqlite::SqliteStore;
+use edge_alerts::store::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
 /// Consume gateway events, alerts and status from the cloud broker, and store each once.
@@ -41,6 +42,12 @@ struct Args {
     /// PostgreSQL schema to use (created if missing).
     #[arg(long, requires = "postgres")]
     schema: Option<String>,
+    /// Serve the JSON API on this address (ip:port), e.g. 127.0.0.1:9300.
+    #[arg(long, requires = "token_file")]
+    listen: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token the API asks for.
+    #[arg(long, requires = "listen")]
+    token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -83,7 +90,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve<S: Store>(args: &Args, store: S) -> Result<(), edge_alerts::store::StoreError> {
+async fn serve<S: Store>(args: &Args, store: S) -> Result<(), StoreError> {
     let stats = Arc::new(ConsumerStats::default());
     let (changes, _) = broadcast::channel(1024);
     let (stop, stopped) = watch::channel(false);
@@ -94,13 +101,49 @@ async fn serve<S: Store>(args: &Args, store: S) -> Result<(), edge_alerts::store
         group: args.group.clone(),
         client_id: args.client_id.clone(),
     };
+    let store = Arc::new(store);
     let task = tokio::spawn(consumer::run(
         config,
-        Arc::new(store),
+        Arc::clone(&store),
         Arc::clone(&stats),
         changes,
-        stopped,
+        stopped.clone(),
     ));
+    if let (Some(listen), Some(token_file)) = (args.listen, &args.token_file) {
+        let token = std::fs::read_to_string(token_file)
+            .map_err(|error| {
+                StoreError::Setup(format!("failed to read {}: {error}", token_file.display()))
+            })?
+            .trim()
+            .to_owned();
+        if token.is_empty() {
+            return Err(StoreError::Setup(format!(
+                "{} holds no token",
+                token_file.display()
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|error| StoreError::Setup(format!("failed to listen on {listen}: {error}")))?;
+        let app = api::app(Arc::new(api::Api {
+            store: Arc::clone(&store),
+            stats: Arc::clone(&stats),
+            token,
+        }));
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(%error, "API server failed");
+            }
+        });
+        tracing::info!(%listen, "serving the API");
+    }
     let mut report = tokio::time::interval(Duration::from_secs(10));
     report.tick().await;
     loop {

@@ -111,6 +111,9 @@ pub enum StoreError {
     /// The store's worker is gone.
     #[error("the store stopped")]
     Stopped,
+    /// The service could not be set up around the store.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The server's own message when there is one ("db error" alone says little).
