@@ -64,6 +64,48 @@ pub struct Alert {
     pub acknowledged: Option<(String, i64)>,
 }
 
+/// An alert row as both backends read it (the columns of [`sql::ALERTS`], in order); what the
+/// columns mean — firing until `resolved_at` is set, labels as JSON — is decided here, once.
+pub(crate) struct AlertColumns {
+    pub(crate) id: String,
+    pub(crate) gateway: String,
+    pub(crate) rule: String,
+    pub(crate) device: String,
+    pub(crate) severity: Option<String>,
+    pub(crate) fired_at: Option<i64>,
+    pub(crate) value: Option<f64>,
+    pub(crate) event: Option<String>,
+    pub(crate) resolved_at: Option<i64>,
+    pub(crate) resolved_value: Option<f64>,
+    pub(crate) labels: String,
+    pub(crate) acked_by: Option<String>,
+    pub(crate) acked_at: Option<i64>,
+}
+
+impl From<AlertColumns> for Alert {
+    fn from(row: AlertColumns) -> Self {
+        Self {
+            state: if row.resolved_at.is_some() {
+                AlertState::Resolved
+            } else {
+                AlertState::Firing
+            },
+            id: row.id,
+            gateway: row.gateway,
+            rule: row.rule,
+            device: row.device,
+            severity: row.severity,
+            fired_at: row.fired_at,
+            value: row.value,
+            event: row.event,
+            resolved_at: row.resolved_at,
+            resolved_value: row.resolved_value,
+            labels: from_json(&row.labels),
+            acknowledged: row.acked_by.zip(row.acked_at),
+        }
+    }
+}
+
 /// A device, as last heard of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {

@@ -5,8 +5,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
-    Alert, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError, filter_params,
-    from_json, sql, to_json,
+    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError,
+    filter_params, from_json, sql, to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -55,28 +55,21 @@ impl PostgresStore {
 }
 
 fn alert(row: &Row) -> Alert {
-    let resolved_at: Option<i64> = row.get(8);
-    let acked_by: Option<String> = row.get(11);
-    let acked_at: Option<i64> = row.get(12);
-    Alert {
+    Alert::from(AlertColumns {
         id: row.get(0),
         gateway: row.get(1),
         rule: row.get(2),
         device: row.get(3),
         severity: row.get(4),
-        state: if resolved_at.is_some() {
-            AlertState::Resolved
-        } else {
-            AlertState::Firing
-        },
         fired_at: row.get(5),
         value: row.get(6),
         event: row.get(7),
-        resolved_at,
+        resolved_at: row.get(8),
         resolved_value: row.get(9),
-        labels: from_json(&row.get::<_, String>(10)),
-        acknowledged: acked_by.zip(acked_at),
-    }
+        labels: row.get(10),
+        acked_by: row.get(11),
+        acked_at: row.get(12),
+    })
 }
 
 impl Store for PostgresStore {

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, params};
 
 use super::{
-    Alert, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError, filter_params,
-    from_json, sql, to_json,
+    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError,
+    filter_params, from_json, sql, to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -116,28 +116,21 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             let mut statement = conn.prepare_cached(sql::ALERTS)?;
             let rows = statement.query_map(params![params[0], params[1], params[2]], |row| {
-                let resolved_at: Option<i64> = row.get(8)?;
-                let acked_by: Option<String> = row.get(11)?;
-                let acked_at: Option<i64> = row.get(12)?;
-                Ok(Alert {
+                Ok(Alert::from(AlertColumns {
                     id: row.get(0)?,
                     gateway: row.get(1)?,
                     rule: row.get(2)?,
                     device: row.get(3)?,
                     severity: row.get(4)?,
-                    state: if resolved_at.is_some() {
-                        AlertState::Resolved
-                    } else {
-                        AlertState::Firing
-                    },
                     fired_at: row.get(5)?,
                     value: row.get(6)?,
                     event: row.get(7)?,
-                    resolved_at,
+                    resolved_at: row.get(8)?,
                     resolved_value: row.get(9)?,
-                    labels: from_json(&row.get::<_, String>(10)?),
-                    acknowledged: acked_by.zip(acked_at),
-                })
+                    labels: row.get(10)?,
+                    acked_by: row.get(11)?,
+                    acked_at: row.get(12)?,
+                }))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
