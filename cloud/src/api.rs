@@ -1,30 +1,43 @@
-//! The HTTP API: JSON endpoints over the store, behind a bearer token.
+//! The HTTP side: the dashboard and the JSON API over the store, behind a token.
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the dashboard (a 401 with the login form when not logged in) |
+//! | `GET /login`, `POST /login` (form: `name`, `token`), `POST /logout` | the browser's session |
+//! | `GET /static/{app.js,style.css}` | the dashboard's script and style (no data, no token) |
 //! | `GET /healthz` | 200 while the process serves (no token needed) |
-//! | `GET /metrics` | the consumer's counters, Prometheus text |
-//! | `GET /api/alerts?state=firing&severity=critical&gateway=gw` | alerts, firing first |
+//! | `GET /metrics` | the service's counters, Prometheus text |
+//! | `GET /api/alerts?state=firing&severity=critical&gateway=gw&limit=100` | alerts, firing first |
 //! | `POST /api/alerts/{id}/ack` with `{"by": "ana"}` | acknowledges an alert (404 if unknown) |
 //! | `GET /api/devices`, `GET /api/gateways` | devices with their latest readings; gateways with their status |
+//! | `GET /api/devices/{gateway}/{device}/history?limit=120` | a device's recent readings, oldest first |
+//! | `GET /api/stream` | server-sent events: `alert`, `event`, `status`, `ack`, `resync` (see [`crate::live`]) |
 //!
-//! Every route but `/healthz` needs `Authorization: Bearer {token}`; without it: 401.
+//! Every route but `/healthz`, `/login` and `/static` needs the token: from programs as
+//! `Authorization: Bearer {token}`, from a browser as the `HttpOnly`, `SameSite=Strict` cookie
+//! that logging in sets (strict same-site also keeps other sites from posting an acknowledgement
+//! with it). Without it: 401.
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::broadcast;
 
 use crate::consumer::{ConsumerStats, now_ms};
+use crate::live::Change;
 use crate::message::AlertState;
+use crate::notify::NotifyStats;
 use crate::store::{Alert, AlertFilter, Store};
 
 /// What the routes share.
@@ -34,26 +47,110 @@ pub struct Api<S> {
     pub store: Arc<S>,
     /// The consumer's counters.
     pub stats: Arc<ConsumerStats>,
-    /// The bearer token every route but `/healthz` asks for.
+    /// The notifier's counters.
+    pub notify_stats: Arc<NotifyStats>,
+    /// Where changes are announced (acknowledgements are sent here too).
+    pub changes: broadcast::Sender<Change>,
+    /// The token every route but `/healthz`, `/login` and `/static` asks for.
     pub token: String,
+    /// Dashboards connected now.
+    pub watchers: AtomicU64,
 }
+
+impl<S> Api<S> {
+    /// The shared state for `store`, with fresh counters unless given.
+    pub fn new(
+        store: Arc<S>,
+        stats: Arc<ConsumerStats>,
+        notify_stats: Arc<NotifyStats>,
+        changes: broadcast::Sender<Change>,
+        token: String,
+    ) -> Self {
+        Self {
+            store,
+            stats,
+            notify_stats,
+            changes,
+            token,
+            watchers: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The cookie that carries the token in a browser.
+const SESSION_COOKIE: &str = "edge_alerts_token";
+/// The cookie with the name the user logged in as (read by the page, for acknowledgements).
+const USER_COOKIE: &str = "edge_alerts_user";
+/// How long a browser stays logged in.
+const SESSION_SECONDS: u64 = 7 * 24 * 3600;
+
+const INDEX_HTML: &str = include_str!("dashboard/index.html");
+const LOGIN_HTML: &str = include_str!("dashboard/login.html");
+const APP_JS: &str = include_str!("dashboard/app.js");
+const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
 /// The router.
 pub fn app<S: Store>(api: Arc<Api<S>>) -> Router {
     let protected = Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics::<S>))
         .route("/api/alerts", get(alerts::<S>))
         .route("/api/alerts/:id/ack", post(acknowledge::<S>))
         .route("/api/devices", get(devices::<S>))
+        .route("/api/devices/:gateway/:device/history", get(history::<S>))
         .route("/api/gateways", get(gateways::<S>))
+        .route("/api/stream", get(stream::<S>))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&api),
             authorize::<S>,
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(login_page).post(login::<S>))
+        .route("/logout", post(logout))
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript", APP_JS) }),
+        )
+        .route(
+            "/static/style.css",
+            get(|| async { asset("text/css", STYLE_CSS) }),
+        )
         .merge(protected)
         .with_state(api)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether a request carries the token: as its bearer header, or as its session cookie
+/// (which holds the token percent-encoded).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if let Some(bearer) = bearer {
+        return constant_time_eq(bearer.as_bytes(), token.as_bytes());
+    }
+    let encoded = percent_encode(token);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| {
+            name == SESSION_COOKIE && constant_time_eq(value.as_bytes(), encoded.as_bytes())
+        })
 }
 
 async fn authorize<S: Store>(
@@ -61,22 +158,141 @@ async fn authorize<S: Store>(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is needed\n",
-        )
-            .into_response(),
+    if authorized(request.headers(), &api.token) {
+        return next.run(request).await;
     }
+    if request.uri().path() == "/" {
+        // A browser asking for the page gets the login form (still a 401).
+        return login_form(StatusCode::UNAUTHORIZED, None);
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid bearer token is needed\n",
+    )
+        .into_response()
+}
+
+async fn dashboard() -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Html(INDEX_HTML)).into_response()
+}
+
+fn login_form(status: StatusCode, error: Option<&str>) -> Response {
+    let error = error.map_or_else(String::new, escape_html);
+    (status, Html(LOGIN_HTML.replace("<!--error-->", &error))).into_response()
+}
+
+async fn login_page() -> Response {
+    login_form(StatusCode::OK, None)
+}
+
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+struct Login {
+    name: String,
+    token: String,
+}
+
+async fn login<S: Store>(State(api): State<Arc<Api<S>>>, form: Option<Form<Login>>) -> Response {
+    let Some(Form(Login { name, token })) = form else {
+        return login_form(
+            StatusCode::BAD_REQUEST,
+            Some("Enter your name and the token."),
+        );
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return login_form(StatusCode::BAD_REQUEST, Some("Enter your name."));
+    }
+    if !constant_time_eq(token.trim().as_bytes(), api.token.as_bytes()) {
+        return login_form(StatusCode::UNAUTHORIZED, Some("That token is not valid."));
+    }
+    let session = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}",
+        percent_encode(&api.token)
+    );
+    let user = format!(
+        "{USER_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={SESSION_SECONDS}",
+        percent_encode(name)
+    );
+    (
+        AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, user)]),
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+async fn logout() -> Response {
+    (
+        AppendHeaders([
+            (
+                header::SET_COOKIE,
+                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
+            (
+                header::SET_COOKIE,
+                format!("{USER_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0"),
+            ),
+        ]),
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+/// Everything but unreserved characters, percent-encoded (a cookie value must not hold `;`,
+/// spaces or non-ASCII).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Server-sent events: every change, as it is stored. A connection that falls behind gets
+/// `resync` (fetch everything again) instead of a silent gap.
+async fn stream<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
+    struct Watching<S> {
+        api: Arc<Api<S>>,
+        changes: broadcast::Receiver<Change>,
+    }
+    impl<S> Drop for Watching<S> {
+        fn drop(&mut self) {
+            self.api.watchers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    api.watchers.fetch_add(1, Ordering::Relaxed);
+    let watching = Watching {
+        changes: api.changes.subscribe(),
+        api,
+    };
+    let events = futures_util::stream::unfold(watching, |mut watching| async move {
+        let event = match watching.changes.recv().await {
+            Ok(change) => {
+                let (name, data) = change.event();
+                SseEvent::default().event(name).data(data)
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                SseEvent::default().event("resync").data("{}")
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(event), watching))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// Query parameters of `GET /api/alerts`.
@@ -85,6 +301,20 @@ struct AlertQuery {
     state: Option<String>,
     severity: Option<String>,
     gateway: Option<String>,
+    limit: Option<String>,
+}
+
+/// A `limit` parameter: absent, or a whole number from 1.
+fn parse_limit(limit: Option<&str>) -> Result<Option<u32>, String> {
+    match limit {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<u32>() {
+            Ok(limit) if limit > 0 => Ok(Some(limit)),
+            _ => Err(format!(
+                "`limit` must be a whole number from 1, not `{text}`"
+            )),
+        },
+    }
 }
 
 async fn alerts<S: Store>(
@@ -101,10 +331,15 @@ async fn alerts<S: Store>(
             ));
         }
     };
+    let limit = match parse_limit(query.limit.as_deref()) {
+        Ok(limit) => limit,
+        Err(message) => return bad_request(message),
+    };
     let filter = AlertFilter {
         state,
         severity: query.severity.filter(|severity| !severity.is_empty()),
         gateway: query.gateway.filter(|gateway| !gateway.is_empty()),
+        limit,
     };
     match api.store.alerts(&filter).await {
         Ok(alerts) => Json(alerts.iter().map(alert_json).collect::<Vec<_>>()).into_response(),
@@ -129,8 +364,17 @@ async fn acknowledge<S: Store>(
     if by.trim().is_empty() {
         return bad_request("`by` must name who acknowledges".to_owned());
     }
-    match api.store.acknowledge(&id, &by, now_ms()).await {
-        Ok(true) => Json(json!({ "id": id, "acknowledged_by": by })).into_response(),
+    let by = by.trim().to_owned();
+    let at = now_ms();
+    match api.store.acknowledge(&id, &by, at).await {
+        Ok(true) => {
+            let _ = api.changes.send(Change::Acknowledged {
+                id: id.clone(),
+                by: by.clone(),
+                at,
+            });
+            Json(json!({ "id": id, "acknowledged_by": by })).into_response()
+        }
         Ok(false) => (StatusCode::NOT_FOUND, format!("no alert `{id}`\n")).into_response(),
         Err(error) => unavailable(&error),
     }
@@ -149,6 +393,33 @@ async fn devices<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
                         "readings": device.readings,
                     })
                 })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// Query parameters of the history route.
+#[derive(Debug, Default, Deserialize)]
+struct HistoryQuery {
+    limit: Option<String>,
+}
+
+async fn history<S: Store>(
+    State(api): State<Arc<Api<S>>>,
+    Path((gateway, device)): Path<(String, String)>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    let limit = match parse_limit(query.limit.as_deref()) {
+        Ok(limit) => limit.unwrap_or(120).min(10_000),
+        Err(message) => return bad_request(message),
+    };
+    match api.store.history(&gateway, &device, limit).await {
+        Ok(readings) => Json(
+            readings
+                .iter()
+                .map(|reading| json!({ "at": reading.at, "readings": reading.readings }))
                 .collect::<Vec<_>>(),
         )
         .into_response(),
@@ -177,8 +448,24 @@ async fn gateways<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
 
 async fn metrics<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
     let stats = &api.stats;
+    let notify = &api.notify_stats;
     let mut out = String::new();
     for (name, help, value) in [
+        (
+            "edge_alerts_notifications_sent_total",
+            "Webhook notifications delivered.",
+            &notify.sent,
+        ),
+        (
+            "edge_alerts_notifications_retried_total",
+            "Webhook attempts that failed and will be retried.",
+            &notify.retried,
+        ),
+        (
+            "edge_alerts_notifications_dropped_total",
+            "Webhook notifications given up on (attempts exhausted, route gone).",
+            &notify.dropped,
+        ),
         (
             "edge_alerts_messages_applied_total",
             "Messages stored for the first time.",
@@ -205,6 +492,11 @@ async fn metrics<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
             value.load(Ordering::Relaxed)
         ));
     }
+    out.push_str(&format!(
+        "# HELP edge_alerts_dashboards Dashboards connected to the live stream.\n\
+         # TYPE edge_alerts_dashboards gauge\nedge_alerts_dashboards {}\n",
+        api.watchers.load(Ordering::Relaxed)
+    ));
     (
         [(
             header::CONTENT_TYPE,
@@ -264,6 +556,11 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
 
     async fn api() -> (tempfile::TempDir, Router) {
+        let (dir, app, _) = api_with_changes().await;
+        (dir, app)
+    }
+
+    async fn api_with_changes() -> (tempfile::TempDir, Router, broadcast::Sender<Change>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("a.db")).unwrap());
         for (topic, payload) in [
@@ -286,14 +583,17 @@ mod tests {
             ("edge/gw/status", "online"),
         ] {
             let message = interpret("edge", topic, payload.as_bytes()).unwrap();
-            store.apply(&message, 5).await.unwrap();
+            store.apply(&message, 5, &[]).await.unwrap();
         }
-        let api = Arc::new(Api {
+        let (changes, _) = broadcast::channel(16);
+        let api = Arc::new(Api::new(
             store,
-            stats: Arc::default(),
-            token: "s3cret".into(),
-        });
-        (dir, app(api))
+            Arc::default(),
+            Arc::default(),
+            changes.clone(),
+            "s3cret".into(),
+        ));
+        (dir, app(api), changes)
     }
 
     async fn call(
@@ -452,5 +752,206 @@ mod tests {
             body.contains("edge_alerts_messages_applied_total 0"),
             "{body}"
         );
+    }
+
+    async fn send(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    fn login_request(name: &str, token: &str) -> Request<Body> {
+        Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("name={name}&token={token}")))
+            .unwrap()
+    }
+
+    /// The next whole server-sent event from `body`.
+    async fn next_event(body: &mut axum::body::BodyDataStream) -> String {
+        use futures_util::StreamExt;
+        let mut seen = String::new();
+        while !seen.contains("\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_browser_logs_in_and_its_cookie_opens_the_dashboard() {
+        let (_dir, app) = api().await;
+        // Not logged in: the page is a 401 carrying the login form; the assets are public.
+        let (status, _, body) = send(&app, Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("id=\"login-token\""), "{body}");
+        for asset in ["/static/app.js", "/static/style.css"] {
+            let (status, _, body) =
+                send(&app, Request::get(asset).body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::OK, "{asset}");
+            assert!(!body.is_empty());
+        }
+
+        // A wrong token: 401, the form again with the reason, and no cookie.
+        let (status, headers, body) = send(&app, login_request("ana", "guess")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("That token is not valid."), "{body}");
+        assert!(headers.get(header::SET_COOKIE).is_none());
+
+        // The right one: a redirect to the page with an HttpOnly, same-site session cookie.
+        let (status, headers, _) = send(&app, login_request("Ana+Mar%C3%ADa", "s3cret")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookies: Vec<&str> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|value| value.to_str().unwrap())
+            .collect();
+        let session = cookies
+            .iter()
+            .find(|cookie| cookie.starts_with("edge_alerts_token="))
+            .unwrap();
+        assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+        assert!(
+            cookies.contains(
+                &"edge_alerts_user=Ana%20Mar%C3%ADa; Path=/; SameSite=Strict; Max-Age=604800"
+            ),
+            "{cookies:?}"
+        );
+        let cookie = session.split(';').next().unwrap();
+        for uri in ["/", "/api/alerts", "/api/devices/gw/d1/history"] {
+            let (status, _, _) = send(
+                &app,
+                Request::get(uri)
+                    .header(header::COOKIE, format!("theme=dark; {cookie}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+        }
+        // A forged cookie is no session.
+        let (status, _, _) = send(
+            &app,
+            Request::get("/api/alerts")
+                .header(header::COOKIE, "edge_alerts_token=s3cre")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // Logging out clears both cookies.
+        let (status, headers, _) =
+            send(&app, Request::post("/logout").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .all(|value| value.to_str().unwrap().contains("Max-Age=0"))
+        );
+    }
+
+    #[tokio::test]
+    async fn history_returns_a_devices_readings_oldest_first() {
+        let (_dir, app) = api().await;
+        let (status, body) = call(
+            &app,
+            "GET",
+            "/api/devices/gw/d1/history?limit=5",
+            Some("s3cret"),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"[{"at":10,"readings":{"temp_c":36.0}}]"#);
+        let (status, _) = call(
+            &app,
+            "GET",
+            "/api/devices/gw/d1/history?limit=lots",
+            Some("s3cret"),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (_, body) = call(&app, "GET", "/api/alerts?limit=1", Some("s3cret"), "").await;
+        assert_eq!(
+            serde_json::from_str::<Vec<serde_json::Value>>(&body)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_stream_carries_changes_and_acknowledgements() {
+        let (_dir, app, changes) = api_with_changes().await;
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get("/api/stream")
+                    .header(header::AUTHORIZATION, "Bearer s3cret")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        let mut body = response.into_body().into_data_stream();
+        let message = interpret(
+            "edge",
+            "edge/gw/alerts",
+            br#"{"id":"gw:alert:5","gateway":"gw","rule":"hot","device":"d1","state":"firing","severity":"critical","at":50,"value":39.0,"event":"d1:1:9","labels":{}}"#,
+        )
+        .unwrap();
+        changes.send(Change::Stored { message, at: 51 }).unwrap();
+        let event = next_event(&mut body).await;
+        assert!(event.starts_with("event: alert\ndata: {"), "{event}");
+        assert!(event.contains(r#""id":"gw:alert:5""#), "{event}");
+
+        // An acknowledgement through the API reaches the stream too.
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/api/alerts/gw:alert:1/ack",
+            Some("s3cret"),
+            r#"{"by":"ana"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let event = next_event(&mut body).await;
+        assert!(event.starts_with("event: ack\n"), "{event}");
+        assert!(event.contains(r#""by":"ana""#), "{event}");
+
+        // A watcher that falls behind is told to fetch everything again.
+        for n in 0..40 {
+            changes
+                .send(Change::Acknowledged {
+                    id: format!("x{n}"),
+                    by: "flood".into(),
+                    at: n,
+                })
+                .unwrap();
+        }
+        let event = next_event(&mut body).await;
+        assert!(event.starts_with("event: resync\n"), "{event}");
     }
 }

@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
+use crate::live::Change;
 use crate::message::{Message, interpret};
+use crate::notify::Routes;
 use crate::store::{Applied, Store};
 
 /// Where to consume from.
@@ -46,12 +48,23 @@ pub struct ConsumerStats {
     pub store_errors: AtomicU64,
 }
 
-/// Consumes until `shutdown` turns true. New messages are announced on `changes`.
+/// Where what the consumer stored goes next.
+#[derive(Debug, Clone)]
+pub struct Outlets {
+    /// Each newly stored message, for the dashboards.
+    pub changes: broadcast::Sender<Change>,
+    /// The webhook routes: a new alert transition queues a notification for each that wants it.
+    pub routes: Arc<Routes>,
+    /// Wakes the notifier when something was queued.
+    pub queued: Arc<Notify>,
+}
+
+/// Consumes until `shutdown` turns true.
 pub async fn run<S: Store>(
     config: ConsumerConfig,
     store: Arc<S>,
     stats: Arc<ConsumerStats>,
-    changes: broadcast::Sender<Message>,
+    outlets: Outlets,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
@@ -112,21 +125,31 @@ pub async fn run<S: Store>(
             _ = shutdown.changed() => break,
         };
         match interpret(&config.prefix, &publish.topic, &publish.payload) {
-            Ok(message) => match store.apply(&message, now_ms()).await {
-                Ok(Applied::New) => {
-                    stats.applied.fetch_add(1, Ordering::Relaxed);
-                    let _ = changes.send(message);
+            Ok(message) => {
+                let notify = match &message {
+                    Message::Alert(alert) => outlets.routes.matching(alert),
+                    _ => Vec::new(),
+                };
+                let now = now_ms();
+                match store.apply(&message, now, &notify).await {
+                    Ok(Applied::New) => {
+                        stats.applied.fetch_add(1, Ordering::Relaxed);
+                        if !notify.is_empty() {
+                            outlets.queued.notify_one();
+                        }
+                        let _ = outlets.changes.send(Change::Stored { message, at: now });
+                    }
+                    Ok(Applied::Duplicate) => {
+                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, topic = publish.topic, "failed to store a message; it stays unacknowledged");
+                        // Not acknowledged: the broker delivers it again after a reconnect.
+                        continue;
+                    }
                 }
-                Ok(Applied::Duplicate) => {
-                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, topic = publish.topic, "failed to store a message; it stays unacknowledged");
-                    // Not acknowledged: the broker delivers it again after a reconnect.
-                    continue;
-                }
-            },
+            }
             Err(refused) => {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(reason = refused.reason(), "skipped a message: {refused}");

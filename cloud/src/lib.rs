@@ -8,12 +8,16 @@
 //! - [`api`]: the JSON API over the store, behind a bearer token.
 //! - [`consumer`]: the MQTT consumer that applies each message to the store and acknowledges
 //!   it only once stored, alone or as one of a group sharing a subscription.
+//! - [`live`]: the changes the dashboard hears of, as server-sent events.
+//! - [`notify`]: webhook routes and the notifier that posts each alert transition once.
 //! - [`store`]: one small trait, [`store::Store`], with two backends: SQLite (embedded, one
 //!   file) and PostgreSQL (shared by several instances).
 
 pub mod api;
 pub mod consumer;
+pub mod live;
 pub mod message;
+pub mod notify;
 pub mod store;
 
 pub use message::{AlertMessage, AlertState, EventMessage, Message, Refused};

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A gateway's message, understood.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,7 @@ impl Message {
 }
 
 /// A device event as the gateway forwards it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct EventMessage {
     /// `{device}:{boot}:{seq}`.
     pub id: String,
@@ -59,7 +59,7 @@ pub struct EventMessage {
 }
 
 /// An alert transition as the gateway raises it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct AlertMessage {
     /// `{gateway}:alert:{n}`, the same for an episode's `firing` and `resolved`.
     pub id: String,
@@ -88,7 +88,7 @@ pub struct AlertMessage {
 }
 
 /// The two states an alert message reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// The alert started.

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use edge_alerts::api;
-use edge_alerts::consumer::{self, ConsumerConfig, ConsumerStats};
+use edge_alerts::consumer::{self, ConsumerConfig, ConsumerStats, Outlets, now_ms};
+use edge_alerts::notify::{self, NotifyStats, Routes};
 use edge_alerts::store::postgres::PostgresStore;
 use edge_alerts::store::sqlite::SqliteStore;
 use edge_alerts::store::{Store, StoreError};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 /// Consume gateway events, alerts and status from the cloud broker, and store each once.
 #[derive(Debug, Parser)]
@@ -45,9 +46,15 @@ struct Args {
     /// Serve the JSON API on this address (ip:port), e.g. 127.0.0.1:9300.
     #[arg(long, requires = "token_file")]
     listen: Option<std::net::SocketAddr>,
-    /// A file holding the bearer token the API asks for.
+    /// A file holding the token the dashboard and the API ask for.
     #[arg(long, requires = "listen")]
     token_file: Option<PathBuf>,
+    /// The configuration file: webhook routes (`[[route]]`), see docs/cloud.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Keep each device's readings this many hours for the charts.
+    #[arg(long, default_value_t = 24)]
+    history_hours: u32,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +66,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // The one TLS provider of this build (webhooks over https).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let routes = match &args.config {
+        Some(path) => match Routes::load(path) {
+            Ok(routes) => routes,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Routes::default(),
+    };
+    let routes = Arc::new(routes);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,14 +90,14 @@ fn main() -> ExitCode {
         match &args.postgres {
             Some(config) => {
                 let store = PostgresStore::connect(config, args.schema.as_deref()).await?;
-                serve(&args, store).await
+                serve(&args, store, routes).await
             }
             None => {
                 let path = args
                     .sqlite
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("edge-alerts.db"));
-                serve(&args, SqliteStore::open(&path)?).await
+                serve(&args, SqliteStore::open(&path)?, routes).await
             }
         }
     });
@@ -90,9 +110,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve<S: Store>(args: &Args, store: S) -> Result<(), StoreError> {
+async fn serve<S: Store>(args: &Args, store: S, routes: Arc<Routes>) -> Result<(), StoreError> {
     let stats = Arc::new(ConsumerStats::default());
+    let notify_stats = Arc::new(NotifyStats::default());
     let (changes, _) = broadcast::channel(1024);
+    let queued = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let config = ConsumerConfig {
         host: args.host.clone(),
@@ -106,7 +128,20 @@ async fn serve<S: Store>(args: &Args, store: S) -> Result<(), StoreError> {
         config,
         Arc::clone(&store),
         Arc::clone(&stats),
-        changes,
+        Outlets {
+            changes: changes.clone(),
+            routes: Arc::clone(&routes),
+            queued: Arc::clone(&queued),
+        },
+        stopped.clone(),
+    ));
+    // Runs with no routes too: it drains what a previous configuration queued (and drops
+    // what no route wants any more, counted).
+    let notifier = tokio::spawn(notify::run(
+        Arc::clone(&store),
+        Arc::clone(&routes),
+        Arc::clone(&notify_stats),
+        queued,
         stopped.clone(),
     ));
     if let (Some(listen), Some(token_file)) = (args.listen, &args.token_file) {
@@ -125,11 +160,13 @@ async fn serve<S: Store>(args: &Args, store: S) -> Result<(), StoreError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|error| StoreError::Setup(format!("failed to listen on {listen}: {error}")))?;
-        let app = api::app(Arc::new(api::Api {
-            store: Arc::clone(&store),
-            stats: Arc::clone(&stats),
+        let app = api::app(Arc::new(api::Api::new(
+            Arc::clone(&store),
+            Arc::clone(&stats),
+            Arc::clone(&notify_stats),
+            changes.clone(),
             token,
-        }));
+        )));
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let stop = async move {
@@ -142,13 +179,20 @@ async fn serve<S: Store>(args: &Args, store: S) -> Result<(), StoreError> {
                 tracing::error!(%error, "API server failed");
             }
         });
-        tracing::info!(%listen, "serving the API");
+        tracing::info!("dashboard on http://{listen}/");
     }
+    let retention = i64::from(args.history_hours) * 3_600_000;
     let mut report = tokio::time::interval(Duration::from_secs(10));
     report.tick().await;
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = shutdown_signal() => break,
+            _ = prune.tick() => match store.prune(now_ms() - retention).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned the readings history"),
+                Err(error) => tracing::warn!(%error, "failed to prune the readings history"),
+            },
             _ = report.tick() => tracing::info!(
                 applied = stats.applied.load(Ordering::Relaxed),
                 duplicates = stats.duplicates.load(Ordering::Relaxed),
@@ -160,6 +204,7 @@ async fn serve<S: Store>(args: &Args, store: S) -> Result<(), StoreError> {
     }
     let _ = stop.send(true);
     let _ = task.await;
+    let _ = notifier.await;
     Ok(())
 }
 

@@ -13,6 +13,16 @@
 //! Each transition fills its own columns (`fired_at`, `value` / `resolved_at`,
 //! `resolved_value`), so the alert ends up the same whatever the order; an alert is firing while
 //! it has no `resolved_at`.
+//!
+//! # Notifications: an outbox
+//! An alert transition that a webhook route wants is written to `outbox`, one row per route, in
+//! the same transaction that applies it: a transition stored is a transition that will be
+//! notified, even if the process dies right after. Notifiers (one per instance) claim due rows
+//! by moving their `due_at` past a lease, so two instances never post the same row at once.
+//!
+//! # History
+//! Every event's readings are also kept in `history`, for the dashboard's charts, until
+//! [`Store::prune`] drops those older than the retention.
 
 pub mod postgres;
 pub mod sqlite;
@@ -130,6 +140,28 @@ pub struct Gateway {
     pub since: i64,
 }
 
+/// A device's readings at one time, for a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// When the gateway received them (ms since the epoch).
+    pub at: i64,
+    /// The readings.
+    pub readings: BTreeMap<String, f64>,
+}
+
+/// A webhook delivery to make: one alert transition for one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The transition's key (`{alert id}#{state}`).
+    pub key: String,
+    /// The route's name.
+    pub route: String,
+    /// The alert transition, as the gateway sent it (JSON).
+    pub payload: String,
+    /// Delivery attempts so far, this one included.
+    pub attempts: i32,
+}
+
 /// Which alerts to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertFilter {
@@ -139,6 +171,8 @@ pub struct AlertFilter {
     pub severity: Option<String>,
     /// Only this gateway's.
     pub gateway: Option<String>,
+    /// At most this many (all when `None`).
+    pub limit: Option<u32>,
 }
 
 /// Why the store failed.
@@ -168,11 +202,13 @@ fn describe_postgres(error: &tokio_postgres::Error) -> String {
 
 /// What `edge-alerts` needs from storage.
 pub trait Store: Send + Sync + 'static {
-    /// Applies `message` (received at `now_ms`) exactly once.
+    /// Applies `message` (received at `now_ms`) exactly once. When it is a new alert
+    /// transition, a notification for each route in `notify` is queued with it.
     fn apply(
         &self,
         message: &Message,
         now_ms: i64,
+        notify: &[String],
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
     /// Alerts matching `filter`: firing ones first, newest first within each state.
@@ -195,6 +231,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every gateway, by id.
     fn gateways(&self) -> impl Future<Output = Result<Vec<Gateway>, StoreError>> + Send;
+
+    /// A device's latest `limit` readings, oldest first.
+    fn history(
+        &self,
+        gateway: &str,
+        device: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Reading>, StoreError>> + Send;
+
+    /// Drops the history older than `before_ms`; returns how many readings went.
+    fn prune(&self, before_ms: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Claims up to `limit` notifications due at `now_ms` for this instance until
+    /// `lease_until_ms`, counting the attempt.
+    fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
+
+    /// The notification is delivered (or given up on): it leaves the outbox.
+    fn notification_done(
+        &self,
+        key: &str,
+        route: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The notification failed: try again at `due_at_ms`.
+    fn notification_retry(
+        &self,
+        key: &str,
+        route: &str,
+        due_at_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The schema, in SQL both backends take.
@@ -227,6 +298,23 @@ CREATE TABLE IF NOT EXISTS gateways (
     online BOOLEAN NOT NULL,
     since BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history (
+    gateway TEXT NOT NULL,
+    device TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    readings TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_device ON history (gateway, device, at);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (at);
+CREATE TABLE IF NOT EXISTS outbox (
+    key TEXT NOT NULL,
+    route TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at BIGINT NOT NULL,
+    PRIMARY KEY (key, route)
+);
+CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due_at);
 ";
 
 /// Statements shared by both backends. `$n` placeholders work in both, but SQLite numbers them
@@ -263,22 +351,56 @@ pub(crate) mod sql {
         WHERE ($1 = '' OR ($1 = 'firing') = (resolved_at IS NULL))
           AND ($2 = '' OR severity = $2)
           AND ($3 = '' OR gateway = $3)
-        ORDER BY (resolved_at IS NULL) DESC, COALESCE(fired_at, resolved_at) DESC, id";
+        ORDER BY (resolved_at IS NULL) DESC, COALESCE(fired_at, resolved_at) DESC, id
+        LIMIT $4";
     pub(crate) const DEVICES: &str =
         "SELECT gateway, device, last_seen, readings FROM devices ORDER BY gateway, device";
     pub(crate) const GATEWAYS: &str =
         "SELECT gateway, online, since FROM gateways ORDER BY gateway";
+    pub(crate) const RECORD: &str =
+        "INSERT INTO history (gateway, device, at, readings) VALUES ($1, $2, $3, $4)";
+    pub(crate) const HISTORY: &str = "SELECT at, readings FROM history
+        WHERE gateway = $1 AND device = $2 ORDER BY at DESC LIMIT $3";
+    pub(crate) const PRUNE: &str = "DELETE FROM history WHERE at < $1";
+    pub(crate) const QUEUE: &str = "INSERT INTO outbox (key, route, payload, due_at)
+        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+    /// Moves due rows' `due_at` to the lease's end. The outer `due_at <= $2` is checked again
+    /// on a row another instance claimed meanwhile (PostgreSQL re-reads it), so no row is
+    /// claimed twice.
+    pub(crate) const CLAIM: &str = "UPDATE outbox SET due_at = $1, attempts = attempts + 1
+        WHERE due_at <= $2 AND (key, route) IN
+            (SELECT key, route FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3)
+        RETURNING key, route, payload, attempts";
+    pub(crate) const DELIVERED: &str = "DELETE FROM outbox WHERE key = $1 AND route = $2";
+    pub(crate) const RETRY: &str = "UPDATE outbox SET due_at = $1 WHERE key = $2 AND route = $3";
 }
 
 /// The filter's parameters for [`sql::ALERTS`]: empty strings mean "any".
-pub(crate) fn filter_params(filter: &AlertFilter) -> [String; 3] {
-    [
-        filter
-            .state
-            .map_or_else(String::new, |state| state.as_str().to_owned()),
-        filter.severity.clone().unwrap_or_default(),
-        filter.gateway.clone().unwrap_or_default(),
-    ]
+pub(crate) fn filter_params(filter: &AlertFilter) -> ([String; 3], i64) {
+    (
+        [
+            filter
+                .state
+                .map_or_else(String::new, |state| state.as_str().to_owned()),
+            filter.severity.clone().unwrap_or_default(),
+            filter.gateway.clone().unwrap_or_default(),
+        ],
+        filter.limit.map_or(i64::MAX, i64::from),
+    )
+}
+
+/// The outbox rows a newly applied `message` queues: one per route, alert transitions only.
+pub(crate) fn notifications(message: &Message, notify: &[String]) -> Vec<(String, String, String)> {
+    match (message, message.key()) {
+        (Message::Alert(alert), Some(key)) if !notify.is_empty() => {
+            let payload = to_json(alert);
+            notify
+                .iter()
+                .map(|route| (key.clone(), route.clone(), payload.clone()))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Labels and readings are kept as JSON text.

@@ -5,8 +5,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
-    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError,
-    filter_params, from_json, sql, to_json,
+    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Reading, SCHEMA,
+    Store, StoreError, filter_params, from_json, notifications, sql, to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -73,7 +73,12 @@ fn alert(row: &Row) -> Alert {
 }
 
 impl Store for PostgresStore {
-    async fn apply(&self, message: &Message, now_ms: i64) -> Result<Applied, StoreError> {
+    async fn apply(
+        &self,
+        message: &Message,
+        now_ms: i64,
+        notify: &[String],
+    ) -> Result<Applied, StoreError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
         let key = message.key();
@@ -85,6 +90,11 @@ impl Store for PostgresStore {
         let changed = match message {
             Message::Event(event) => {
                 let readings = to_json(&event.readings);
+                tx.execute(
+                    sql::RECORD,
+                    &[&event.gateway, &event.device, &event.received_at, &readings],
+                )
+                .await?;
                 tx.execute(
                     sql::DEVICE,
                     &[&event.gateway, &event.device, &event.received_at, &readings],
@@ -133,6 +143,10 @@ impl Store for PostgresStore {
                 tx.execute(sql::STATUS, &[gateway, online, &now_ms]).await?
             }
         };
+        for (key, route, payload) in notifications(message, notify) {
+            tx.execute(sql::QUEUE, &[&key, &route, &payload, &now_ms])
+                .await?;
+        }
         tx.commit().await?;
         Ok(if changed > 0 || key.is_some() {
             Applied::New
@@ -142,10 +156,10 @@ impl Store for PostgresStore {
     }
 
     async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-        let params = filter_params(filter);
+        let (params, limit) = filter_params(filter);
         let client = self.client.lock().await;
         let rows = client
-            .query(sql::ALERTS, &[&params[0], &params[1], &params[2]])
+            .query(sql::ALERTS, &[&params[0], &params[1], &params[2], &limit])
             .await?;
         Ok(rows.iter().map(alert).collect())
     }
@@ -182,5 +196,70 @@ impl Store for PostgresStore {
                 since: row.get(2),
             })
             .collect())
+    }
+
+    async fn history(
+        &self,
+        gateway: &str,
+        device: &str,
+        limit: u32,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(sql::HISTORY, &[&gateway, &device, &i64::from(limit)])
+            .await?;
+        Ok(rows
+            .iter()
+            .rev()
+            .map(|row| Reading {
+                at: row.get(0),
+                readings: from_json(&row.get::<_, String>(1)),
+            })
+            .collect())
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let client = self.client.lock().await;
+        Ok(client.execute(sql::PRUNE, &[&before_ms]).await?)
+    }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(sql::CLAIM, &[&lease_until_ms, &now_ms, &i64::from(limit)])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Notification {
+                key: row.get(0),
+                route: row.get(1),
+                payload: row.get(2),
+                attempts: row.get(3),
+            })
+            .collect())
+    }
+
+    async fn notification_done(&self, key: &str, route: &str) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client.execute(sql::DELIVERED, &[&key, &route]).await?;
+        Ok(())
+    }
+
+    async fn notification_retry(
+        &self,
+        key: &str,
+        route: &str,
+        due_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client
+            .execute(sql::RETRY, &[&due_at_ms, &key, &route])
+            .await?;
+        Ok(())
     }
 }

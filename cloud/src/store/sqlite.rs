@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, params};
 
 use super::{
-    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, SCHEMA, Store, StoreError,
-    filter_params, from_json, sql, to_json,
+    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Reading, SCHEMA,
+    Store, StoreError, filter_params, from_json, notifications, sql, to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -45,8 +45,14 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    async fn apply(&self, message: &Message, now_ms: i64) -> Result<Applied, StoreError> {
+    async fn apply(
+        &self,
+        message: &Message,
+        now_ms: i64,
+        notify: &[String],
+    ) -> Result<Applied, StoreError> {
         let message = message.clone();
+        let queued = notifications(&message, notify);
         self.with(move |conn| {
             let tx = conn.transaction()?;
             if let Some(key) = message.key()
@@ -55,15 +61,17 @@ impl Store for SqliteStore {
                 return Ok(Applied::Duplicate);
             }
             let changed = match &message {
-                Message::Event(event) => tx.execute(
-                    sql::DEVICE,
-                    params![
-                        event.gateway,
-                        event.device,
-                        event.received_at,
-                        to_json(&event.readings)
-                    ],
-                )?,
+                Message::Event(event) => {
+                    let readings = to_json(&event.readings);
+                    tx.execute(
+                        sql::RECORD,
+                        params![event.gateway, event.device, event.received_at, readings],
+                    )?;
+                    tx.execute(
+                        sql::DEVICE,
+                        params![event.gateway, event.device, event.received_at, readings],
+                    )?
+                }
                 Message::Alert(alert) => {
                     let labels = to_json(&alert.labels.clone().unwrap_or_default());
                     match alert.state {
@@ -100,6 +108,9 @@ impl Store for SqliteStore {
                     tx.execute(sql::STATUS, params![gateway, online, now_ms])?
                 }
             };
+            for (key, route, payload) in &queued {
+                tx.execute(sql::QUEUE, params![key, route, payload, now_ms])?;
+            }
             tx.commit()?;
             // A keyless message (status) that changed nothing is a repeat.
             Ok(if changed > 0 || message.key().is_some() {
@@ -112,10 +123,11 @@ impl Store for SqliteStore {
     }
 
     async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-        let params = filter_params(filter);
+        let (params, limit) = filter_params(filter);
         self.with(move |conn| {
             let mut statement = conn.prepare_cached(sql::ALERTS)?;
-            let rows = statement.query_map(params![params[0], params[1], params[2]], |row| {
+            let query = params![params[0], params[1], params[2], limit];
+            let rows = statement.query_map(query, |row| {
                 Ok(Alert::from(AlertColumns {
                     id: row.get(0)?,
                     gateway: row.get(1)?,
@@ -174,6 +186,78 @@ impl Store for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        gateway: &str,
+        device: &str,
+        limit: u32,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let (gateway, device) = (gateway.to_owned(), device.to_owned());
+        self.with(move |conn| {
+            let mut statement = conn.prepare_cached(sql::HISTORY)?;
+            let rows = statement.query_map(params![gateway, device, i64::from(limit)], |row| {
+                Ok(Reading {
+                    at: row.get(0)?,
+                    readings: from_json(&row.get::<_, String>(1)?),
+                })
+            })?;
+            let mut readings = rows.collect::<Result<Vec<_>, _>>()?;
+            readings.reverse();
+            Ok(readings)
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.with(move |conn| Ok(conn.execute(sql::PRUNE, [before_ms])? as u64))
+            .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.with(move |conn| {
+            let mut statement = conn.prepare_cached(sql::CLAIM)?;
+            let rows =
+                statement.query_map(params![lease_until_ms, now_ms, i64::from(limit)], |row| {
+                    Ok(Notification {
+                        key: row.get(0)?,
+                        route: row.get(1)?,
+                        payload: row.get(2)?,
+                        attempts: row.get(3)?,
+                    })
+                })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn notification_done(&self, key: &str, route: &str) -> Result<(), StoreError> {
+        let (key, route) = (key.to_owned(), route.to_owned());
+        self.with(move |conn| {
+            conn.execute(sql::DELIVERED, params![key, route])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notification_retry(
+        &self,
+        key: &str,
+        route: &str,
+        due_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (key, route) = (key.to_owned(), route.to_owned());
+        self.with(move |conn| {
+            conn.execute(sql::RETRY, params![due_at_ms, key, route])?;
+            Ok(())
         })
         .await
     }

@@ -41,25 +41,25 @@ async fn suite(store: impl Store) {
     // Events: stored once, whatever the redeliveries; the latest readings win.
     assert_eq!(
         store
-            .apply(&event("d1", 1, 100, 20.0), 0)
+            .apply(&event("d1", 1, 100, 20.0), 0, &[])
             .await
             .expect("apply"),
         Applied::New
     );
     assert_eq!(
         store
-            .apply(&event("d1", 1, 100, 20.0), 0)
+            .apply(&event("d1", 1, 100, 20.0), 0, &[])
             .await
             .expect("apply"),
         Applied::Duplicate
     );
     store
-        .apply(&event("d1", 3, 300, 23.0), 0)
+        .apply(&event("d1", 3, 300, 23.0), 0, &[])
         .await
         .expect("apply");
     // An older event delivered late does not roll the device back.
     store
-        .apply(&event("d1", 2, 200, 21.0), 0)
+        .apply(&event("d1", 2, 200, 21.0), 0, &[])
         .await
         .expect("apply");
     let devices = store.devices().await.expect("devices");
@@ -70,33 +70,53 @@ async fn suite(store: impl Store) {
     // Alerts: fire, redelivered fire, resolve.
     assert_eq!(
         store
-            .apply(&alert(1, AlertState::Firing, 1000, 36.0, "critical"), 0)
+            .apply(
+                &alert(1, AlertState::Firing, 1000, 36.0, "critical"),
+                0,
+                &[]
+            )
             .await
             .expect("apply"),
         Applied::New
     );
     assert_eq!(
         store
-            .apply(&alert(1, AlertState::Firing, 1000, 36.0, "critical"), 0)
+            .apply(
+                &alert(1, AlertState::Firing, 1000, 36.0, "critical"),
+                0,
+                &[]
+            )
             .await
             .expect("apply"),
         Applied::Duplicate
     );
     store
-        .apply(&alert(2, AlertState::Firing, 2000, 40.0, "warning"), 0)
+        .apply(&alert(2, AlertState::Firing, 2000, 40.0, "warning"), 0, &[])
         .await
         .expect("apply");
     store
-        .apply(&alert(1, AlertState::Resolved, 3000, 32.0, "critical"), 0)
+        .apply(
+            &alert(1, AlertState::Resolved, 3000, 32.0, "critical"),
+            0,
+            &[],
+        )
         .await
         .expect("apply");
     // Out of order: alert 3 resolves before it fires; it ends up as if in order.
     store
-        .apply(&alert(3, AlertState::Resolved, 5000, 30.0, "critical"), 0)
+        .apply(
+            &alert(3, AlertState::Resolved, 5000, 30.0, "critical"),
+            0,
+            &[],
+        )
         .await
         .expect("apply");
     store
-        .apply(&alert(3, AlertState::Firing, 4000, 37.0, "critical"), 0)
+        .apply(
+            &alert(3, AlertState::Firing, 4000, 37.0, "critical"),
+            0,
+            &[],
+        )
         .await
         .expect("apply");
 
@@ -179,13 +199,16 @@ async fn suite(store: impl Store) {
         gateway: "gw".into(),
         online: false,
     };
-    assert_eq!(store.apply(&online, 10).await.expect("apply"), Applied::New);
     assert_eq!(
-        store.apply(&online, 20).await.expect("apply"),
+        store.apply(&online, 10, &[]).await.expect("apply"),
+        Applied::New
+    );
+    assert_eq!(
+        store.apply(&online, 20, &[]).await.expect("apply"),
         Applied::Duplicate
     );
     assert_eq!(
-        store.apply(&offline, 30).await.expect("apply"),
+        store.apply(&offline, 30, &[]).await.expect("apply"),
         Applied::New
     );
     assert_eq!(
@@ -195,6 +218,115 @@ async fn suite(store: impl Store) {
             online: false,
             since: 30
         }]
+    );
+
+    // A limit keeps the firing ones first.
+    let limited = store
+        .alerts(&AlertFilter {
+            limit: Some(1),
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("alerts");
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].id, "gw:alert:2");
+
+    history(&store).await;
+    outbox(&store).await;
+}
+
+/// Every event's readings are kept for charts, oldest first, until pruned.
+async fn history(store: &impl Store) {
+    let history = store.history("gw", "d1", 10).await.expect("history");
+    let points: Vec<(i64, f64)> = history
+        .iter()
+        .map(|reading| (reading.at, reading.readings["temp_c"]))
+        .collect();
+    // The redelivery of 100 is not recorded twice; the late 200 takes its place in time.
+    assert_eq!(points, [(100, 20.0), (200, 21.0), (300, 23.0)]);
+    let latest = store.history("gw", "d1", 2).await.expect("history");
+    assert_eq!(latest.first().map(|reading| reading.at), Some(200));
+    assert!(
+        store
+            .history("gw", "nobody", 10)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert_eq!(store.prune(250).await.expect("prune"), 2);
+    assert_eq!(
+        store.history("gw", "d1", 10).await.expect("history").len(),
+        1
+    );
+}
+
+/// A new alert transition queues one notification per route, claimed by one notifier at a
+/// time, retried when due, gone when delivered.
+async fn outbox(store: &impl Store) {
+    let routes = ["ops".to_owned(), "pager".to_owned()];
+    let firing = alert(7, AlertState::Firing, 9000, 41.0, "critical");
+    assert_eq!(
+        store.apply(&firing, 100, &routes).await.expect("apply"),
+        Applied::New
+    );
+    // A redelivery queues nothing more; an event queues nothing at all.
+    store.apply(&firing, 150, &routes).await.expect("apply");
+    store
+        .apply(&event("d7", 1, 9000, 41.0), 150, &routes)
+        .await
+        .expect("apply");
+    assert!(
+        store
+            .claim_notifications(99, 10_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due before it was queued"
+    );
+    let mut claimed = store
+        .claim_notifications(200, 10_000, 10)
+        .await
+        .expect("claim");
+    claimed.sort_by(|a, b| a.route.cmp(&b.route));
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert_eq!(claimed[0].key, "gw:alert:7#firing");
+    assert_eq!(claimed[0].route, "ops");
+    assert_eq!(claimed[1].route, "pager");
+    assert_eq!(claimed[0].attempts, 1);
+    let payload: AlertMessage = serde_json::from_str(&claimed[0].payload).expect("payload");
+    assert_eq!(payload.value, Some(41.0));
+    // Leased: nobody else gets them until the lease ends.
+    assert!(
+        store
+            .claim_notifications(5_000, 20_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    store
+        .notification_done("gw:alert:7#firing", "ops")
+        .await
+        .expect("done");
+    store
+        .notification_retry("gw:alert:7#firing", "pager", 6_000)
+        .await
+        .expect("retry");
+    let again = store
+        .claim_notifications(6_000, 20_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].route.as_str(), again[0].attempts), ("pager", 2));
+    store
+        .notification_done("gw:alert:7#firing", "pager")
+        .await
+        .expect("done");
+    assert!(
+        store
+            .claim_notifications(i64::MAX - 1, i64::MAX, 10)
+            .await
+            .expect("claim")
+            .is_empty()
     );
 }
 
@@ -211,7 +343,8 @@ async fn sqlite_keeps_the_contract() {
             .await
             .expect("alerts")
             .len(),
-        3
+        4,
+        "alerts 1, 2, 3 and 7"
     );
 }
 
@@ -255,7 +388,7 @@ async fn two_postgres_instances_store_each_message_exactly_once() {
         async {
             let mut new = 0;
             for message in &messages {
-                if first.apply(message, 0).await.expect("apply") == Applied::New {
+                if first.apply(message, 0, &[]).await.expect("apply") == Applied::New {
                     new += 1;
                 }
             }
@@ -264,7 +397,7 @@ async fn two_postgres_instances_store_each_message_exactly_once() {
         async {
             let mut new = 0;
             for message in messages.iter().rev() {
-                if second.apply(message, 0).await.expect("apply") == Applied::New {
+                if second.apply(message, 0, &[]).await.expect("apply") == Applied::New {
                     new += 1;
                 }
             }
