@@ -1,102 +1,14 @@
 //! End to end: the real `edge-alerts` binary consuming from a Mosquitto of the test's own, with
 //! messages published as gateways publish them, redeliveries and garbage included.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::*;
 use edge_alerts::AlertState;
 use edge_alerts::store::sqlite::SqliteStore;
 use edge_alerts::store::{AlertFilter, Store};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("free port")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto(dir: &std::path::Path) -> (Running, u16) {
-    let port = free_port();
-    let config = dir.join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
-    )
-    .expect("write config");
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto (apt-get install mosquitto)");
-    wait_until("mosquitto", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (Running(child), port)
-}
-
-fn edge_alerts(port: u16, args: &[&str], log: &std::path::Path) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_edge-alerts"))
-        .args(["--port", &port.to_string()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn edge-alerts");
-    Running(child)
-}
-
-/// Publishes `messages` (topic, payload) at QoS 1 and waits for every PUBACK.
-fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let options = MqttOptions::new(format!("gw-{}", free_port()), "127.0.0.1", port);
-        let (client, mut event_loop) = AsyncClient::new(options, messages.len() + 10);
-        for (topic, payload) in messages {
-            // Gateways retain their status.
-            let retain = topic.ends_with("/status");
-            client
-                .publish(topic, QoS::AtLeastOnce, retain, payload.clone())
-                .await
-                .expect("queue");
-        }
-        let mut acked = 0;
-        while acked < messages.len() {
-            match tokio::time::timeout(Duration::from_secs(20), event_loop.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-                Ok(Ok(_)) => {}
-                other => panic!("publisher failed: {other:?}"),
-            }
-        }
-    });
-}
 
 fn event(seq: u32) -> (String, Vec<u8>) {
     (
@@ -213,40 +125,24 @@ fn messages_are_stored_once_whatever_the_redeliveries() {
     assert_eq!(http_get(api_port, "/healthz", None).0, 200);
 }
 
-fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
-    let auth = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"
+/// The counters `edge-alerts` serves on its API at `api_port`.
+fn counters(api_port: u16) -> (u64, u64) {
+    let (_, text) = http_get(api_port, "/metrics", Some("s3cret"));
+    (
+        metric(&text, "edge_alerts_messages_applied_total").unwrap_or(0),
+        metric(&text, "edge_alerts_messages_duplicate_total").unwrap_or(0),
     )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]
-fn two_instances_sharing_a_subscription_store_each_message_once() {
+fn two_instances_sharing_a_subscription_store_each_message_once_and_split_the_load() {
     const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, port) = mosquitto(dir.path());
     let schema = format!("edge_alerts_scale_{}", rand::random::<u32>());
-    let instances: Vec<Running> = (0..2)
+    let instances: Vec<(Running, u16)> = (0..2)
         .map(|n| {
-            edge_alerts(
+            edge_alerts_with_api(
                 port,
                 &[
                     "--postgres",
@@ -258,7 +154,8 @@ fn two_instances_sharing_a_subscription_store_each_message_once() {
                     "--client-id",
                     &format!("edge-alerts-{n}"),
                 ],
-                &dir.path().join(format!("edge-alerts-{n}.log")),
+                dir.path(),
+                &format!("edge-alerts-{n}"),
             )
         })
         .collect();
@@ -276,23 +173,33 @@ fn two_instances_sharing_a_subscription_store_each_message_once() {
             .map(|row| row.get(0))
             .unwrap_or(-1)
     };
-    // Both instances subscribed: each has applied the retained status (a repeat for one of them).
+    // Each instance subscribes to the (unshared) retained status last: once both have taken
+    // it — one applied it, the other found it a repeat — both hold the shared subscription.
     publish(port, &[("edge/gw/status".into(), b"online".to_vec())]);
-    wait_until("both instances up", Duration::from_secs(20), || {
-        count("gateways") == 1
+    wait_until("both instances subscribed", Duration::from_secs(20), || {
+        instances.iter().all(|(_, api)| {
+            let (applied, duplicates) = counters(*api);
+            applied + duplicates >= 1
+        })
     });
-    std::thread::sleep(Duration::from_millis(500));
 
-    // 10 000 events, a tenth of them twice.
+    // 10 000 events, a tenth of them delivered twice.
     let mut messages: Vec<(String, Vec<u8>)> = (0..10_000).map(event).collect();
     messages.extend((0..1_000).map(|seq| event(seq * 10)));
     publish(port, &messages);
-    wait_until("every event stored", Duration::from_secs(60), || {
-        count("seen") == 10_000
+    // Every delivery handled: 11 000 events plus the status, once per instance.
+    wait_until("every delivery handled", Duration::from_secs(90), || {
+        let handled: u64 = instances
+            .iter()
+            .map(|(_, api)| {
+                let (applied, duplicates) = counters(*api);
+                applied + duplicates
+            })
+            .sum();
+        handled >= 11_002
     });
-    // Nothing more arrives later.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(count("seen"), 10_000);
+    let split: Vec<(u64, u64)> = instances.iter().map(|(_, api)| counters(*api)).collect();
+    let stored = count("seen");
     let logs: Vec<String> = (0..2)
         .map(|n| {
             std::fs::read_to_string(dir.path().join(format!("edge-alerts-{n}.log")))
@@ -301,8 +208,180 @@ fn two_instances_sharing_a_subscription_store_each_message_once() {
         .collect();
     drop(instances);
     let _ = runtime.block_on(client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")));
+    assert_eq!(stored, 10_000, "each event stored once\n{logs:?}");
+    let applied: u64 = split.iter().map(|(applied, _)| applied).sum();
+    assert_eq!(applied, 10_001, "10 000 events and one status: {split:?}");
+    // The broker shares the deliveries out between the two; neither sits idle.
+    for (n, (applied, duplicates)) in split.iter().enumerate() {
+        assert!(
+            applied + duplicates >= 2_000,
+            "instance {n} handled only {applied} + {duplicates} of 11 002: {split:?}"
+        );
+    }
+}
+
+/// A webhook receiver that fails its first `failures` requests with 503, then records each
+/// request it accepts.
+fn webhook(
+    failures: usize,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (kept, counted) = (Arc::clone(&accepted), Arc::clone(&requests));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: String| {
+                    let (kept, counted) = (Arc::clone(&kept), Arc::clone(&counted));
+                    async move {
+                        if counted.fetch_add(1, Ordering::SeqCst) < failures {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        kept.lock().expect("lock").push(body);
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    (port, accepted, requests)
+}
+
+#[test]
+fn each_alert_transition_is_posted_once_to_the_routes_that_want_it() {
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, port) = mosquitto(dir.path());
+    let (hook_port, accepted, requests) = webhook(3);
+    let config = dir.path().join("edge-alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "retry_base_ms = 50\n\n[[route]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nseverity = [\"critical\"]\n"
+        ),
+    )
+    .expect("write config");
+    let db = dir.path().join("alerts.db");
+    let (_service, api) = edge_alerts_with_api(
+        port,
+        &[
+            "--sqlite",
+            db.to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+        "edge-alerts",
+    );
+    publish(port, &[("edge/gw/status".into(), b"online".to_vec())]);
+    wait_until("the consumer to subscribe", Duration::from_secs(10), || {
+        counters(api).0 == 1
+    });
+
+    let warning = (
+        "edge/gw/alerts".to_owned(),
+        br#"{"id":"gw:alert:2","gateway":"gw","rule":"damp","device":"d2","state":"firing","severity":"warning","at":1500,"value":80.0,"event":"d2:1:1","labels":{}}"#.to_vec(),
+    );
+    publish(
+        port,
+        &[
+            alert("firing", 1000),
+            alert("firing", 1000), // a redelivery
+            warning,               // no route wants warnings
+            alert("resolved", 2000),
+            alert("resolved", 2000),
+        ],
+    );
+    // Delivered, retried through the webhook's failures, and the outbox empty: nothing more
+    // can be posted.
+    wait_until(
+        "both transitions delivered",
+        Duration::from_secs(30),
+        || {
+            let (_, text) = http_get(api, "/metrics", Some("s3cret"));
+            metric(&text, "edge_alerts_notifications_sent_total") == Some(2)
+                && rusqlite::Connection::open(&db)
+                    .and_then(|conn| {
+                        conn.query_row("SELECT count(*) FROM outbox", [], |row| {
+                            row.get::<_, i64>(0)
+                        })
+                    })
+                    .is_ok_and(|left| left == 0)
+        },
+    );
+    let (_, text) = http_get(api, "/metrics", Some("s3cret"));
+    assert_eq!(
+        metric(&text, "edge_alerts_notifications_retried_total"),
+        Some(3)
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        5,
+        "3 failures, then one post per transition"
+    );
+    let bodies = accepted.lock().expect("lock").clone();
+    let texts: Vec<String> = bodies
+        .iter()
+        .map(|body| {
+            let message: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+            message["text"].as_str().expect("Slack text").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|text| text.starts_with("[FIRING] critical: hot on d1 at gw"))
+            .count(),
+        1,
+        "{texts:?}"
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|text| text.starts_with("[RESOLVED]"))
+            .count(),
+        1,
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("edge-alerts.toml");
+    std::fs::write(
+        &config,
+        "[[route]]\nname = \"ops\"\nurl = \"http://x/\"\ncolour = \"red\"\n",
+    )
+    .expect("write config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_edge-alerts"))
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run edge-alerts");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        logs.iter().all(|log| log.contains("consuming")),
-        "both instances consumed:\n{logs:?}"
+        stderr.contains("edge-alerts.toml")
+            && stderr.contains("line 4")
+            && stderr.contains("colour"),
+        "{stderr}"
     );
 }

@@ -1,0 +1,244 @@
+//! What the `edge-alerts` end-to-end tests share: a Mosquitto of their own, the real binary,
+//! an MQTT publisher that waits for every PUBACK, and a small HTTP client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("free port")
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn mosquitto(dir: &std::path::Path) -> (Running, u16) {
+    let port = free_port();
+    let config = dir.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
+    )
+    .expect("write config");
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (apt-get install mosquitto)");
+    wait_until("mosquitto", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (Running(child), port)
+}
+
+pub fn edge_alerts(port: u16, args: &[&str], log: &std::path::Path) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_edge-alerts"))
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn edge-alerts");
+    Running(child)
+}
+
+/// Publishes `messages` (topic, payload) at QoS 1 and waits for every PUBACK.
+pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let options = MqttOptions::new(format!("gw-{}", free_port()), "127.0.0.1", port);
+        let (client, mut event_loop) = AsyncClient::new(options, messages.len() + 10);
+        for (topic, payload) in messages {
+            // Gateways retain their status.
+            let retain = topic.ends_with("/status");
+            client
+                .publish(topic, QoS::AtLeastOnce, retain, payload.clone())
+                .await
+                .expect("queue");
+        }
+        let mut acked = 0;
+        while acked < messages.len() {
+            match tokio::time::timeout(Duration::from_secs(20), event_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                other => panic!("publisher failed: {other:?}"),
+            }
+        }
+    });
+}
+
+pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    let auth = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of counter `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// Starts `edge-alerts` serving its API on a port of its own with token `s3cret`; returns the
+/// process and the API port.
+pub fn edge_alerts_with_api(
+    port: u16,
+    args: &[&str],
+    dir: &std::path::Path,
+    name: &str,
+) -> (Running, u16) {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("write token");
+    let api_port = free_port();
+    let listen = format!("127.0.0.1:{api_port}");
+    let mut all = vec![
+        "--listen",
+        &listen,
+        "--token-file",
+        token_file.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(args);
+    let service = edge_alerts(port, &all, &dir.join(format!("{name}.log")));
+    wait_until("the API", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", api_port)).is_ok()
+    });
+    (service, api_port)
+}
+
+/// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`),
+/// its driver killed when dropped.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    _driver: Running,
+}
+
+impl Browser {
+    /// Starts `chromedriver` on a port of its own and opens a session in headless Chromium.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt-get install chromium chromium-driver)");
+        let driver = Running(driver);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--no-first-run", "--window-size=1280,1000",
+                ],
+            }),
+        );
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+        Self {
+            client,
+            _driver: driver,
+        }
+    }
+
+    /// Logs in to the dashboard at `base` as `name`, and waits for its live stream.
+    pub async fn log_in(&self, base: &str, name: &str, token: &str) {
+        use fantoccini::Locator;
+        self.client.goto(base).await.expect("open the dashboard");
+        self.client
+            .find(Locator::Id("login-name"))
+            .await
+            .expect("the login form")
+            .send_keys(name)
+            .await
+            .expect("type");
+        self.client
+            .find(Locator::Id("login-token"))
+            .await
+            .expect("the token field")
+            .send_keys(token)
+            .await
+            .expect("type");
+        self.client
+            .find(Locator::Id("login-submit"))
+            .await
+            .expect("the button")
+            .click()
+            .await
+            .expect("click");
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#live[data-state=\"open\"]"))
+            .await
+            .expect("the dashboard, live");
+    }
+}
