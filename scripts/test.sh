@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, property and end-to-end tests (real gateway binary, real
-# Mosquitto and rumqttd brokers on 127.0.0.1, ephemeral ports, temp dirs).
+# Mosquitto and rumqttd brokers on 127.0.0.1, the machine's PostgreSQL, headless Chromium for
+# the dashboard, ephemeral ports, temp dirs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ if ! command -v openssl >/dev/null 2>&1; then
   echo "installing openssl (the security tests make their certificates with it)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium and chromium-driver (the dashboard is tested in a real browser)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
 

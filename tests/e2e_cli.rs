@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -147,8 +148,90 @@ fn a_killed_gateway_is_announced_offline_by_its_last_will() {
     });
 }
 
+/// `edge-alerts`, built beside `edge-gateway` by `cargo test --workspace`.
+fn edge_alerts_program() -> std::path::PathBuf {
+    let program =
+        std::path::Path::new(env!("CARGO_BIN_EXE_edge-gateway")).with_file_name("edge-alerts");
+    assert!(
+        program.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build -p edge-alerts)",
+        program.display()
+    );
+    program
+}
+
 #[test]
-fn the_demo_runs_end_to_end() {
+fn the_demo_runs_the_whole_chain_to_the_dashboard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut demo = edge_gateway()
+        .args([
+            "demo",
+            "--duration-secs",
+            "20",
+            "--interval-ms",
+            "100",
+            "--devices",
+            "3",
+            "--serial-devices",
+            "2",
+        ])
+        .args(["--device-port", &free_port().to_string()])
+        .args(["--cloud-port", &free_port().to_string()])
+        .args(["--admin-port", &free_port().to_string()])
+        .args(["--dashboard-port", &dashboard.port().to_string()])
+        .arg("--alerts-bin")
+        .arg(edge_alerts_program())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run demo");
+
+    // The dashboard serves what went through the chain: every device, and alerts raised by
+    // the gateway's rules (devices 1 and 2 run warm from the start).
+    let token_file = dir.path().join("dashboard-token");
+    let mut alerts = String::new();
+    let mut devices = String::new();
+    wait_until("alerts on the dashboard", Duration::from_secs(20), || {
+        let Ok(token) = std::fs::read_to_string(&token_file) else {
+            return false;
+        };
+        let token = token.trim();
+        devices = http_get_with_token(dashboard, "/api/devices", token)
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        alerts = http_get_with_token(dashboard, "/api/alerts", token)
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        alerts.contains(r#""rule":"greenhouse warm""#)
+            && devices.matches(r#""device":"#).count() == 5
+    });
+    assert_eq!(
+        http_get(dashboard, "/api/alerts").map(|(status, _)| status),
+        Some(401),
+        "the dashboard wants its token"
+    );
+    // Killed outright, the demo takes its edge-alerts with it (no orphan holding the port).
+    let _ = demo.kill();
+    let output = demo.wait_with_output().expect("demo output");
+    wait_until(
+        "edge-alerts to stop with the demo",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(dashboard).is_err(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("alert dashboard     http://{dashboard}/")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("log in with token"), "{stdout}");
+    assert!(stdout.contains("serial device on"), "{stdout}");
+}
+
+#[test]
+fn the_demo_reports_what_the_cloud_received() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = edge_gateway()
         .args([
@@ -165,6 +248,9 @@ fn the_demo_runs_end_to_end() {
         .args(["--device-port", &free_port().to_string()])
         .args(["--cloud-port", &free_port().to_string()])
         .args(["--admin-port", &free_port().to_string()])
+        .args(["--dashboard-port", &free_port().to_string()])
+        .arg("--alerts-bin")
+        .arg(edge_alerts_program())
         .arg("--data-dir")
         .arg(dir.path())
         .output()
@@ -178,7 +264,6 @@ fn the_demo_runs_end_to_end() {
     let summary = stdout.lines().last().unwrap_or_default();
     // Three MQTT devices and two on serial lines (ptys) reached the cloud.
     assert!(summary.contains("from 5 devices"), "{stdout}");
-    assert!(stdout.contains("serial device on"), "{stdout}");
     let events: u64 = summary
         .split("cloud: ")
         .nth(1)

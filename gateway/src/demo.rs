@@ -1,9 +1,14 @@
 //! `edge-gateway demo`: the whole path on one machine with embedded defaults.
 //!
-//! It starts an embedded "cloud" broker, a gateway forwarding to it, and a fleet of simulated
-//! greenhouse devices publishing to the gateway over MQTT (every fifth one runs hot), then prints
-//! where to look and, every few seconds, what the cloud has received. Ports are chosen away from
-//! the standard 1883 so the demo runs beside a local Mosquitto.
+//! It starts an embedded "cloud" broker, a gateway forwarding to it with a few alert rules, a
+//! fleet of simulated greenhouse devices publishing to the gateway over MQTT and on serial lines
+//! (some run warm, every fifth one has heat spikes), and `edge-alerts` consuming from the cloud
+//! broker with its live dashboard; then it prints where to look and, every few seconds, what the
+//! cloud has received. Ports are chosen away from the standard 1883 so the demo runs beside a
+//! local Mosquitto.
+//!
+//! `edge-alerts` is a program of its own (it runs in the cloud, not on the gateway): the demo
+//! starts the one beside its own executable, or the one `--alerts-bin` names.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -44,7 +49,42 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub duration_secs: Option<u64>,
+    /// Port of the alert dashboard (`edge-alerts`).
+    #[arg(long, default_value_t = 19300)]
+    pub dashboard_port: u16,
+    /// The `edge-alerts` program (default: the one beside this executable).
+    #[arg(long)]
+    pub alerts_bin: Option<PathBuf>,
 }
+
+/// The demo's alert rules: warm devices cross the first within seconds, the spiking ones the
+/// second after a few minutes, and a device that goes quiet the third.
+const DEMO_RULES: &str = r#"
+[[rule]]
+name = "greenhouse warm"
+devices = "greenhouse-*"
+reading = "temp_c"
+above = 29.0
+clear_below = 28.0
+for = "3s"
+severity = "warning"
+labels = { team = "growers" }
+
+[[rule]]
+name = "greenhouse too hot"
+devices = "greenhouse-*"
+reading = "temp_c"
+above = 35.0
+clear_below = 33.0
+for = "5s"
+severity = "critical"
+labels = { team = "growers" }
+
+[[rule]]
+name = "device silent"
+silent_for = "30s"
+severity = "critical"
+"#;
 
 const GATEWAY_ID: &str = "demo-gateway";
 const REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -72,6 +112,7 @@ pub async fn run(
     config.admin.listen = localhost(args.admin_port);
     config.uplink.reconnect_max = Duration::from_secs(5);
     config.journal.max_size = 64 * 1024 * 1024;
+    config.rules = demo_rules()?;
 
     // Serial devices: each on a pty of its own, reachable under the data dir, read by the gateway
     // like any `[[serial]]` port.
@@ -104,6 +145,7 @@ pub async fn run(
         .context("failed to start the demo cloud broker")?;
     let (tally_tx, tally) = watch::channel(Tally::default());
     tokio::spawn(watch_cloud(cloud, tally_tx));
+    let dashboard = start_dashboard(&args, &config.gateway.data_dir)?;
 
     let (stop, stopped) = watch::channel(false);
     let gateway = {
@@ -162,6 +204,16 @@ pub async fn run(
         args.admin_port
     );
     println!("  journal             {}", config.journal_path().display());
+    match &dashboard {
+        Some(dashboard) => {
+            println!("  alert dashboard     {}", dashboard.url);
+            println!("    log in with token {}", dashboard.token);
+        }
+        None => println!(
+            "  alert dashboard     not started: edge-alerts not found \
+             (cargo build --release -p edge-alerts, or --alerts-bin)"
+        ),
+    }
     println!(
         "  watch the cloud:    mosquitto_sub -p {} -t 'edge/#' -v",
         args.cloud_port
@@ -193,16 +245,92 @@ pub async fn run(
         acked += u64::from(device.stop().link.acked);
     }
     gateway.await.context("gateway task failed")??;
+    drop(dashboard);
     let tally = tally.borrow().clone();
     println!("devices sent {acked} events; {}", tally.summary());
     anyhow::ensure!(tally.events > 0, "the cloud received no events");
     Ok(())
 }
 
+fn demo_rules() -> anyhow::Result<Vec<crate::rules::Rule>> {
+    let source = format!(
+        "[gateway]\nid = \"{GATEWAY_ID}\"\n[uplink]\nurl = \"mqtt://127.0.0.1:1\"\n{DEMO_RULES}"
+    );
+    let config = crate::config::parse(&source, "demo rules")
+        .map_err(|error| anyhow::anyhow!("the demo's rules are invalid:\n{error}"))?;
+    Ok(config.rules)
+}
+
+/// `edge-alerts`, running beside the demo; stopped when dropped, and by itself when the demo
+/// dies (it stops when its standard input, held here, closes).
+struct Dashboard {
+    url: String,
+    token: String,
+    process: std::process::Child,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts `edge-alerts` on the demo's cloud broker, storing under `data_dir`; `None` when the
+/// program is not there.
+fn start_dashboard(
+    args: &DemoArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<Dashboard>> {
+    let program = match &args.alerts_bin {
+        Some(program) => program.clone(),
+        None => {
+            let beside = std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.join("edge-alerts")));
+            match beside {
+                Some(program) if program.is_file() => program,
+                _ => return Ok(None),
+            }
+        }
+    };
+    let token = format!("{:032x}", rand::random::<u128>());
+    let token_file = data_dir.join("dashboard-token");
+    std::fs::write(&token_file, format!("{token}\n"))
+        .with_context(|| format!("failed to write {}", token_file.display()))?;
+    let log = data_dir.join("edge-alerts.log");
+    let process = std::process::Command::new(&program)
+        .arg("--port")
+        .arg(args.cloud_port.to_string())
+        .arg("--sqlite")
+        .arg(data_dir.join("alerts.db"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", args.dashboard_port))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--client-id")
+        .arg(format!("edge-alerts-demo-{}", std::process::id()))
+        .arg("--exit-with-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(&log)
+                .with_context(|| format!("failed to create {}", log.display()))?,
+        )
+        .spawn()
+        .with_context(|| format!("failed to start {}", program.display()))?;
+    Ok(Some(Dashboard {
+        url: format!("http://127.0.0.1:{}/", args.dashboard_port),
+        token,
+        process,
+    }))
+}
+
 /// What the demo cloud has received.
 #[derive(Debug, Clone, Default)]
 struct Tally {
     events: u64,
+    alerts: u64,
     per_device: BTreeMap<String, u64>,
     hottest: Option<(String, f64)>,
     status: String,
@@ -215,9 +343,10 @@ impl Tally {
             None => String::new(),
         };
         format!(
-            "cloud: {} events from {} devices{hottest}; gateway status {}",
+            "cloud: {} events from {} devices{hottest}, {} alert transitions; gateway status {}",
             self.events,
             self.per_device.len(),
+            self.alerts,
             if self.status.is_empty() {
                 "unknown"
             } else {
@@ -242,6 +371,10 @@ async fn watch_cloud(
                     if topic.ends_with("/status") {
                         tally.status =
                             String::from_utf8_lossy(&forward.publish.payload).into_owned();
+                        return;
+                    }
+                    if topic.ends_with("/alerts") {
+                        tally.alerts += 1;
                         return;
                     }
                     let Ok(message) =

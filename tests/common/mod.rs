@@ -304,12 +304,26 @@ pub fn http_post(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     http(address, "POST", path)
 }
 
+/// A GET with a bearer token.
+pub fn http_get_with_token(address: SocketAddr, path: &str, token: &str) -> Option<(u16, String)> {
+    request(
+        address,
+        "GET",
+        path,
+        &format!("Authorization: Bearer {token}\r\n"),
+    )
+}
+
 fn http(address: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    request(address, method, path, "")
+}
+
+fn request(address: SocketAddr, method: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{headers}Content-Length: 0\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();

@@ -55,6 +55,10 @@ struct Args {
     /// Keep each device's readings this many hours for the charts.
     #[arg(long, default_value_t = 24)]
     history_hours: u32,
+    /// Stop when standard input closes (for a parent that starts this service as its child:
+    /// it stops with the parent, however the parent ends).
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
 }
 
 fn main() -> ExitCode {
@@ -185,9 +189,21 @@ async fn serve<S: Store>(args: &Args, store: S, routes: Arc<Routes>) -> Result<(
     let mut report = tokio::time::interval(Duration::from_secs(10));
     report.tick().await;
     let mut prune = tokio::time::interval(Duration::from_secs(60));
+    let (orphaned, mut parent_gone) = tokio::sync::oneshot::channel::<()>();
+    if args.exit_with_stdin {
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 64];
+            while matches!(std::io::Read::read(&mut std::io::stdin(), &mut sink), Ok(n) if n > 0) {}
+            let _ = orphaned.send(());
+        });
+    }
     loop {
         tokio::select! {
             _ = shutdown_signal() => break,
+            Ok(()) = &mut parent_gone => {
+                tracing::info!("standard input closed; stopping");
+                break;
+            }
             _ = prune.tick() => match store.prune(now_ms() - retention).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::debug!(pruned, "pruned the readings history"),
