@@ -18,7 +18,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::live::Change;
 use crate::message::{Message, interpret};
 use crate::notify::Routes;
-use crate::store::{Applied, Store};
+use crate::store::{Applied, Pending, Store};
 
 /// Where to consume from.
 #[derive(Debug, Clone)]
@@ -117,50 +117,105 @@ pub async fn run<S: Store>(
         })
     };
     loop {
-        let publish = tokio::select! {
+        let first = tokio::select! {
             publish = incoming.recv() => match publish {
                 Some(publish) => publish,
                 None => break,
             },
             _ = shutdown.changed() => break,
         };
+        // What else has arrived goes into the same transaction: one commit for many messages.
+        let mut publishes = vec![first];
+        while publishes.len() < BATCH {
+            match incoming.try_recv() {
+                Ok(publish) => publishes.push(publish),
+                Err(_) => break,
+            }
+        }
+        let stored = apply(&config, &*store, &stats, &outlets, &publishes).await;
+        for (publish, stored) in publishes.iter().zip(stored) {
+            // A message the store failed to take is not acknowledged: the broker delivers it
+            // again after a reconnect.
+            if stored && let Err(error) = client.ack(publish).await {
+                tracing::warn!(%error, "failed to acknowledge a message");
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    poller.abort();
+}
+
+/// Messages applied in one transaction at most.
+const BATCH: usize = 256;
+
+/// Applies `publishes` to the store, in one transaction when it can; says for each whether it
+/// is done with (stored, a repeat, or refused) and may be acknowledged.
+async fn apply<S: Store>(
+    config: &ConsumerConfig,
+    store: &S,
+    stats: &ConsumerStats,
+    outlets: &Outlets,
+    publishes: &[rumqttc::Publish],
+) -> Vec<bool> {
+    let mut done = vec![true; publishes.len()];
+    let mut pending = Vec::with_capacity(publishes.len());
+    let mut slots = Vec::with_capacity(publishes.len());
+    for (slot, publish) in publishes.iter().enumerate() {
         match interpret(&config.prefix, &publish.topic, &publish.payload) {
             Ok(message) => {
                 let notify = match &message {
                     Message::Alert(alert) => outlets.routes.matching(alert),
                     _ => Vec::new(),
                 };
-                let now = now_ms();
-                match store.apply(&message, now, &notify).await {
-                    Ok(Applied::New) => {
-                        stats.applied.fetch_add(1, Ordering::Relaxed);
-                        if !notify.is_empty() {
-                            outlets.queued.notify_one();
-                        }
-                        let _ = outlets.changes.send(Change::Stored { message, at: now });
-                    }
-                    Ok(Applied::Duplicate) => {
-                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%error, topic = publish.topic, "failed to store a message; it stays unacknowledged");
-                        // Not acknowledged: the broker delivers it again after a reconnect.
-                        continue;
-                    }
-                }
+                pending.push(Pending { message, notify });
+                slots.push(slot);
             }
             Err(refused) => {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(reason = refused.reason(), "skipped a message: {refused}");
             }
         }
-        if let Err(error) = client.ack(&publish).await {
-            tracing::warn!(%error, "failed to acknowledge a message");
+    }
+    if pending.is_empty() {
+        return done;
+    }
+    let now = now_ms();
+    let outcomes = match store.apply_all(&pending, now).await {
+        Ok(applied) => applied.into_iter().map(Ok).collect(),
+        Err(error) if pending.len() > 1 => {
+            // One message the store refuses (or a deadlock with another instance) must not
+            // hold up the rest: one at a time.
+            tracing::warn!(%error, "a batch failed to store; storing its messages one by one");
+            let mut outcomes = Vec::with_capacity(pending.len());
+            for Pending { message, notify } in &pending {
+                outcomes.push(store.apply(message, now, notify).await);
+            }
+            outcomes
+        }
+        Err(error) => vec![Err(error)],
+    };
+    for ((Pending { message, notify }, slot), outcome) in
+        pending.into_iter().zip(slots).zip(outcomes)
+    {
+        match outcome {
+            Ok(Applied::New) => {
+                stats.applied.fetch_add(1, Ordering::Relaxed);
+                if !notify.is_empty() {
+                    outlets.queued.notify_one();
+                }
+                let _ = outlets.changes.send(Change::Stored { message, at: now });
+            }
+            Ok(Applied::Duplicate) => {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, topic = publishes[slot].topic, "failed to store a message; it stays unacknowledged");
+                done[slot] = false;
+            }
         }
     }
-    let _ = client.try_disconnect();
-    poller.abort();
+    done
 }
 
 /// Milliseconds since the Unix epoch.
@@ -169,4 +224,126 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rumqttc::Publish;
+
+    use super::*;
+    use crate::store::AlertFilter;
+    use crate::store::sqlite::SqliteStore;
+
+    fn config() -> ConsumerConfig {
+        ConsumerConfig {
+            host: "127.0.0.1".into(),
+            port: 1,
+            prefix: "edge".into(),
+            group: None,
+            client_id: "test".into(),
+        }
+    }
+
+    fn outlets(routes: &str) -> (Outlets, broadcast::Receiver<Change>) {
+        let (changes, watching) = broadcast::channel(64);
+        let outlets = Outlets {
+            changes,
+            routes: Arc::new(Routes::parse(routes).unwrap()),
+            queued: Arc::new(Notify::new()),
+        };
+        (outlets, watching)
+    }
+
+    fn alert(state: &str, at: i64) -> Publish {
+        Publish::new(
+            "edge/gw/alerts",
+            QoS::AtLeastOnce,
+            format!(
+                r#"{{"id":"gw:alert:1","gateway":"gw","rule":"hot","device":"d1","state":"{state}","severity":"critical","at":{at},"value":36.0,"event":"d1:1:5","labels":{{}}}}"#
+            ),
+        )
+    }
+
+    fn event(seq: u32) -> Publish {
+        Publish::new(
+            "edge/gw/devices/d1/events",
+            QoS::AtLeastOnce,
+            format!(
+                r#"{{"id":"d1:1:{seq}","gateway":"gw","device":"d1","boot":1,"seq":{seq},"received_at":{seq},"readings":{{"temp_c":20.5}}}}"#
+            ),
+        )
+    }
+
+    #[tokio::test]
+    async fn redeliveries_disorder_and_garbage_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        let stats = ConsumerStats::default();
+        let (outlets, mut watching) =
+            outlets("[[route]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\n");
+        let batch = [
+            alert("resolved", 2000), // before its firing
+            event(1),
+            event(1), // redelivered
+            Publish::new("edge/gw/alerts", QoS::AtLeastOnce, "not json"),
+            Publish::new("edge/gw/unknown", QoS::AtLeastOnce, "{}"),
+            alert("firing", 1000),
+            alert("firing", 1000), // redelivered
+        ];
+        let done = apply(&config(), &store, &stats, &outlets, &batch).await;
+        assert_eq!(done, [true; 7], "everything handled is acknowledged");
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.duplicates.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 2);
+        let alerts = store.alerts(&AlertFilter::default()).await.unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].state, alerts[0].fired_at, alerts[0].resolved_at),
+            (crate::AlertState::Resolved, Some(1000), Some(2000))
+        );
+        // Each new message was announced once, in order.
+        let mut announced = Vec::new();
+        while let Ok(Change::Stored { message, .. }) = watching.try_recv() {
+            announced.push(message.key().unwrap());
+        }
+        assert_eq!(
+            announced,
+            ["gw:alert:1#resolved", "d1:1:1", "gw:alert:1#firing"]
+        );
+        // Both transitions were queued for the route, once.
+        let queued = store.claim_notifications(i64::MAX - 1, i64::MAX, 10).await;
+        assert_eq!(queued.unwrap().len(), 2);
+
+        // The whole batch again, as after a reconnect: nothing new.
+        let done = apply(&config(), &store, &stats, &outlets, &batch).await;
+        assert_eq!(done, [true; 7]);
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
+        assert!(watching.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_message_the_store_refuses_stays_unacknowledged_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // Break event storage only.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE devices")
+            .unwrap();
+        let stats = ConsumerStats::default();
+        let (outlets, _watching) = outlets("");
+        let done = apply(
+            &config(),
+            &store,
+            &stats,
+            &outlets,
+            &[alert("firing", 1000), event(1), alert("resolved", 2000)],
+        )
+        .await;
+        assert_eq!(done, [true, false, true]);
+        assert_eq!(stats.store_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 2);
+    }
 }

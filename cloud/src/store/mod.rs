@@ -34,6 +34,15 @@ use std::future::Future;
 
 use crate::message::{AlertState, Message};
 
+/// A message to apply, with the webhook routes that want it (alert transitions only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// The message.
+    pub message: Message,
+    /// The routes to notify if it is new.
+    pub notify: Vec<String>,
+}
+
 /// What applying a message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -209,7 +218,24 @@ pub trait Store: Send + Sync + 'static {
         message: &Message,
         now_ms: i64,
         notify: &[String],
-    ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        let batch = [Pending {
+            message: message.clone(),
+            notify: notify.to_vec(),
+        }];
+        async move {
+            let applied = self.apply_all(&batch, now_ms).await?;
+            Ok(applied.first().copied().unwrap_or(Applied::Duplicate))
+        }
+    }
+
+    /// Applies a batch of messages in one transaction, each exactly once, in order; one
+    /// [`Applied`] per message. All or nothing: on an error none is stored.
+    fn apply_all(
+        &self,
+        batch: &[Pending],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Applied>, StoreError>> + Send;
 
     /// Alerts matching `filter`: firing ones first, newest first within each state.
     fn alerts(

@@ -2,11 +2,12 @@
 //! subscription. The database's unique keys make each message stored exactly once.
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
-    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Reading, SCHEMA,
-    Store, StoreError, filter_params, from_json, notifications, sql, to_json,
+    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Pending, Reading,
+    SCHEMA, Store, StoreError, filter_params, from_json, notifications, sql, to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -17,6 +18,7 @@ const SCHEMA_LOCK: i64 = 0x0edc_a1e7;
 #[derive(Debug)]
 pub struct PostgresStore {
     client: Mutex<Client>,
+    statements: Statements,
 }
 
 impl PostgresStore {
@@ -48,8 +50,10 @@ impl PostgresStore {
             .batch_execute(&format!("SELECT pg_advisory_unlock({SCHEMA_LOCK})"))
             .await?;
         created?;
+        let statements = Statements::prepare(&client).await?;
         Ok(Self {
             client: Mutex::new(client),
+            statements,
         })
     }
 }
@@ -72,87 +76,140 @@ fn alert(row: &Row) -> Alert {
     })
 }
 
-impl Store for PostgresStore {
-    async fn apply(
-        &self,
-        message: &Message,
-        now_ms: i64,
-        notify: &[String],
-    ) -> Result<Applied, StoreError> {
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await?;
-        let key = message.key();
-        if let Some(key) = &key
-            && tx.execute(sql::SEEN, &[key]).await? == 0
-        {
-            return Ok(Applied::Duplicate);
+/// The statements `apply` runs, prepared once per connection.
+#[derive(Debug)]
+struct Statements {
+    seen: Statement,
+    record: Statement,
+    device: Statement,
+    firing: Statement,
+    resolved: Statement,
+    status: Statement,
+    queue: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            seen: client.prepare(sql::SEEN).await?,
+            record: client.prepare(sql::RECORD).await?,
+            device: client.prepare(sql::DEVICE).await?,
+            firing: client.prepare(sql::FIRING).await?,
+            resolved: client.prepare(sql::RESOLVED).await?,
+            status: client.prepare(sql::STATUS).await?,
+            queue: client.prepare(sql::QUEUE).await?,
+        })
+    }
+}
+
+/// Applies one message inside the batch's transaction.
+async fn apply_one(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    pending: &Pending,
+    now_ms: i64,
+) -> Result<Applied, StoreError> {
+    let Pending { message, notify } = pending;
+    let key = message.key();
+    if let Some(key) = &key
+        && tx.execute(&statements.seen, &[key]).await? == 0
+    {
+        return Ok(Applied::Duplicate);
+    }
+    let changed = match message {
+        Message::Event(event) => {
+            let readings = to_json(&event.readings);
+            let row: [&(dyn ToSql + Sync); 4] =
+                [&event.gateway, &event.device, &event.received_at, &readings];
+            let (_, changed) = futures_util::future::try_join(
+                tx.execute(&statements.record, &row),
+                tx.execute(&statements.device, &row),
+            )
+            .await?;
+            changed
         }
-        let changed = match message {
-            Message::Event(event) => {
-                let readings = to_json(&event.readings);
-                tx.execute(
-                    sql::RECORD,
-                    &[&event.gateway, &event.device, &event.received_at, &readings],
-                )
-                .await?;
-                tx.execute(
-                    sql::DEVICE,
-                    &[&event.gateway, &event.device, &event.received_at, &readings],
-                )
-                .await?
-            }
-            Message::Alert(alert) => {
-                let labels = to_json(&alert.labels.clone().unwrap_or_default());
-                match alert.state {
-                    AlertState::Firing => {
-                        tx.execute(
-                            sql::FIRING,
-                            &[
-                                &alert.id,
-                                &alert.gateway,
-                                &alert.rule,
-                                &alert.device,
-                                &alert.severity,
-                                &alert.at,
-                                &alert.value,
-                                &alert.event,
-                                &labels,
-                            ],
-                        )
-                        .await?
-                    }
-                    AlertState::Resolved => {
-                        tx.execute(
-                            sql::RESOLVED,
-                            &[
-                                &alert.id,
-                                &alert.gateway,
-                                &alert.rule,
-                                &alert.device,
-                                &alert.severity,
-                                &alert.at,
-                                &alert.value,
-                                &labels,
-                            ],
-                        )
-                        .await?
-                    }
+        Message::Alert(alert) => {
+            let labels = to_json(&alert.labels.clone().unwrap_or_default());
+            match alert.state {
+                AlertState::Firing => {
+                    tx.execute(
+                        &statements.firing,
+                        &[
+                            &alert.id,
+                            &alert.gateway,
+                            &alert.rule,
+                            &alert.device,
+                            &alert.severity,
+                            &alert.at,
+                            &alert.value,
+                            &alert.event,
+                            &labels,
+                        ],
+                    )
+                    .await?
+                }
+                AlertState::Resolved => {
+                    tx.execute(
+                        &statements.resolved,
+                        &[
+                            &alert.id,
+                            &alert.gateway,
+                            &alert.rule,
+                            &alert.device,
+                            &alert.severity,
+                            &alert.at,
+                            &alert.value,
+                            &labels,
+                        ],
+                    )
+                    .await?
                 }
             }
-            Message::Status { gateway, online } => {
-                tx.execute(sql::STATUS, &[gateway, online, &now_ms]).await?
-            }
-        };
-        for (key, route, payload) in notifications(message, notify) {
-            tx.execute(sql::QUEUE, &[&key, &route, &payload, &now_ms])
-                .await?;
         }
+        Message::Status { gateway, online } => {
+            tx.execute(&statements.status, &[gateway, online, &now_ms])
+                .await?
+        }
+    };
+    for (key, route, payload) in notifications(message, notify) {
+        tx.execute(&statements.queue, &[&key, &route, &payload, &now_ms])
+            .await?;
+    }
+    Ok(if changed > 0 || key.is_some() {
+        Applied::New
+    } else {
+        Applied::Duplicate
+    })
+}
+
+impl Store for PostgresStore {
+    async fn apply_all(&self, batch: &[Pending], now_ms: i64) -> Result<Vec<Applied>, StoreError> {
+        let mut client = self.client.lock().await;
+        let statements = &self.statements;
+        let tx = client.transaction().await?;
+        // Statements of different messages are pipelined on the one connection (each message's
+        // own run in order); statuses go one after another, the latest last.
+        let applied = {
+            let tx = &tx;
+            let concurrent = batch.iter().map(|pending| async move {
+                if matches!(pending.message, Message::Status { .. }) {
+                    return Ok(None);
+                }
+                apply_one(tx, statements, pending, now_ms).await.map(Some)
+            });
+            let mut applied = futures_util::future::try_join_all(concurrent).await?;
+            for (slot, pending) in applied.iter_mut().zip(batch) {
+                if slot.is_none() {
+                    *slot = Some(apply_one(tx, statements, pending, now_ms).await?);
+                }
+            }
+            applied
+                .into_iter()
+                .map(|applied| applied.unwrap_or(Applied::Duplicate))
+                .collect()
+        };
         tx.commit().await?;
-        Ok(if changed > 0 || key.is_some() {
-            Applied::New
-        } else {
-            Applied::Duplicate
-        })
+        Ok(applied)
     }
 
     async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {

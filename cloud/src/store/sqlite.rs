@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, params};
 
 use super::{
-    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Reading, SCHEMA,
-    Store, StoreError, filter_params, from_json, notifications, sql, to_json,
+    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Pending, Reading,
+    SCHEMA, Store, StoreError, filter_params, from_json, notifications, sql, to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -44,80 +44,88 @@ impl SqliteStore {
     }
 }
 
+/// Applies one message inside the batch's transaction.
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    pending: &Pending,
+    now_ms: i64,
+) -> Result<Applied, StoreError> {
+    let Pending { message, notify } = pending;
+    let key = message.key();
+    if let Some(key) = &key
+        && tx.prepare_cached(sql::SEEN)?.execute([key])? == 0
+    {
+        return Ok(Applied::Duplicate);
+    }
+    let changed = match message {
+        Message::Event(event) => {
+            let readings = to_json(&event.readings);
+            tx.prepare_cached(sql::RECORD)?.execute(params![
+                event.gateway,
+                event.device,
+                event.received_at,
+                readings
+            ])?;
+            tx.prepare_cached(sql::DEVICE)?.execute(params![
+                event.gateway,
+                event.device,
+                event.received_at,
+                readings
+            ])?
+        }
+        Message::Alert(alert) => {
+            let labels = to_json(&alert.labels.clone().unwrap_or_default());
+            match alert.state {
+                AlertState::Firing => tx.prepare_cached(sql::FIRING)?.execute(params![
+                    alert.id,
+                    alert.gateway,
+                    alert.rule,
+                    alert.device,
+                    alert.severity,
+                    alert.at,
+                    alert.value,
+                    alert.event,
+                    labels
+                ])?,
+                AlertState::Resolved => tx.prepare_cached(sql::RESOLVED)?.execute(params![
+                    alert.id,
+                    alert.gateway,
+                    alert.rule,
+                    alert.device,
+                    alert.severity,
+                    alert.at,
+                    alert.value,
+                    labels
+                ])?,
+            }
+        }
+        Message::Status { gateway, online } => tx
+            .prepare_cached(sql::STATUS)?
+            .execute(params![gateway, online, now_ms])?,
+    };
+    for (key, route, payload) in notifications(message, notify) {
+        tx.prepare_cached(sql::QUEUE)?
+            .execute(params![key, route, payload, now_ms])?;
+    }
+    // A keyless message (status) that changed nothing is a repeat.
+    Ok(if changed > 0 || key.is_some() {
+        Applied::New
+    } else {
+        Applied::Duplicate
+    })
+}
+
 impl Store for SqliteStore {
-    async fn apply(
-        &self,
-        message: &Message,
-        now_ms: i64,
-        notify: &[String],
-    ) -> Result<Applied, StoreError> {
-        let message = message.clone();
-        let queued = notifications(&message, notify);
+    async fn apply_all(&self, batch: &[Pending], now_ms: i64) -> Result<Vec<Applied>, StoreError> {
+        let batch = batch.to_vec();
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            if let Some(key) = message.key()
-                && tx.execute(sql::SEEN, [key])? == 0
-            {
-                return Ok(Applied::Duplicate);
-            }
-            let changed = match &message {
-                Message::Event(event) => {
-                    let readings = to_json(&event.readings);
-                    tx.execute(
-                        sql::RECORD,
-                        params![event.gateway, event.device, event.received_at, readings],
-                    )?;
-                    tx.execute(
-                        sql::DEVICE,
-                        params![event.gateway, event.device, event.received_at, readings],
-                    )?
-                }
-                Message::Alert(alert) => {
-                    let labels = to_json(&alert.labels.clone().unwrap_or_default());
-                    match alert.state {
-                        AlertState::Firing => tx.execute(
-                            sql::FIRING,
-                            params![
-                                alert.id,
-                                alert.gateway,
-                                alert.rule,
-                                alert.device,
-                                alert.severity,
-                                alert.at,
-                                alert.value,
-                                alert.event,
-                                labels
-                            ],
-                        )?,
-                        AlertState::Resolved => tx.execute(
-                            sql::RESOLVED,
-                            params![
-                                alert.id,
-                                alert.gateway,
-                                alert.rule,
-                                alert.device,
-                                alert.severity,
-                                alert.at,
-                                alert.value,
-                                labels
-                            ],
-                        )?,
-                    }
-                }
-                Message::Status { gateway, online } => {
-                    tx.execute(sql::STATUS, params![gateway, online, now_ms])?
-                }
-            };
-            for (key, route, payload) in &queued {
-                tx.execute(sql::QUEUE, params![key, route, payload, now_ms])?;
-            }
+            let applied = batch
+                .iter()
+                .map(|pending| apply_one(&tx, pending, now_ms))
+                .collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
-            // A keyless message (status) that changed nothing is a repeat.
-            Ok(if changed > 0 || message.key().is_some() {
-                Applied::New
-            } else {
-                Applied::Duplicate
-            })
+            Ok(applied)
         })
         .await
     }

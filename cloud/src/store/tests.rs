@@ -233,6 +233,51 @@ async fn suite(store: impl Store) {
 
     history(&store).await;
     outbox(&store).await;
+    batches(&store).await;
+}
+
+/// A batch is applied in order, each message once, repeats within it included.
+async fn batches(store: &impl Store) {
+    let pending = |message: Message| Pending {
+        message,
+        notify: Vec::new(),
+    };
+    let status = |online| Message::Status {
+        gateway: "gw-b".into(),
+        online,
+    };
+    let applied = store
+        .apply_all(
+            &[
+                pending(event("b1", 1, 10, 1.0)),
+                pending(status(true)),
+                pending(event("b1", 1, 10, 1.0)),
+                pending(event("b1", 2, 20, 2.0)),
+                pending(status(false)),
+                pending(alert(8, AlertState::Firing, 30, 50.0, "info")),
+            ],
+            500,
+        )
+        .await
+        .expect("apply_all");
+    assert_eq!(
+        applied,
+        [
+            Applied::New,
+            Applied::New,
+            Applied::Duplicate,
+            Applied::New,
+            Applied::New,
+            Applied::New
+        ]
+    );
+    let gateways = store.gateways().await.expect("gateways");
+    let gateway = gateways.iter().find(|g| g.gateway == "gw-b").expect("gw-b");
+    assert!(!gateway.online, "the later status wins");
+    assert_eq!(
+        store.history("gw", "b1", 10).await.expect("history").len(),
+        2
+    );
 }
 
 /// Every event's readings are kept for charts, oldest first, until pruned.
@@ -343,8 +388,8 @@ async fn sqlite_keeps_the_contract() {
             .await
             .expect("alerts")
             .len(),
-        4,
-        "alerts 1, 2, 3 and 7"
+        5,
+        "alerts 1, 2, 3, 7 and 8"
     );
 }
 
