@@ -148,6 +148,18 @@ fn a_killed_gateway_is_announced_offline_by_its_last_will() {
     });
 }
 
+/// A child process killed if a failed assertion leaves it running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `edge-alerts`, built beside `edge-gateway` by `cargo test --workspace`.
 fn edge_alerts_program() -> std::path::PathBuf {
     let program =
@@ -164,30 +176,32 @@ fn edge_alerts_program() -> std::path::PathBuf {
 fn the_demo_runs_the_whole_chain_to_the_dashboard() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut demo = edge_gateway()
-        .args([
-            "demo",
-            "--duration-secs",
-            "20",
-            "--interval-ms",
-            "100",
-            "--devices",
-            "3",
-            "--serial-devices",
-            "2",
-        ])
-        .args(["--device-port", &free_port().to_string()])
-        .args(["--cloud-port", &free_port().to_string()])
-        .args(["--admin-port", &free_port().to_string()])
-        .args(["--dashboard-port", &dashboard.port().to_string()])
-        .arg("--alerts-bin")
-        .arg(edge_alerts_program())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run demo");
+    let mut demo = KillOnDrop(Some(
+        edge_gateway()
+            .args([
+                "demo",
+                "--duration-secs",
+                "120",
+                "--interval-ms",
+                "100",
+                "--devices",
+                "3",
+                "--serial-devices",
+                "2",
+            ])
+            .args(["--device-port", &free_port().to_string()])
+            .args(["--cloud-port", &free_port().to_string()])
+            .args(["--admin-port", &free_port().to_string()])
+            .args(["--dashboard-port", &dashboard.port().to_string()])
+            .arg("--alerts-bin")
+            .arg(edge_alerts_program())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("demo.log")).expect("log"))
+            .spawn()
+            .expect("run demo"),
+    ));
 
     // The dashboard serves what went through the chain: every device, and alerts raised by
     // the gateway's rules (devices 1 and 2 run warm from the start).
@@ -214,6 +228,7 @@ fn the_demo_runs_the_whole_chain_to_the_dashboard() {
         "the dashboard wants its token"
     );
     // Killed outright, the demo takes its edge-alerts with it (no orphan holding the port).
+    let mut demo = demo.0.take().expect("the demo");
     let _ = demo.kill();
     let output = demo.wait_with_output().expect("demo output");
     wait_until(

@@ -365,17 +365,25 @@ async fn acknowledge<S: Store>(
         return bad_request("`by` must name who acknowledges".to_owned());
     }
     let by = by.trim().to_owned();
-    let at = now_ms();
-    match api.store.acknowledge(&id, &by, at).await {
-        Ok(true) => {
-            let _ = api.changes.send(Change::Acknowledged {
-                id: id.clone(),
-                by: by.clone(),
-                at,
-            });
-            Json(json!({ "id": id, "acknowledged_by": by })).into_response()
+    match api.store.acknowledge(&id, &by, now_ms()).await {
+        Ok(Some(stored)) => {
+            // Only a new acknowledgement is news; a second one is answered with the first.
+            if stored.new {
+                let _ = api.changes.send(Change::Acknowledged {
+                    id: id.clone(),
+                    by: stored.by.clone(),
+                    at: stored.at,
+                });
+            }
+            Json(json!({
+                "id": id,
+                "acknowledged_by": stored.by,
+                "acknowledged_at": stored.at,
+                "already": !stored.new,
+            }))
+            .into_response()
         }
-        Ok(false) => (StatusCode::NOT_FOUND, format!("no alert `{id}`\n")).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no alert `{id}`\n")).into_response(),
         Err(error) => unavailable(&error),
     }
 }
@@ -483,8 +491,13 @@ async fn metrics<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
         ),
         (
             "edge_alerts_store_errors_total",
-            "Messages the store failed to take (redelivered later).",
+            "Failed attempts to store a message, retried (lost connection, busy or full disk).",
             &stats.store_errors,
+        ),
+        (
+            "edge_alerts_store_rejected_total",
+            "Messages the store refuses for their data (also in refused), skipped.",
+            &stats.store_rejected,
         ),
     ] {
         out.push_str(&format!(
@@ -713,6 +726,20 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (_, body) = call(&app, "GET", "/api/alerts?state=firing", Some("s3cret"), "").await;
         assert!(body.contains(r#""acknowledged_by":"ana""#), "{body}");
+        // A second acknowledgement is answered with the first, which stays.
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/api/alerts/gw:alert:1/ack",
+            Some("s3cret"),
+            r#"{"by":"ben"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains(r#""acknowledged_by":"ana""#) && body.contains(r#""already":true"#),
+            "{body}"
+        );
         assert_eq!(
             call(
                 &app,
@@ -940,6 +967,25 @@ mod tests {
         let event = next_event(&mut body).await;
         assert!(event.starts_with("event: ack\n"), "{event}");
         assert!(event.contains(r#""by":"ana""#), "{event}");
+
+        // A repeated acknowledgement is no news: the next event is the next change.
+        call(
+            &app,
+            "POST",
+            "/api/alerts/gw:alert:1/ack",
+            Some("s3cret"),
+            r#"{"by":"ben"}"#,
+        )
+        .await;
+        changes
+            .send(Change::Acknowledged {
+                id: "marker".into(),
+                by: "test".into(),
+                at: 1,
+            })
+            .unwrap();
+        let event = next_event(&mut body).await;
+        assert!(event.contains(r#""id":"marker""#), "{event}");
 
         // A watcher that falls behind is told to fetch everything again.
         for n in 0..40 {

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::live::Change;
 use crate::message::{Message, interpret};
 use crate::notify::Routes;
-use crate::store::{Applied, Pending, Store};
+use crate::store::{Applied, Pending, Store, StoreError};
 
 /// Where to consume from.
 #[derive(Debug, Clone)]
@@ -44,8 +44,10 @@ pub struct ConsumerStats {
     pub duplicates: AtomicU64,
     /// Messages not understood (counted, skipped, acknowledged).
     pub refused: AtomicU64,
-    /// Store failures (the message is not acknowledged, so the broker delivers it again).
+    /// Failed attempts to store a message that are retried (a lost connection, a busy disk).
     pub store_errors: AtomicU64,
+    /// Messages the store refuses for their data (counted in `refused` too), skipped.
+    pub store_rejected: AtomicU64,
 }
 
 /// Where what the consumer stored goes next.
@@ -132,7 +134,15 @@ pub async fn run<S: Store>(
                 Err(_) => break,
             }
         }
-        let stored = apply(&config, &*store, &stats, &outlets, &publishes).await;
+        let stored = apply(
+            &config,
+            &*store,
+            &stats,
+            &outlets,
+            &publishes,
+            &mut shutdown,
+        )
+        .await;
         for (publish, stored) in publishes.iter().zip(stored) {
             // A message the store failed to take is not acknowledged: the broker delivers it
             // again after a reconnect.
@@ -149,13 +159,20 @@ pub async fn run<S: Store>(
 const BATCH: usize = 256;
 
 /// Applies `publishes` to the store, in one transaction when it can; says for each whether it
-/// is done with (stored, a repeat, or refused) and may be acknowledged.
+/// is done with (stored, a repeat, refused) and may be acknowledged.
+///
+/// A message the store cannot take now (a lost connection, a busy or full disk) is retried
+/// here, with backoff, until it is stored or `shutdown` turns true: nothing after it is
+/// acknowledged meanwhile, and nothing is lost. A message the store refuses for its data —
+/// which no retry can change — is counted as refused (`store_rejected`), logged with its topic
+/// and acknowledged, so that it cannot block the subscription.
 async fn apply<S: Store>(
     config: &ConsumerConfig,
     store: &S,
     stats: &ConsumerStats,
     outlets: &Outlets,
     publishes: &[rumqttc::Publish],
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Vec<bool> {
     let mut done = vec![true; publishes.len()];
     let mut pending = Vec::with_capacity(publishes.len());
@@ -180,7 +197,7 @@ async fn apply<S: Store>(
         return done;
     }
     let now = now_ms();
-    let outcomes = match store.apply_all(&pending, now).await {
+    let outcomes: Vec<Result<Applied, StoreError>> = match store.apply_all(&pending, now).await {
         Ok(applied) => applied.into_iter().map(Ok).collect(),
         Err(error) if pending.len() > 1 => {
             // One message the store refuses (or a deadlock with another instance) must not
@@ -194,28 +211,67 @@ async fn apply<S: Store>(
         }
         Err(error) => vec![Err(error)],
     };
-    for ((Pending { message, notify }, slot), outcome) in
+    let mut backoff = Backoff::default();
+    for ((Pending { message, notify }, slot), mut outcome) in
         pending.into_iter().zip(slots).zip(outcomes)
     {
-        match outcome {
-            Ok(Applied::New) => {
-                stats.applied.fetch_add(1, Ordering::Relaxed);
-                if !notify.is_empty() {
-                    outlets.queued.notify_one();
+        let topic = &publishes[slot].topic;
+        loop {
+            match outcome {
+                Ok(Applied::New) => {
+                    stats.applied.fetch_add(1, Ordering::Relaxed);
+                    if !notify.is_empty() {
+                        outlets.queued.notify_one();
+                    }
+                    let _ = outlets.changes.send(Change::Stored { message, at: now });
                 }
-                let _ = outlets.changes.send(Change::Stored { message, at: now });
+                Ok(Applied::Duplicate) => {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) if error.is_permanent() => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    stats.store_rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, topic, "the store refuses this message; skipped");
+                }
+                Err(error) => {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next();
+                    tracing::error!(%error, topic, retry_in = ?wait, "failed to store a message; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    if *shutdown.borrow() {
+                        // Not acknowledged: the broker delivers it again to the next run.
+                        done[slot] = false;
+                        break;
+                    }
+                    outcome = store.apply(&message, now_ms(), &notify).await;
+                    continue;
+                }
             }
-            Ok(Applied::Duplicate) => {
-                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => {
-                stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, topic = publishes[slot].topic, "failed to store a message; it stays unacknowledged");
-                done[slot] = false;
-            }
+            break;
         }
     }
     done
+}
+
+/// Waits between retries of a failing store: doubling from 100 ms to 5 s.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(100))
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        wait
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -291,7 +347,8 @@ mod tests {
             alert("firing", 1000),
             alert("firing", 1000), // redelivered
         ];
-        let done = apply(&config(), &store, &stats, &outlets, &batch).await;
+        let (_stop, mut running) = watch::channel(false);
+        let done = apply(&config(), &store, &stats, &outlets, &batch, &mut running).await;
         assert_eq!(done, [true; 7], "everything handled is acknowledged");
         assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
         assert_eq!(stats.duplicates.load(Ordering::Relaxed), 2);
@@ -316,34 +373,119 @@ mod tests {
         assert_eq!(queued.unwrap().len(), 2);
 
         // The whole batch again, as after a reconnect: nothing new.
-        let done = apply(&config(), &store, &stats, &outlets, &batch).await;
+        let done = apply(&config(), &store, &stats, &outlets, &batch, &mut running).await;
         assert_eq!(done, [true; 7]);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
         assert!(watching.try_recv().is_err());
     }
 
+    fn event_of(device: &str, seq: u32) -> Publish {
+        Publish::new(
+            format!("edge/gw/devices/{device}/events"),
+            QoS::AtLeastOnce,
+            format!(
+                r#"{{"id":"{device}:1:{seq}","gateway":"gw","device":"{device}","boot":1,"seq":{seq},"received_at":{seq},"readings":{{"temp_c":20.5}}}}"#
+            ),
+        )
+    }
+
     #[tokio::test]
-    async fn a_message_the_store_refuses_stays_unacknowledged_alone() {
+    async fn a_message_the_store_refuses_for_its_data_is_skipped_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         let store = SqliteStore::open(&path).unwrap();
-        // Break event storage only.
+        // The store refuses one device's events, as a constraint would.
         rusqlite::Connection::open(&path)
             .unwrap()
-            .execute_batch("DROP TABLE devices")
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON history WHEN NEW.device = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
             .unwrap();
         let stats = ConsumerStats::default();
         let (outlets, _watching) = outlets("");
+        let (_stop, mut running) = watch::channel(false);
+        let done = apply(
+            &config(),
+            &store,
+            &stats,
+            &outlets,
+            &[alert("firing", 1000), event_of("bad", 1), event(2)],
+            &mut running,
+        )
+        .await;
+        assert_eq!(
+            done, [true; 3],
+            "refused data cannot block the subscription"
+        );
+        assert_eq!(stats.store_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_waited_out_and_nothing_is_acknowledged_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // The devices table goes missing (an outage), then comes back.
+        let outside = rusqlite::Connection::open(&path).unwrap();
+        outside
+            .execute_batch("ALTER TABLE devices RENAME TO devices_away")
+            .unwrap();
+        let stats = Arc::new(ConsumerStats::default());
+        let (outlets, _watching) = outlets("");
+        let (_stop, mut running) = watch::channel(false);
+        let restore = {
+            let stats = Arc::clone(&stats);
+            tokio::spawn(async move {
+                while stats.store_errors.load(Ordering::Relaxed) < 2 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                outside
+                    .execute_batch("ALTER TABLE devices_away RENAME TO devices")
+                    .unwrap();
+            })
+        };
         let done = apply(
             &config(),
             &store,
             &stats,
             &outlets,
             &[alert("firing", 1000), event(1), alert("resolved", 2000)],
+            &mut running,
         )
         .await;
-        assert_eq!(done, [true, false, true]);
-        assert_eq!(stats.store_errors.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.applied.load(Ordering::Relaxed), 2);
+        restore.await.unwrap();
+        assert_eq!(done, [true; 3]);
+        assert!(stats.store_errors.load(Ordering::Relaxed) >= 2);
+        assert_eq!(
+            stats.applied.load(Ordering::Relaxed),
+            3,
+            "the event too, once back"
+        );
+        assert_eq!(store.devices().await.unwrap().len(), 1);
+
+        // Stopping while the store is still out: the message stays unacknowledged.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("ALTER TABLE devices RENAME TO devices_away")
+            .unwrap();
+        let (stop, mut running) = watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = stop.send(true);
+        });
+        let done = apply(
+            &config(),
+            &store,
+            &stats,
+            &outlets,
+            &[event(3), alert("firing", 5000)],
+            &mut running,
+        )
+        .await;
+        stopper.await.unwrap();
+        assert_eq!(done, [false, true]);
     }
 }

@@ -156,6 +156,13 @@ impl Routes {
         if file.max_attempts == 0 {
             return Err("`max_attempts` must be at least 1".to_owned());
         }
+        if file.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!(
+                "`timeout_ms` must be at most {MAX_TIMEOUT_MS}: a post has to end well within \
+                 the {} s lease that keeps other instances from posting it too",
+                LEASE.as_secs()
+            ));
+        }
         Ok(Self {
             routes: file.route,
             max_attempts: file.max_attempts,
@@ -252,8 +259,11 @@ pub fn slack_message(alert: &AlertMessage) -> serde_json::Value {
     })
 }
 
-/// How long a notifier holds claimed rows before another may take them.
+/// How long a notifier holds claimed rows before another may take them. Instances compare it
+/// with their own clocks: keep them synchronised (NTP).
 const LEASE: Duration = Duration::from_secs(60);
+/// The longest webhook timeout allowed: a claimed row's post must end well within the lease.
+const MAX_TIMEOUT_MS: u64 = 20_000;
 /// Rows claimed (and posted concurrently) at a time.
 const BATCH: u32 = 16;
 
@@ -275,7 +285,7 @@ pub async fn run<S: Store>(
             return;
         }
     };
-    loop {
+    while !*shutdown.borrow() {
         let now = now_ms();
         let lease_until = now.saturating_add(i64::try_from(LEASE.as_millis()).unwrap_or(60_000));
         let claimed = match store.claim_notifications(now, lease_until, BATCH).await {
@@ -286,9 +296,29 @@ pub async fn run<S: Store>(
             }
         };
         let busy = claimed.len() == BATCH as usize;
-        let deliveries = claimed
-            .into_iter()
-            .map(|notification| deliver(&client, &*store, &routes, &stats, notification));
+        // Alerts are posted concurrently, each alert's transitions in order (firing before
+        // resolved), so that a chat never shows an alert resolved before it fired.
+        let mut by_alert: BTreeMap<(String, String), Vec<Notification>> = BTreeMap::new();
+        for notification in claimed {
+            let alert = notification
+                .key
+                .split_once('#')
+                .map_or(notification.key.as_str(), |(alert, _)| alert)
+                .to_owned();
+            by_alert
+                .entry((alert, notification.route.clone()))
+                .or_default()
+                .push(notification);
+        }
+        let deliveries = by_alert.into_values().map(|mut transitions| {
+            transitions.sort_by_key(|notification| !notification.key.ends_with("#firing"));
+            let (client, store, routes, stats) = (&client, &*store, &*routes, &*stats);
+            async move {
+                for notification in transitions {
+                    deliver(client, store, routes, stats, notification).await;
+                }
+            }
+        });
         futures_util::future::join_all(deliveries).await;
         if busy {
             continue;
@@ -296,7 +326,7 @@ pub async fn run<S: Store>(
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {}
         }
     }
 }
@@ -315,13 +345,10 @@ async fn deliver<S: Store>(
         attempts,
     } = notification;
     let Some(target) = routes.get(&route) else {
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            key,
-            route,
-            "dropping a notification: its route is no longer configured"
-        );
-        let _ = store.notification_done(&key, &route).await;
+        // Another instance may know the route (a configuration rolling out): retried like a
+        // failure, so it is dropped only once every attempt found no such route.
+        let failure = "no route of that name is configured here".to_owned();
+        give_up_or_retry(store, routes, stats, (&key, &route, attempts), failure).await;
         return;
     };
     let alert: AlertMessage = match serde_json::from_str(&payload) {
@@ -351,17 +378,29 @@ async fn deliver<S: Store>(
         }
         return;
     };
+    give_up_or_retry(store, routes, stats, (&key, &route, attempts), failure).await;
+}
+
+/// After a failed attempt: drops the notification once `max_attempts` are spent, or
+/// schedules the next attempt.
+async fn give_up_or_retry<S: Store>(
+    store: &S,
+    routes: &Routes,
+    stats: &NotifyStats,
+    (key, route, attempts): (&str, &str, i32),
+    failure: String,
+) {
     if u32::try_from(attempts).unwrap_or(u32::MAX) >= routes.max_attempts {
         stats.dropped.fetch_add(1, Ordering::Relaxed);
         tracing::error!(key, route, attempts, failure, "giving up on a notification");
-        let _ = store.notification_done(&key, &route).await;
+        let _ = store.notification_done(key, route).await;
         return;
     }
     stats.retried.fetch_add(1, Ordering::Relaxed);
-    let delay = routes.backoff(attempts, &key);
+    let delay = routes.backoff(attempts, key);
     tracing::warn!(key, route, attempts, failure, retry_in = ?delay, "notification failed; will retry");
     let due = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-    if let Err(error) = store.notification_retry(&key, &route, due).await {
+    if let Err(error) = store.notification_retry(key, route, due).await {
         tracing::warn!(key, route, %error, "cannot reschedule a notification (it is retried when its lease ends)");
     }
 }
@@ -445,6 +484,7 @@ mod tests {
                 "line 4",
             ),
             ("max_attempts = 0\n", "at least 1"),
+            ("timeout_ms = 60000\n", "at most 20000"),
         ] {
             let error = Routes::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?} -> {error}");

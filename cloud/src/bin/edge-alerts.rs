@@ -197,9 +197,13 @@ async fn serve<S: Store>(args: &Args, store: S, routes: Arc<Routes>) -> Result<(
             let _ = orphaned.send(());
         });
     }
+    // One signal listener for the whole run: made anew in each turn, a signal arriving while
+    // another branch runs (a long prune) would find no listener and be lost.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = &mut shutdown => break,
             Ok(()) = &mut parent_gone => {
                 tracing::info!("standard input closed; stopping");
                 break;

@@ -431,11 +431,13 @@ async function acknowledge(id, button) {
       throw new Error(`the server answered ${res.status}`);
     } else {
       const body = await res.json();
+      // The server answers with the acknowledgement it keeps: the first one.
       const a = alerts.get(id);
       if (a) {
-        if (a.acknowledged_by == null) a.acknowledged_at = Date.now();
         a.acknowledged_by = body.acknowledged_by ?? by;
+        a.acknowledged_at = body.acknowledged_at ?? Date.now();
       }
+      if (body.already) notice(`${body.acknowledged_by} had already acknowledged it.`, 6000);
       render(); // show the result now, then keep keyboard focus on the alert
       if (refocus) (firingCache.get(id) || resolvedCache.get(id))?.el.focus();
     }

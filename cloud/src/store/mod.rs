@@ -125,6 +125,17 @@ impl From<AlertColumns> for Alert {
     }
 }
 
+/// An alert's acknowledgement, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledgement {
+    /// Who acknowledged it.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// Whether this request made it (`false`: someone had already acknowledged the alert).
+    pub new: bool,
+}
+
 /// A device, as last heard of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {
@@ -201,6 +212,29 @@ pub enum StoreError {
     Setup(String),
 }
 
+impl StoreError {
+    /// Whether storing the same message again can never succeed: the data itself is refused
+    /// (PostgreSQL classes 22 "data exception" and 23 "integrity constraint"; SQLite
+    /// constraint, size and type errors). Anything else — a lost connection, a busy or full
+    /// disk — may pass on a retry.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Postgres(error) => error
+                .code()
+                .and_then(|code| code.code().get(..2))
+                .is_some_and(|class| matches!(class, "22" | "23")),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
+                error.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            Self::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => true,
+            Self::Sqlite(_) | Self::Stopped | Self::Setup(_) => false,
+        }
+    }
+}
+
 /// The server's own message when there is one ("db error" alone says little).
 fn describe_postgres(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
@@ -243,14 +277,15 @@ pub trait Store: Send + Sync + 'static {
         filter: &AlertFilter,
     ) -> impl Future<Output = Result<Vec<Alert>, StoreError>> + Send;
 
-    /// Records that `by` acknowledged alert `id` at `at_ms`; `false` if there is no such alert.
-    /// An alert keeps its first acknowledgement.
+    /// Records that `by` acknowledged alert `id` at `at_ms`, unless someone did before: an
+    /// alert keeps its first acknowledgement. Returns the alert's acknowledgement as stored,
+    /// `None` if there is no such alert.
     fn acknowledge(
         &self,
         id: &str,
         by: &str,
         at_ms: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Acknowledgement>, StoreError>> + Send;
 
     /// Every device, by gateway and id.
     fn devices(&self) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
@@ -370,7 +405,7 @@ pub(crate) mod sql {
         WHERE gateways.online <> excluded.online";
     pub(crate) const ACK: &str = "UPDATE alerts SET acked_by = $1, acked_at = $2
         WHERE id = $3 AND acked_by IS NULL";
-    pub(crate) const EXISTS: &str = "SELECT count(*) FROM alerts WHERE id = $1";
+    pub(crate) const ACKED: &str = "SELECT acked_by, acked_at FROM alerts WHERE id = $1";
     pub(crate) const ALERTS: &str = "SELECT id, gateway, rule, device, severity, fired_at, value,
             event, resolved_at, resolved_value, labels, acked_by, acked_at
         FROM alerts

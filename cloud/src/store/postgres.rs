@@ -6,8 +6,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
-    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Pending, Reading,
-    SCHEMA, Store, StoreError, filter_params, from_json, notifications, sql, to_json,
+    Acknowledgement, Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification,
+    Pending, Reading, SCHEMA, Store, StoreError, filter_params, from_json, notifications, sql,
+    to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -17,14 +18,20 @@ const SCHEMA_LOCK: i64 = 0x0edc_a1e7;
 /// A store in a PostgreSQL database.
 #[derive(Debug)]
 pub struct PostgresStore {
-    client: Mutex<Client>,
+    config: String,
+    schema: Option<String>,
+    connection: Mutex<Connection>,
+}
+
+/// One connection and the statements prepared on it.
+#[derive(Debug)]
+struct Connection {
+    client: Client,
     statements: Statements,
 }
 
-impl PostgresStore {
-    /// Connects with `config` (e.g. `host=127.0.0.1 user=postgres dbname=alerts`) and creates
-    /// the schema if needed, in `schema` when given (it is created too).
-    pub async fn connect(config: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+impl Connection {
+    async fn open(config: &str, schema: Option<&str>) -> Result<Self, StoreError> {
         let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
@@ -51,10 +58,31 @@ impl PostgresStore {
             .await?;
         created?;
         let statements = Statements::prepare(&client).await?;
+        Ok(Self { client, statements })
+    }
+}
+
+impl PostgresStore {
+    /// Connects with `config` (e.g. `host=127.0.0.1 user=postgres dbname=alerts`) and creates
+    /// the schema if needed, in `schema` when given (it is created too).
+    pub async fn connect(config: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let connection = Connection::open(config, schema).await?;
         Ok(Self {
-            client: Mutex::new(client),
-            statements,
+            config: config.to_owned(),
+            schema: schema.map(str::to_owned),
+            connection: Mutex::new(connection),
         })
+    }
+
+    /// The connection, opened again first if the server closed it (a restart, a failover):
+    /// the operation that finds it closed fails, the next one reconnects.
+    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Connection>, StoreError> {
+        let mut connection = self.connection.lock().await;
+        if connection.client.is_closed() {
+            tracing::warn!("the PostgreSQL connection closed; reconnecting");
+            *connection = Connection::open(&self.config, self.schema.as_deref()).await?;
+        }
+        Ok(connection)
     }
 }
 
@@ -184,8 +212,9 @@ async fn apply_one(
 
 impl Store for PostgresStore {
     async fn apply_all(&self, batch: &[Pending], now_ms: i64) -> Result<Vec<Applied>, StoreError> {
-        let mut client = self.client.lock().await;
-        let statements = &self.statements;
+        let mut connection = self.connection().await?;
+        let Connection { client, statements } = &mut *connection;
+        let statements = &*statements;
         let tx = client.transaction().await?;
         // Statements of different messages are pipelined on the one connection (each message's
         // own run in order); statuses go one after another, the latest last.
@@ -214,22 +243,38 @@ impl Store for PostgresStore {
 
     async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
         let (params, limit) = filter_params(filter);
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         let rows = client
             .query(sql::ALERTS, &[&params[0], &params[1], &params[2], &limit])
             .await?;
         Ok(rows.iter().map(alert).collect())
     }
 
-    async fn acknowledge(&self, id: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let client = self.client.lock().await;
-        client.execute(sql::ACK, &[&by, &at_ms, &id]).await?;
-        let count: i64 = client.query_one(sql::EXISTS, &[&id]).await?.get(0);
-        Ok(count > 0)
+    async fn acknowledge(
+        &self,
+        id: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<Option<Acknowledgement>, StoreError> {
+        let connection = self.connection().await?;
+        let client = &connection.client;
+        let new = client.execute(sql::ACK, &[&by, &at_ms, &id]).await? > 0;
+        let row = client.query_opt(sql::ACKED, &[&id]).await?;
+        Ok(row.and_then(|row| {
+            let by: Option<String> = row.get(0);
+            let at: Option<i64> = row.get(1);
+            Some(Acknowledgement {
+                by: by?,
+                at: at?,
+                new,
+            })
+        }))
     }
 
     async fn devices(&self) -> Result<Vec<Device>, StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         let rows = client.query(sql::DEVICES, &[]).await?;
         Ok(rows
             .iter()
@@ -243,7 +288,8 @@ impl Store for PostgresStore {
     }
 
     async fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         let rows = client.query(sql::GATEWAYS, &[]).await?;
         Ok(rows
             .iter()
@@ -261,7 +307,8 @@ impl Store for PostgresStore {
         device: &str,
         limit: u32,
     ) -> Result<Vec<Reading>, StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         let rows = client
             .query(sql::HISTORY, &[&gateway, &device, &i64::from(limit)])
             .await?;
@@ -276,7 +323,8 @@ impl Store for PostgresStore {
     }
 
     async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         Ok(client.execute(sql::PRUNE, &[&before_ms]).await?)
     }
 
@@ -286,7 +334,8 @@ impl Store for PostgresStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<Notification>, StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         let rows = client
             .query(sql::CLAIM, &[&lease_until_ms, &now_ms, &i64::from(limit)])
             .await?;
@@ -302,7 +351,8 @@ impl Store for PostgresStore {
     }
 
     async fn notification_done(&self, key: &str, route: &str) -> Result<(), StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         client.execute(sql::DELIVERED, &[&key, &route]).await?;
         Ok(())
     }
@@ -313,7 +363,8 @@ impl Store for PostgresStore {
         route: &str,
         due_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let client = self.client.lock().await;
+        let connection = self.connection().await?;
+        let client = &connection.client;
         client
             .execute(sql::RETRY, &[&due_at_ms, &key, &route])
             .await?;

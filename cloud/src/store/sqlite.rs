@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification, Pending, Reading,
-    SCHEMA, Store, StoreError, filter_params, from_json, notifications, sql, to_json,
+    Acknowledgement, Alert, AlertColumns, AlertFilter, Applied, Device, Gateway, Notification,
+    Pending, Reading, SCHEMA, Store, StoreError, filter_params, from_json, notifications, sql,
+    to_json,
 };
 use crate::message::{AlertState, Message};
 
@@ -18,11 +19,13 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`. Every commit is synced (`synchronous = FULL`):
+    /// a message is acknowledged to the broker after its commit, so the commit must survive a
+    /// power cut. Batches keep that to one sync per batch.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
         )?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
@@ -157,12 +160,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn acknowledge(&self, id: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+    async fn acknowledge(
+        &self,
+        id: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<Option<Acknowledgement>, StoreError> {
         let (id, by) = (id.to_owned(), by.to_owned());
         self.with(move |conn| {
-            conn.execute(sql::ACK, params![by, at_ms, id])?;
-            let count: i64 = conn.query_row(sql::EXISTS, [id], |row| row.get(0))?;
-            Ok(count > 0)
+            let new = conn.execute(sql::ACK, params![by, at_ms, id])? > 0;
+            let stored: Option<(Option<String>, Option<i64>)> = conn
+                .query_row(sql::ACKED, [id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            Ok(stored.and_then(|(by, at)| {
+                Some(Acknowledgement {
+                    by: by?,
+                    at: at?,
+                    new,
+                })
+            }))
         })
         .await
     }

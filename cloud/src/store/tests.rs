@@ -168,24 +168,35 @@ async fn suite(store: impl Store) {
         .expect("alerts");
     assert!(other_gateway.is_empty());
 
-    // Acknowledgement: the first one stays.
-    assert!(
+    // Acknowledgement: the first one stays, and a later one is told so.
+    assert_eq!(
         store
             .acknowledge("gw:alert:2", "ana", 6000)
             .await
-            .expect("ack")
+            .expect("ack"),
+        Some(Acknowledgement {
+            by: "ana".into(),
+            at: 6000,
+            new: true
+        })
     );
-    assert!(
+    assert_eq!(
         store
             .acknowledge("gw:alert:2", "ben", 7000)
             .await
-            .expect("ack")
+            .expect("ack"),
+        Some(Acknowledgement {
+            by: "ana".into(),
+            at: 6000,
+            new: false
+        })
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .acknowledge("gw:alert:99", "ana", 6000)
             .await
-            .expect("ack")
+            .expect("ack"),
+        None
     );
     let two = store.alerts(&AlertFilter::default()).await.expect("alerts");
     assert_eq!(two[0].acknowledged, Some(("ana".to_owned(), 6000)));

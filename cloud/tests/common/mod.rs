@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -162,18 +163,31 @@ pub fn edge_alerts_with_api(
 }
 
 /// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`),
-/// its driver killed when dropped.
+/// killed with its driver when dropped.
 pub struct Browser {
     pub client: fantoccini::Client,
-    _driver: Running,
+    driver: Running,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Browser {
     /// Starts `chromedriver` on a port of its own and opens a session in headless Chromium.
     pub async fn start() -> Self {
         let port = free_port();
+        // Its own process group: the browsers it starts go with it, even when a test fails
+        // before closing its session.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -203,10 +217,7 @@ impl Browser {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a Chromium session");
-        Self {
-            client,
-            _driver: driver,
-        }
+        Self { client, driver }
     }
 
     /// Logs in to the dashboard at `base` as `name`, and waits for its live stream.
