@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, property and end-to-end tests (real gateway binary, real
 # Mosquitto and rumqttd brokers on 127.0.0.1, the machine's PostgreSQL, headless Chromium for
-# the dashboard, ephemeral ports, temp dirs).
+# the dashboard, the device firmware in QEMU, ephemeral ports, temp dirs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +21,9 @@ if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
+
+# The device firmware: built for its boards (installing Debian's firmware toolchain if missing),
+# its on-target tests run in QEMU; the end-to-end tests then run the image it built.
+./scripts/firmware.sh test
 
 cargo test --workspace --locked "$@"

@@ -13,7 +13,7 @@ use edge_board_lm3s6965::i2c::I2c0;
 use edge_board_lm3s6965::uart::Uart0;
 use edge_board_lm3s6965::{boot, enable_peripheral_clocks};
 use edge_device::sensor::tmp105::{Tmp105, Tmp105Resolution};
-use edge_device::{Device, LinkConfig};
+use edge_device::{Device, LinkConfig, Sensor};
 use panic_semihosting as _;
 
 /// The device id the gateway sees (`EDGE_DEVICE_ID` at build time, or this).
@@ -41,16 +41,27 @@ fn main() -> ! {
     enable_peripheral_clocks();
     let mut clock = SysTickClock::start(core.SYST);
     let mut uart = Uart0::new();
-    let mut sensor = Tmp105::new(I2c0::new(), TMP105_ADDRESS);
+    // The device's whole state lives in statics, so that `size` shows the RAM it takes.
+    let Some(sensor) =
+        cortex_m::singleton!(: Tmp105<I2c0> = Tmp105::new(I2c0::new(), TMP105_ADDRESS))
+    else {
+        panic!("sensor taken twice");
+    };
     // 1/16 °C; if the sensor is not there yet, readings fail (counted) until it answers.
     let _ = sensor.configure(Tmp105Resolution::Bits12);
     let config = LinkConfig::new(DEVICE_ID, FIRMWARE_VERSION);
     let mut boot_id = boot::from_host_clock;
-    let mut device: Device<'_, 1, OUTBOX> =
-        match Device::new(&config, &mut boot_id, [(&mut sensor, SAMPLE_INTERVAL)]) {
-            Ok(device) => device,
-            Err(error) => panic!("bad device configuration: {error}"),
-        };
+    let device = match Device::new(
+        &config,
+        &mut boot_id,
+        [(sensor as &mut dyn Sensor, SAMPLE_INTERVAL)],
+    ) {
+        Ok(device) => device,
+        Err(error) => panic!("bad device configuration: {error}"),
+    };
+    let Some(device) = cortex_m::singleton!(: Device<'static, 1, OUTBOX> = device) else {
+        panic!("device taken twice");
+    };
     loop {
         device.poll(&mut clock, &mut uart);
         // Sleep until the next millisecond tick (or a UART interrupt, were one enabled).

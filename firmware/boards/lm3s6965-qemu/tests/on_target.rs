@@ -67,7 +67,10 @@ fn main() -> ! {
         matches!(&measured, Ok(measurement) if measurement.get("temp_c") == Some(0.0)),
     );
     let mut absent = Tmp105::new(sensor.release(), 0x4A);
-    check("tmp105 at an empty address fails", absent.measure().is_err());
+    check(
+        "tmp105 at an empty address fails",
+        absent.measure().is_err(),
+    );
 
     // UART: writes go out without blocking forever; nothing arrives on `-serial null`.
     let mut uart = Uart0::new();
@@ -75,10 +78,7 @@ fn main() -> ! {
         "uart writes and flushes",
         uart.write_all(b"edge\n").is_ok() && uart.flush().is_ok(),
     );
-    check(
-        "uart has nothing to read",
-        uart.read_ready() == Ok(false),
-    );
+    check("uart has nothing to read", uart.read_ready() == Ok(false));
 
     // The clock moves, in milliseconds.
     let start = clock.millis();
@@ -89,7 +89,10 @@ fn main() -> ! {
     check("systick counts milliseconds", clock.millis() >= start + 5);
 
     // The boot id comes from the host clock: after 2020.
-    check("boot id from the host clock", boot::from_host_clock() > 1_577_836_800);
+    check(
+        "boot id from the host clock",
+        boot::from_host_clock() > 1_577_836_800,
+    );
 
     hprintln!("all on-target checks passed");
     debug::exit(debug::EXIT_SUCCESS);
