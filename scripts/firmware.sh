@@ -27,7 +27,7 @@ export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS=
 unset RUSTFLAGS CARGO_TARGET_DIR
 cargo=/usr/bin/cargo
 
-boards=(firmware/boards/lm3s6965-qemu)
+boards=(firmware/boards/lm3s6965-qemu firmware/boards/rp-pico)
 for board in "${boards[@]}"; do
   echo "building $board" >&2
   (cd "$board" && "$cargo" build --release --locked)
@@ -39,8 +39,20 @@ case "${1:-build}" in
     (cd firmware/boards/lm3s6965-qemu && "$cargo" test --release --locked)
     ;;
   size)
-    arm-none-eabi-size -A -d firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965 \
-      | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss|\.uninit|Total)'
+    # Flash = what is stored (vector table, code, read-only data, initial data); RAM = what the
+    # image reserves (data, bss); the stack takes the rest of RAM.
+    report() {
+      local name="$1" elf="$2" flash_limit="$3" ram_limit="$4"
+      arm-none-eabi-size -A -d "$elf" | awk -v name="$name" -v fl="$flash_limit" -v rl="$ram_limit" '
+        $1 ~ /^\.(vector_table|boot2|text|rodata|data)$/ { flash += $2 }
+        $1 ~ /^\.(data|bss|uninit)$/ { ram += $2 }
+        END { printf "| %s | %d B (%.1f %% of %d KiB) | %d B (%.1f %% of %d KiB) |\n",
+              name, flash, 100 * flash / (fl * 1024), fl, ram, 100 * ram / (rl * 1024), rl }'
+    }
+    echo "| board | flash | static RAM |"
+    echo "|---|---|---|"
+    report "LM3S6965 (QEMU)" firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965 256 64
+    report "Raspberry Pi Pico" firmware/boards/rp-pico/target/thumbv6m-none-eabi/release/edge-board-rp-pico 2048 256
     ;;
   *) echo "usage: $0 [build|test|size]" >&2; exit 2 ;;
 esac

@@ -26,7 +26,7 @@ const FIRMWARE_VERSION: &str = concat!("edge-board-lm3s6965 ", env!("CARGO_PKG_V
 const TMP105_ADDRESS: u8 = 0x48;
 /// How often the temperature is read.
 const SAMPLE_INTERVAL: Duration = if cfg!(feature = "fast") {
-    Duration::from_millis(10)
+    Duration::from_millis(1)
 } else {
     Duration::from_millis(500)
 };
