@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p edge-gateway -p edge-alerts
 target_dir="${CARGO_TARGET_DIR:-target}"
-exec "$target_dir/release/edge-gateway" demo --alerts-bin "$target_dir/release/edge-alerts" "$@"
+# A firmware image in QEMU beside the simulated devices, when QEMU and the image are there
+# (scripts/firmware.sh builds it).
+firmware=firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965
+extra=()
+if command -v qemu-system-arm >/dev/null 2>&1 && [ -f "$firmware" ]; then
+  extra+=(--qemu-firmware "$firmware")
+fi
+exec "$target_dir/release/edge-gateway" demo --alerts-bin "$target_dir/release/edge-alerts" "${extra[@]}" "$@"

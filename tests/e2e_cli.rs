@@ -160,6 +160,19 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The LM3S6965 firmware image `scripts/firmware.sh` builds.
+fn firmware_image() -> std::path::PathBuf {
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965",
+    );
+    assert!(
+        image.is_file(),
+        "{} is missing: build it with scripts/firmware.sh (scripts/test.sh does)",
+        image.display()
+    );
+    image
+}
+
 /// `edge-alerts`, built beside `edge-gateway` by `cargo test --workspace`.
 fn edge_alerts_program() -> std::path::PathBuf {
     let program =
@@ -195,6 +208,8 @@ fn the_demo_runs_the_whole_chain_to_the_dashboard() {
             .args(["--dashboard-port", &dashboard.port().to_string()])
             .arg("--alerts-bin")
             .arg(edge_alerts_program())
+            .arg("--qemu-firmware")
+            .arg(firmware_image())
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::piped())
@@ -203,8 +218,8 @@ fn the_demo_runs_the_whole_chain_to_the_dashboard() {
             .expect("run demo"),
     ));
 
-    // The dashboard serves what went through the chain: every device, and alerts raised by
-    // the gateway's rules (devices 1 and 2 run warm from the start).
+    // The dashboard serves what went through the chain: every device (the firmware in QEMU
+    // too), and alerts raised by the gateway's rules (devices 1 and 2 run warm from the start).
     let token_file = dir.path().join("dashboard-token");
     let mut alerts = String::new();
     let mut devices = String::new();
@@ -220,7 +235,8 @@ fn the_demo_runs_the_whole_chain_to_the_dashboard() {
             .map(|(_, body)| body)
             .unwrap_or_default();
         alerts.contains(r#""rule":"greenhouse warm""#)
-            && devices.matches(r#""device":"#).count() == 5
+            && devices.matches(r#""device":"#).count() == 6
+            && devices.contains(r#""device":"qemu-lm3s6965""#)
     });
     assert_eq!(
         http_get(dashboard, "/api/alerts").map(|(status, _)| status),

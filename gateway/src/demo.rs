@@ -55,6 +55,10 @@ pub struct DemoArgs {
     /// The `edge-alerts` program (default: the one beside this executable).
     #[arg(long)]
     pub alerts_bin: Option<PathBuf>,
+    /// Also run this LM3S6965 firmware image in QEMU (`qemu-system-arm`), its UART read like
+    /// the other serial devices (see docs/firmware.md).
+    #[arg(long)]
+    pub qemu_firmware: Option<PathBuf>,
 }
 
 /// The demo's alert rules: warm devices cross the first within seconds, the spiking ones the
@@ -139,6 +143,17 @@ pub async fn run(
         });
         serial_devices.push(device);
     }
+    let qemu = match &args.qemu_firmware {
+        Some(image) => {
+            let qemu = QemuDevice::start(image)?;
+            config.serial.push(crate::config::SerialConfig {
+                port: qemu.pty.clone(),
+                baud: 115_200,
+            });
+            Some(qemu)
+        }
+        None => None,
+    };
 
     // The "cloud": an embedded broker, and a subscriber that tallies what arrives.
     let cloud = start_cloud_broker(localhost(args.cloud_port))
@@ -190,6 +205,12 @@ pub async fn run(
     );
     for device in &serial_devices {
         println!("  serial device on    {}", device.link().display());
+    }
+    if let Some(qemu) = &qemu {
+        println!(
+            "  firmware in QEMU on {}  (device qemu-lm3s6965, a TMP105 at 0 °C until set over QMP)",
+            qemu.pty.display()
+        );
     }
     println!(
         "  cloud broker        mqtt://127.0.0.1:{}  topic edge/{GATEWAY_ID}/#",
@@ -246,6 +267,7 @@ pub async fn run(
     }
     gateway.await.context("gateway task failed")??;
     drop(dashboard);
+    drop(qemu);
     let tally = tally.borrow().clone();
     println!("devices sent {acked} events; {}", tally.summary());
     anyhow::ensure!(tally.events > 0, "the cloud received no events");
@@ -259,6 +281,62 @@ fn demo_rules() -> anyhow::Result<Vec<crate::rules::Rule>> {
     let config = crate::config::parse(&source, "demo rules")
         .map_err(|error| anyhow::anyhow!("the demo's rules are invalid:\n{error}"))?;
     Ok(config.rules)
+}
+
+/// The LM3S6965 firmware running in QEMU, its UART on a pty; stopped when dropped.
+struct QemuDevice {
+    pty: PathBuf,
+    process: std::process::Child,
+}
+
+impl QemuDevice {
+    fn start(image: &std::path::Path) -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        // Killed with the demo however the demo ends (`setpriv --pdeathsig`, from util-linux,
+        // where it is there): QEMU has no standard input to notice the demo gone by.
+        let mut command = if std::path::Path::new("/usr/bin/setpriv").is_file() {
+            let mut command = std::process::Command::new("/usr/bin/setpriv");
+            command.args(["--pdeathsig", "KILL", "--", "qemu-system-arm"]);
+            command
+        } else {
+            std::process::Command::new("qemu-system-arm")
+        };
+        let mut process = command
+            .args(["-M", "lm3s6965evb", "-cpu", "cortex-m3", "-display", "none"])
+            .args(["-monitor", "none", "-serial", "pty"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .args(["-device", "tmp105,bus=i2c,address=0x48,id=tmp0", "-kernel"])
+            .arg(image)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("failed to start qemu-system-arm (apt-get install qemu-system-arm)")?;
+        let stdout = process.stdout.take().context("QEMU's output")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        // "char device redirected to /dev/pts/N (label serial0)"
+        let pty = lines.find_map(|line| {
+            let line = line.ok()?;
+            let rest = line.split("redirected to ").nth(1)?;
+            Some(PathBuf::from(rest.split_whitespace().next()?))
+        });
+        std::thread::spawn(move || lines.for_each(drop));
+        match pty {
+            Some(pty) => Ok(Self { pty, process }),
+            None => {
+                let _ = process.kill();
+                let _ = process.wait();
+                anyhow::bail!("QEMU did not open a pty for {}", image.display())
+            }
+        }
+    }
+}
+
+impl Drop for QemuDevice {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
 }
 
 /// `edge-alerts`, running beside the demo; stopped when dropped, and by itself when the demo
