@@ -20,6 +20,11 @@ if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
+if ! command -v shellcheck >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "installing shellcheck and systemd (the packaging tests lint the scripts and verify the unit)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends shellcheck systemd >/dev/null
+fi
 export PATH="$PATH:/usr/sbin"
 
 # The device firmware: built for its boards (installing Debian's firmware toolchain if missing),

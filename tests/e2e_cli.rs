@@ -350,3 +350,52 @@ fn rules_test_replays_the_example_recording() {
         "{stderr}"
     );
 }
+
+#[test]
+fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+
+    let broker = Mosquitto::start();
+    let gateway = Gateway::prepare(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        "",
+        JournalSettings::default(),
+    );
+    let socket_path = gateway.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut child = KillOnDrop(Some(
+        edge_gateway()
+            .args(["run", "--config"])
+            .arg(&gateway.config_path)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the gateway"),
+    ));
+    let receive = || {
+        let mut buffer = [0u8; 256];
+        let count = socket.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..count]).into_owned()
+    };
+    let ready = receive();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // Pinged every 100 ms (half the watchdog time) while the journal takes writes.
+    for _ in 0..3 {
+        assert_eq!(receive(), "WATCHDOG=1");
+    }
+    let mut child = child.0.take().expect("the gateway");
+    signal(child.id(), "TERM");
+    let mut stopping = receive();
+    while stopping == "WATCHDOG=1" {
+        stopping = receive();
+    }
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}

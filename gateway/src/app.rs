@@ -149,6 +149,7 @@ pub async fn run(
     )
     .with_rules(rules.clone());
     let mut serial_tasks = serial::spawn_ports(&config.serial, &serial_ingest, &stopped);
+    let stopped_for_watchdog = stopped.clone();
     let sink_task = tokio::spawn(sink.run(stopped));
     tracing::info!(
         gateway = %config.gateway.id,
@@ -158,6 +159,40 @@ pub async fn run(
         journal = %config.journal_path().display(),
         "edge-gateway running"
     );
+    let notifier = crate::systemd::Notifier::from_env();
+    let watchdog_task = notifier.map(|notifier| {
+        if let Err(error) = notifier.notify("READY=1\nSTATUS=running") {
+            tracing::warn!(%error, "failed to tell systemd the gateway is ready");
+        }
+        let mut stopped = stopped_for_watchdog;
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let interval = crate::systemd::watchdog_interval();
+            loop {
+                let tick = async {
+                    match interval {
+                        Some(interval) => tokio::time::sleep(interval).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick => {
+                        // A journal that takes no writes is a gateway that loses input: no
+                        // ping, and systemd restarts it.
+                        if metrics.journal().writable() {
+                            let _ = notifier.notify("WATCHDOG=1");
+                        } else {
+                            tracing::warn!("journal not writable: not pinging the watchdog");
+                        }
+                    }
+                    _ = stopped.changed() => {
+                        let _ = notifier.notify("STOPPING=1\nSTATUS=stopping");
+                        return;
+                    }
+                }
+            }
+        })
+    });
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -180,6 +215,9 @@ pub async fn run(
     drop(handle);
     journal.close().await;
     let _ = admin_task.await;
+    if let Some(task) = watchdog_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

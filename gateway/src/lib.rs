@@ -16,3 +16,4 @@ pub mod journal;
 pub mod rules;
 pub mod sinks;
 pub mod sources;
+pub mod systemd;
