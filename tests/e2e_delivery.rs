@@ -153,6 +153,13 @@ fn kill_9_while_forwarding_then_restart_delivers_everything() {
     wait_until("every event committed", Duration::from_secs(30), || {
         gateway.metric("edge_journal_appended_total") == TOTAL as f64
     });
+    // The write load is visible: synced commits reached storage.
+    assert!(gateway.metric("edge_journal_commits_total") >= 1.0);
+    assert!(
+        gateway.metric("edge_storage_written_bytes_total") > 0.0,
+        "{}",
+        gateway.metrics()
+    );
     // Some rows are in flight, some acked, some not yet sent: kill it in the middle.
     gateway.kill();
     gateway.spawn();
