@@ -32,7 +32,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
   "${apt[@]}" update -qq
   # Never let a toolchain install remove what is there.
-  if "${apt[@]}" -s install --no-install-recommends "${missing[@]}" | grep -q '^Remv'; then
+  simulated="$("${apt[@]}" -s install --no-install-recommends "${missing[@]}")"
+  if grep -q '^Remv' <<<"$simulated"; then
     echo "error: installing ${missing[*]} would remove packages; install them by hand" >&2
     exit 1
   fi

@@ -11,7 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/firmware.sh
+# The Pico image only (EDGE_DEVICE_ID must not end up in the other boards' images); the
+# toolchain comes from scripts/firmware.sh, which installs it when missing.
+./scripts/firmware.sh >/dev/null
+(cd firmware/boards/rp-pico &&
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --release --locked)
 elf=firmware/boards/rp-pico/target/thumbv6m-none-eabi/release/edge-board-rp-pico
 uf2="$elf.uf2"
 

@@ -48,35 +48,40 @@ if [ -z "$root" ]; then
   fi
 fi
 
-# The binary: copied beside the old one, then renamed over it (a running service keeps its
-# open file; the restart below picks the new one).
-install -d -m 0755 "$root/usr/local/bin"
-install -m 0755 "$binary" "$root/usr/local/bin/.edge-gateway.new"
-mv -f "$root/usr/local/bin/.edge-gateway.new" "$root/usr/local/bin/edge-gateway"
-
-install -d -m 0755 "$root/etc/systemd/system"
-install -m 0644 "$unit" "$root/etc/systemd/system/edge-gateway.service"
-
+install -d -m 0755 "$root/usr/local/bin" "$root/etc/systemd/system"
 install -d -m 0750 "$root/etc/edge-gateway"
 config="$root/etc/edge-gateway/gateway.toml"
+fresh=no
 if [ -e "$config" ]; then
   echo "keeping the configuration in $config"
 else
   install -m 0640 "$example" "$config"
+  fresh=yes
   echo "installed an example configuration in $config: edit it (gateway id, uplink, serial ports)"
 fi
 if [ -z "$root" ]; then
   chgrp edge-gateway /etc/edge-gateway "$config"
 fi
 
-# Refuse to (re)start into a configuration the new binary rejects. A binary for another
-# architecture (a scratch root on a build machine) cannot say: skip.
-if "$root/usr/local/bin/edge-gateway" --version >/dev/null 2>&1; then
-  if ! "$root/usr/local/bin/edge-gateway" check-config --config "$config"; then
-    echo "error: the configuration above needs fixing; the service was not (re)started" >&2
+# The new binary goes beside the old one and is tried first: it must run here and accept the
+# configuration, or nothing is replaced. (A binary for another architecture, installed into a
+# scratch root on a build machine, cannot be tried: only there is that skipped.)
+staged="$root/usr/local/bin/.edge-gateway.new"
+install -m 0755 "$binary" "$staged"
+if "$staged" --version >/dev/null 2>&1; then
+  if ! "$staged" check-config --config "$config"; then
+    rm -f "$staged"
+    echo "error: the configuration above needs fixing; nothing was replaced" >&2
     exit 2
   fi
+elif [ -z "$root" ]; then
+  rm -f "$staged"
+  echo "error: $binary does not run on this machine (architecture, or glibc older than 2.34)" >&2
+  exit 1
 fi
+# Renamed over the old one: a running service keeps its open file until the restart below.
+mv -f "$staged" "$root/usr/local/bin/edge-gateway"
+install -m 0644 "$unit" "$root/etc/systemd/system/edge-gateway.service"
 
 if [ -n "$root" ]; then
   echo "installed into $root (no user, no service started)"
@@ -84,7 +89,12 @@ if [ -n "$root" ]; then
 fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
-  if systemctl is-active --quiet edge-gateway; then
+  if [ "$fresh" = yes ]; then
+    # The example names files that are not there yet (password files, certificates): start
+    # once it is edited.
+    systemctl enable edge-gateway
+    echo "enabled edge-gateway; edit $config, then: sudo systemctl start edge-gateway"
+  elif systemctl is-active --quiet edge-gateway; then
     systemctl restart edge-gateway
     echo "upgraded and restarted edge-gateway"
   else

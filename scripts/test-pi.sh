@@ -14,6 +14,7 @@ which="${1:-all}"
 need=()
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -84,6 +85,7 @@ if [ "$which" = aarch64 ] || [ "$which" = all ]; then
   broker="$(free_port)"; devices="$(free_port)"; admin="$(free_port)"
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$broker" > "$work/mosquitto.conf"
   mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 & pids+=($!)
+  wait_for "the broker" 20 python3 -c "import socket; socket.create_connection(('127.0.0.1', $broker))"
   mkdir -p "$work/a64"
   gateway_config "$work/a64" "$broker" "$devices" "$admin"
   mosquitto_sub -p "$broker" -t 'edge/pi-smoke/devices/+/events' -q 1 > "$work/received" & pids+=($!)

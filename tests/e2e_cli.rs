@@ -373,6 +373,7 @@ fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
             .arg(&gateway.config_path)
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "200000")
+            .env_remove("WATCHDOG_PID")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

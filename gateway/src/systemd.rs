@@ -2,9 +2,9 @@
 //! with `KEY=value` lines to the socket named by `$NOTIFY_SOCKET`.
 //!
 //! Under a `Type=notify` unit the gateway sends `READY=1` once it listens and its journal is
-//! open, `WATCHDOG=1` every half `WatchdogSec` for as long as its journal takes writes (a
-//! wedged journal stops the pings, and systemd restarts the service), and `STOPPING=1` when it
-//! begins a clean shutdown. Without `$NOTIFY_SOCKET` (not under systemd) nothing is sent.
+//! open, `WATCHDOG=1` every half `WatchdogSec` from its runtime while the journal's last commit
+//! succeeded (a hung runtime, or commits that fail, stop the pings, and systemd restarts the
+//! service), and `STOPPING=1` when it begins a clean shutdown. Without `$NOTIFY_SOCKET` (not under systemd) nothing is sent.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -37,10 +37,11 @@ impl Notifier {
             Some(name) => abstract_address(name)?,
             None => SocketAddr::from_pathname(target)?,
         };
-        Ok(Self {
-            socket: UnixDatagram::unbound()?,
-            address,
-        })
+        // Never blocks the runtime's thread: a datagram systemd cannot take now is dropped
+        // (the next watchdog ping comes soon).
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        Ok(Self { socket, address })
     }
 
     /// Sends `state`, e.g. `READY=1`.

@@ -1,7 +1,5 @@
 //! UART0: 115 200 baud, 8N1, FIFOs on.
 
-use core::convert::Infallible;
-
 use crate::mmio;
 
 const BASE: usize = 0x4000_C000;
@@ -20,8 +18,9 @@ const FR_RXFE: u32 = 1 << 4;
 const FR_TXFF: u32 = 1 << 5;
 /// Transmitting (the shift register is busy).
 const FR_BUSY: u32 = 1 << 3;
-/// Receive error bits in `DR` (overrun, break, parity, framing).
-const DR_ERRORS: u32 = 0xF00;
+/// Receive error bits in `DR` that spoil their byte: break, parity, framing. (Overrun, bit 11,
+/// says bytes were lost *before* this one, which is itself good.)
+const DR_ERRORS: u32 = 0x700;
 
 /// UART0, owned.
 #[derive(Debug)]
@@ -58,7 +57,7 @@ impl Default for Uart0 {
 }
 
 impl embedded_io::ErrorType for Uart0 {
-    type Error = Infallible;
+    type Error = embedded_io::ErrorKind;
 }
 
 impl embedded_io::ReadReady for Uart0 {
@@ -69,24 +68,28 @@ impl embedded_io::ReadReady for Uart0 {
 
 impl embedded_io::Read for Uart0 {
     /// Reads what the FIFO holds, waiting for the first byte if it is empty (as the trait asks;
-    /// the device core reads only after `read_ready`).
+    /// the device core reads only after `read_ready`). Bytes received with an error (a break
+    /// from an unplugged cable, framing or parity) are dropped and counted; if nothing else was
+    /// there, the read fails with `InvalidData` rather than wait, so the device's loop goes on.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         if buf.is_empty() {
             return Ok(0);
         }
-        // `Ok(0)` would mean end of file: wait until a good byte arrives.
+        while mmio::read(FR) & FR_RXFE != 0 {}
         let mut count = 0;
-        while count == 0 {
-            while mmio::read(FR) & FR_RXFE != 0 {}
-            while count < buf.len() && mmio::read(FR) & FR_RXFE == 0 {
-                let data = mmio::read(DR);
-                if data & DR_ERRORS != 0 {
-                    self.receive_errors = self.receive_errors.wrapping_add(1);
-                    continue;
-                }
-                buf[count] = (data & 0xFF) as u8;
-                count += 1;
+        let mut spoiled = 0;
+        while count < buf.len() && mmio::read(FR) & FR_RXFE == 0 {
+            let data = mmio::read(DR);
+            if data & DR_ERRORS != 0 {
+                spoiled += 1;
+                continue;
             }
+            buf[count] = (data & 0xFF) as u8;
+            count += 1;
+        }
+        self.receive_errors = self.receive_errors.wrapping_add(spoiled);
+        if count == 0 {
+            return Err(embedded_io::ErrorKind::InvalidData);
         }
         Ok(count)
     }

@@ -64,7 +64,11 @@ impl<D: hal::uart::UartDevice, P: hal::uart::ValidUartPinout<D>> embedded_io::Re
             match self.0.read_raw(buf) {
                 Ok(0) | Err(nb::Error::WouldBlock) => {}
                 Ok(count) => return Ok(count),
-                // Framing, parity, break or overrun: the link's CRC and retransmission recover.
+                // The good bytes before a framing, parity, break or overrun error are kept;
+                // the link's CRC and retransmission recover the rest.
+                Err(nb::Error::Other(error)) if !error.discarded.is_empty() => {
+                    return Ok(error.discarded.len());
+                }
                 Err(nb::Error::Other(_)) => return Err(embedded_io::ErrorKind::InvalidData),
             }
         }
