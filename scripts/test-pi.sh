@@ -71,6 +71,7 @@ CONFIG
 
 if [ "$which" = aarch64 ] || [ "$which" = all ]; then
   ./scripts/build-pi.sh aarch64
+  # A Raspberry Pi 4's cores: instructions a Pi does not have fail here too.
   export QEMU_CPU=cortex-a72
   # The unit tests, built for aarch64 and run under qemu-user (without -L: with it, Debian's
   # qemu-aarch64-static hangs in pthread_create).
@@ -92,7 +93,10 @@ if [ "$which" = aarch64 ] || [ "$which" = all ]; then
   qemu-aarch64-static target/pi/aarch64-unknown-linux-gnu/release/edge-gateway \
     run --config "$work/a64/gateway.toml" 2> "$work/a64/log" &
   gateway=$!; pids+=("$gateway")
-  wait_for "/readyz" 60 curl -sf "http://127.0.0.1:$admin/readyz"
+  if ! wait_for "/readyz" 60 curl -sf "http://127.0.0.1:$admin/readyz"; then
+    cat "$work/a64/log" >&2
+    exit 1
+  fi
   sleep 2
   idle="$(rss_kib "$gateway")"
   for seq in $(seq 1 100); do
@@ -140,12 +144,18 @@ fi
 if [ "$which" = armv7 ] || [ "$which" = all ]; then
   ./scripts/build-pi.sh armv7
   echo "smoke test: armv7 edge-gateway under qemu-arm" >&2
+  # 32-bit Raspberry Pi OS runs ARMv7 code (a Pi 2's Cortex-A7 is the baseline); qemu-arm has
+  # no Cortex-A72 model.
+  export QEMU_CPU=cortex-a7
   broker="$(free_port)"; devices="$(free_port)"; admin="$(free_port)"
   mkdir -p "$work/armv7"
   gateway_config "$work/armv7" "$broker" "$devices" "$admin"
   qemu-arm-static -L /usr/arm-linux-gnueabihf target/pi/armv7-unknown-linux-gnueabihf/release/edge-gateway \
     run --config "$work/armv7/gateway.toml" 2> "$work/armv7/log" &
   pids+=($!)
-  wait_for "/healthz" 60 curl -sf "http://127.0.0.1:$admin/healthz"
+  if ! wait_for "/healthz" 60 curl -sf "http://127.0.0.1:$admin/healthz"; then
+    cat "$work/armv7/log" >&2
+    exit 1
+  fi
   echo "armv7 under qemu: /healthz ok"
 fi
