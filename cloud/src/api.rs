@@ -341,10 +341,7 @@ async fn alerts<S: Store>(
         gateway: query.gateway.filter(|gateway| !gateway.is_empty()),
         limit,
     };
-    match api.store.alerts(&filter).await {
-        Ok(alerts) => Json(alerts.iter().map(alert_json).collect::<Vec<_>>()).into_response(),
-        Err(error) => unavailable(&error),
-    }
+    json_list(api.store.alerts(&filter).await, alert_json)
 }
 
 /// Body of `POST /api/alerts/{id}/ack`.
@@ -389,21 +386,23 @@ async fn acknowledge<S: Store>(
 }
 
 async fn devices<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
-    match api.store.devices().await {
-        Ok(devices) => Json(
-            devices
-                .iter()
-                .map(|device| {
-                    json!({
-                        "gateway": device.gateway,
-                        "device": device.device,
-                        "last_seen": device.last_seen,
-                        "readings": device.readings,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+    json_list(api.store.devices().await, |device| {
+        json!({
+            "gateway": device.gateway,
+            "device": device.device,
+            "last_seen": device.last_seen,
+            "readings": device.readings,
+        })
+    })
+}
+
+/// The rows as a JSON array, each rendered by `row`; 503 if the store failed.
+fn json_list<T>(
+    rows: Result<Vec<T>, crate::store::StoreError>,
+    row: impl Fn(&T) -> serde_json::Value,
+) -> Response {
+    match rows {
+        Ok(rows) => Json(rows.iter().map(row).collect::<Vec<_>>()).into_response(),
         Err(error) => unavailable(&error),
     }
 }
@@ -423,35 +422,20 @@ async fn history<S: Store>(
         Ok(limit) => limit.unwrap_or(120).min(10_000),
         Err(message) => return bad_request(message),
     };
-    match api.store.history(&gateway, &device, limit).await {
-        Ok(readings) => Json(
-            readings
-                .iter()
-                .map(|reading| json!({ "at": reading.at, "readings": reading.readings }))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(error) => unavailable(&error),
-    }
+    json_list(
+        api.store.history(&gateway, &device, limit).await,
+        |reading| json!({ "at": reading.at, "readings": reading.readings }),
+    )
 }
 
 async fn gateways<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
-    match api.store.gateways().await {
-        Ok(gateways) => Json(
-            gateways
-                .iter()
-                .map(|gateway| {
-                    json!({
-                        "gateway": gateway.gateway,
-                        "status": if gateway.online { "online" } else { "offline" },
-                        "since": gateway.since,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(error) => unavailable(&error),
-    }
+    json_list(api.store.gateways().await, |gateway| {
+        json!({
+            "gateway": gateway.gateway,
+            "status": if gateway.online { "online" } else { "offline" },
+            "since": gateway.since,
+        })
+    })
 }
 
 async fn metrics<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
