@@ -4,14 +4,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-
-fn edge_gateway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-}
 
 fn example_config() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml")
@@ -149,6 +145,80 @@ fn a_killed_gateway_is_announced_offline_by_its_last_will() {
 }
 
 /// A child process killed if a failed assertion leaves it running.
+#[test]
+fn the_watchdog_goes_unfed_while_the_journal_writer_is_stuck_in_a_commit() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::{Arc, Mutex};
+
+    let broker = Mosquitto::start();
+    let mut gateway = Gateway::prepare(
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "",
+        "",
+        JournalSettings::default(),
+    );
+    let socket_path = gateway.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let pings = Arc::new(Mutex::new(0usize));
+    let listening = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let listener = {
+        let (pings, listening) = (Arc::clone(&pings), Arc::clone(&listening));
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 256];
+            while listening.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(count) = socket.recv(&mut buffer)
+                    && &buffer[..count] == b"WATCHDOG=1"
+                {
+                    *pings.lock().expect("pings") += 1;
+                }
+            }
+        })
+    };
+    let pinged = || *pings.lock().expect("pings");
+    // A ping every 500 ms; the writer has 250 ms to answer each heartbeat.
+    gateway.set_env("NOTIFY_SOCKET", socket_path.display().to_string());
+    gateway.set_env("WATCHDOG_USEC", "1000000");
+    gateway.spawn();
+    wait_until("watchdog pings", Duration::from_secs(10), || pinged() >= 2);
+
+    // Another process takes the journal's write lock, and a device sends an event: the writer
+    // waits for the lock inside its commit (up to SQLite's 5 s busy timeout).
+    let blocker = rusqlite::Connection::open(gateway.journal_path()).expect("open the journal");
+    blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let device_port = gateway.device_port;
+    let device = std::thread::spawn(move || {
+        let event = br#"{"device":"stuck-1","boot":1,"seq":1,"readings":{"temp_c":20.0}}"#;
+        publish_raw(
+            device_port,
+            &[("devices/stuck-1/events".to_owned(), event.to_vec())],
+        );
+    });
+    let stuck = "journal writer stuck in a commit";
+    wait_until("a missed heartbeat", Duration::from_secs(4), || {
+        gateway.log().contains(stuck)
+    });
+    let before = pinged();
+    wait_until("a second missed heartbeat", Duration::from_secs(3), || {
+        gateway.log().matches(stuck).count() >= 2
+    });
+    assert_eq!(
+        pinged(),
+        before,
+        "no ping while the writer is stuck, though its last commit succeeded"
+    );
+
+    // Free again: the event is stored (and acknowledged to the device), the pings resume.
+    blocker.execute_batch("ROLLBACK").expect("unlock");
+    device.join().expect("the device's event acknowledged");
+    wait_until("pings again", Duration::from_secs(5), || pinged() > before);
+    assert_eq!(gateway.stop().code(), Some(0));
+    listening.store(false, std::sync::atomic::Ordering::Relaxed);
+    listener.join().expect("listener");
+}
+
 struct KillOnDrop(Option<std::process::Child>);
 
 impl Drop for KillOnDrop {

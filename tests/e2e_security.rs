@@ -362,7 +362,7 @@ fn devices_must_log_in_when_users_are_configured() {
         "{}",
         gateway.log()
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    let output = edge_gateway()
         .args(["journal", "stats", "--config"])
         .arg(&gateway.config_path)
         .output()
@@ -379,7 +379,7 @@ fn devices_must_log_in_when_users_are_configured() {
 
 /// `run` with a config naming a file that is not there exits non-zero, quickly, naming it.
 fn assert_run_refuses(gateway: &Gateway, missing: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    let mut child = edge_gateway()
         .args(["run", "--config"])
         .arg(&gateway.config_path)
         .stdin(Stdio::null())

@@ -7,20 +7,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::admin::{self, Metrics, Source};
 use crate::config::Config;
 use crate::decode::RejectReason;
-use crate::journal::{Journal, JournalError, JournalOptions};
+use crate::journal::{Journal, JournalError, JournalHandle, JournalOptions};
 use crate::rules::reload::Reloader;
 use crate::sinks::mqtt::{MqttSink, SinkError};
 use crate::sources::mqtt::{DeviceListener, ListenerError};
 use crate::sources::{Ingest, serial};
 
 /// How long serial ports get to stop once the gateway stops.
-const SERIAL_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const SERIAL_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -159,39 +160,16 @@ pub async fn run(
         journal = %config.journal_path().display(),
         "edge-gateway running"
     );
-    let notifier = crate::systemd::Notifier::from_env();
-    let watchdog_task = notifier.map(|notifier| {
+    let watchdog_task = crate::systemd::Notifier::from_env().map(|notifier| {
         if let Err(error) = notifier.notify("READY=1\nSTATUS=running") {
             tracing::warn!(%error, "failed to tell systemd the gateway is ready");
         }
-        let mut stopped = stopped_for_watchdog;
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let interval = crate::systemd::watchdog_interval();
-            loop {
-                let tick = async {
-                    match interval {
-                        Some(interval) => tokio::time::sleep(interval).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tick => {
-                        // A journal that takes no writes is a gateway that loses input: no
-                        // ping, and systemd restarts it.
-                        if metrics.journal().writable() {
-                            let _ = notifier.notify("WATCHDOG=1");
-                        } else {
-                            tracing::warn!("journal not writable: not pinging the watchdog");
-                        }
-                    }
-                    _ = stopped.changed() => {
-                        let _ = notifier.notify("STOPPING=1\nSTATUS=stopping");
-                        return;
-                    }
-                }
-            }
-        })
+        tokio::spawn(feed_the_watchdog(
+            notifier,
+            crate::systemd::watchdog_interval(),
+            handle.clone(),
+            stopped_for_watchdog,
+        ))
     });
 
     shutdown.await;
@@ -220,4 +198,48 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pings systemd's watchdog every `period` while the gateway can store what it takes in: the
+/// journal writer answers a heartbeat within half a period (it is not stuck in a commit) and its
+/// last commit succeeded. Otherwise no ping, and systemd restarts the service once `WatchdogSec`
+/// (two periods) passes without one; a ping is never more than one and a half periods late.
+/// Says `STOPPING=1` when the gateway begins to stop.
+async fn feed_the_watchdog(
+    notifier: crate::systemd::Notifier,
+    period: Option<Duration>,
+    journal: JournalHandle,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticks = period.map(|period| {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (ticks, period / 2)
+    });
+    loop {
+        let ping = async {
+            let Some((ticks, patience)) = ticks.as_mut() else {
+                return std::future::pending().await;
+            };
+            ticks.tick().await;
+            match tokio::time::timeout(*patience, journal.heartbeat()).await {
+                Ok(Ok(())) if journal.stats().writable() => {
+                    let _ = notifier.notify("WATCHDOG=1");
+                }
+                Ok(Ok(())) => tracing::warn!("journal commits fail: not pinging the watchdog"),
+                Ok(Err(_)) => tracing::warn!("journal writer stopped: not pinging the watchdog"),
+                Err(_) => tracing::warn!(
+                    waited = ?patience,
+                    "journal writer stuck in a commit: not pinging the watchdog"
+                ),
+            }
+        };
+        tokio::select! {
+            () = ping => {}
+            _ = stopped.changed() => {
+                let _ = notifier.notify("STOPPING=1\nSTATUS=stopping");
+                return;
+            }
+        }
+    }
 }

@@ -2,9 +2,10 @@
 //! with `KEY=value` lines to the socket named by `$NOTIFY_SOCKET`.
 //!
 //! Under a `Type=notify` unit the gateway sends `READY=1` once it listens and its journal is
-//! open, `WATCHDOG=1` every half `WatchdogSec` from its runtime while the journal's last commit
-//! succeeded (a hung runtime, or commits that fail, stop the pings, and systemd restarts the
-//! service), and `STOPPING=1` when it begins a clean shutdown. Without `$NOTIFY_SOCKET` (not under systemd) nothing is sent.
+//! open, `WATCHDOG=1` every half `WatchdogSec` while the journal writer answers a heartbeat
+//! promptly and its last commit succeeded (a hung runtime, a writer stuck in a commit, or commits
+//! that fail stop the pings, and systemd restarts the service), and `STOPPING=1` when it begins a
+//! clean shutdown. Without `$NOTIFY_SOCKET` (not under systemd) nothing is sent.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,26 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A command running `program`, a binary built with the tests: directly, or through the
+/// emulator named by `EDGE_TEST_RUNNER` when the tests are built for another architecture
+/// (`scripts/test-pi.sh` sets `qemu-aarch64-static`). The kernel cannot run a foreign binary
+/// itself where no binfmt_misc handler is registered, so the harness names the emulator.
+pub fn built_program(program: impl AsRef<OsStr>) -> Command {
+    match std::env::var_os("EDGE_TEST_RUNNER").filter(|runner| !runner.is_empty()) {
+        Some(runner) => {
+            let mut command = Command::new(runner);
+            command.arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A command running the `edge-gateway` binary built with the tests.
+pub fn edge_gateway() -> Command {
+    built_program(env!("CARGO_BIN_EXE_edge-gateway"))
 }
 
 /// An unused TCP port on 127.0.0.1.
@@ -60,6 +81,7 @@ pub struct Gateway {
     pub uplink_port: u16,
     child: Option<Child>,
     runs: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -135,6 +157,7 @@ listen = "127.0.0.1:{admin_port}"
             uplink_port,
             child: None,
             runs: 0,
+            env: Vec::new(),
         }
     }
 
@@ -150,6 +173,11 @@ listen = "127.0.0.1:{admin_port}"
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Sets an environment variable for the gateway processes started from now on.
+    pub fn set_env(&mut self, key: &str, value: impl Into<String>) {
+        self.env.push((key.to_owned(), value.into()));
     }
 
     /// Starts (again) the gateway process and waits for its admin server and device broker.
@@ -172,10 +200,15 @@ listen = "127.0.0.1:{admin_port}"
         self.runs += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("gateway-{}.log", self.runs)))
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        let child = edge_gateway()
             .args(["run", "--config"])
             .arg(&self.config_path)
             .env("EDGE_LOG", "info,rumqttd=warn,rumqttc=warn")
+            // Not systemd's of a test run under it: a test that wants them sets its own.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -472,6 +472,58 @@ async fn writer_commits_groups_and_acks_in_the_background() {
     assert_eq!(summary.per_device, vec![("last".to_owned(), 1)]);
 }
 
+#[tokio::test]
+async fn a_writer_stuck_in_a_commit_misses_heartbeats_and_answers_once_free() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _) =
+        Journal::start(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("start");
+    let handle = journal.handle();
+    tokio::time::timeout(Duration::from_secs(5), handle.heartbeat())
+        .await
+        .expect("an idle writer answers")
+        .expect("writer running");
+
+    // Another process holds the database's write lock: the writer's next commit waits for it
+    // (SQLite's busy timeout), as it would for a storage device that stopped answering.
+    let blocker = rusqlite::Connection::open(handle.path()).expect("open");
+    blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let mut committed = handle.committed();
+    handle
+        .append(vec![record("a", 0, 10)])
+        .await
+        .expect("append");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while handle.queued_appends() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never took the append"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), handle.heartbeat())
+            .await
+            .is_err(),
+        "a writer waiting on a lock must not answer"
+    );
+    assert!(
+        handle.stats().writable(),
+        "the stuck commit has not failed yet"
+    );
+
+    blocker.execute_batch("ROLLBACK").expect("unlock");
+    tokio::time::timeout(Duration::from_secs(5), handle.heartbeat())
+        .await
+        .expect("a freed writer answers")
+        .expect("writer running");
+    tokio::time::timeout(Duration::from_secs(5), committed.wait_for(|&id| id == 1))
+        .await
+        .expect("the held-up record is committed once the lock is gone")
+        .expect("writer running");
+    assert!(handle.stats().writable());
+    journal.close().await;
+}
+
 fn alert(n: u64, firing: bool) -> AlertRecord {
     AlertRecord {
         rule: "hot".into(),

@@ -39,6 +39,9 @@ enum AppendRequest {
 
 enum Control {
     Ack(Vec<i64>),
+    /// Answered as soon as the writer takes it: the writer is back in its loop, not stuck in a
+    /// commit.
+    Heartbeat(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -269,6 +272,24 @@ impl JournalHandle {
         self.controls
             .send(Control::Ack(ids))
             .map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// Resolves once the writer thread has come round to this request: after the commit it is
+    /// in, if any. A writer stuck in a commit (a storage device that stopped answering, a lock
+    /// held by another process) does not answer, which is what the systemd watchdog checks. An
+    /// error if the writer has stopped.
+    pub async fn heartbeat(&self) -> Result<(), JournalError> {
+        let (answer, answered) = oneshot::channel();
+        self.controls
+            .send(Control::Heartbeat(answer))
+            .map_err(|_| JournalError::WriterStopped)?;
+        answered.await.map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// Append requests waiting for the writer to take them.
+    #[cfg(test)]
+    pub(crate) fn queued_appends(&self) -> usize {
+        APPEND_QUEUE - self.appends.capacity()
     }
 
     /// The highest row id committed so far; changes after each commit that appended rows.
@@ -511,6 +532,10 @@ struct Shutdown(Option<oneshot::Sender<()>>);
 fn take_control(control: Control, batch: &mut Batch, shutdown: &mut Option<Shutdown>) {
     match control {
         Control::Ack(ids) => batch.acks.extend(ids),
+        Control::Heartbeat(answer) => {
+            // The asker may have given up waiting.
+            let _ = answer.send(());
+        }
         Control::Shutdown(done) => *shutdown = Some(Shutdown(Some(done))),
     }
 }
