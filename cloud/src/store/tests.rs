@@ -431,6 +431,85 @@ async fn postgres_keeps_the_contract() {
 }
 
 #[tokio::test]
+async fn postgres_reconnects_after_the_server_drops_the_connection() {
+    let schema = format!("edge_alerts_test_{}", rand::random::<u32>());
+    let store = PostgresStore::connect(
+        &format!("{POSTGRES} application_name={schema}"),
+        Some(&schema),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(
+        store
+            .apply(&event("d1", 1, 100, 20.0), 0, &[])
+            .await
+            .expect("apply"),
+        Applied::New
+    );
+    let (admin, connection) = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let backends = || async {
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&schema],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .iter()
+            .map(|row| row.get::<_, i32>(0))
+            .collect::<Vec<_>>()
+    };
+    let before = backends().await;
+    assert_eq!(before.len(), 1, "the store holds one connection");
+    // The server ends the store's session, as a restart or a failover would.
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&before[0]])
+        .await
+        .expect("terminate");
+
+    // The operation that meets the closed connection fails as an outage (the consumer retries
+    // it; it is never dropped as refused data); the next one reconnects.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut failures = 0;
+    loop {
+        match store.apply(&event("d1", 2, 200, 21.0), 0, &[]).await {
+            Ok(applied) => {
+                assert_eq!(applied, Applied::New);
+                break;
+            }
+            Err(error) => {
+                assert!(
+                    !error.is_permanent(),
+                    "a lost connection is not refused data: {error}"
+                );
+                failures += 1;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reconnection: {error}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(failures <= 1, "{failures} operations failed after the drop");
+    let after = backends().await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new session");
+    // In the same schema as before: what was stored before the drop is there.
+    assert_eq!(
+        store
+            .apply(&event("d1", 1, 100, 20.0), 0, &[])
+            .await
+            .expect("apply"),
+        Applied::Duplicate
+    );
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
 async fn two_postgres_instances_store_each_message_exactly_once() {
     let (first, schema) = postgres_store().await;
     let second = PostgresStore::connect(POSTGRES, Some(&schema))
