@@ -145,23 +145,36 @@ fn a_killed_gateway_is_announced_offline_by_its_last_will() {
 }
 
 /// A child process killed if a failed assertion leaves it running.
-#[test]
-fn the_watchdog_goes_unfed_while_the_journal_writer_is_stuck_in_a_commit() {
-    use std::os::unix::net::UnixDatagram;
-    use std::sync::{Arc, Mutex};
+/// The notification socket's name in a gateway's directory.
+const NOTIFY_SOCKET: &str = "notify.sock";
 
-    let broker = Mosquitto::start();
+/// A gateway (not started) forwarding to `broker`, whose processes send systemd notifications
+/// to the returned socket, which waits up to `read_timeout` for each.
+fn gateway_under_systemd(
+    broker: &Mosquitto,
+    read_timeout: Duration,
+) -> (Gateway, std::os::unix::net::UnixDatagram) {
     let mut gateway = Gateway::prepare(
         &format!("mqtt://127.0.0.1:{}", broker.port),
         "",
         "",
         JournalSettings::default(),
     );
-    let socket_path = gateway.dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let path = gateway.dir.path().join(NOTIFY_SOCKET);
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
     socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .set_read_timeout(Some(read_timeout))
         .expect("timeout");
+    gateway.set_env("NOTIFY_SOCKET", path.display().to_string());
+    (gateway, socket)
+}
+
+#[test]
+fn the_watchdog_goes_unfed_while_the_journal_writer_is_stuck_in_a_commit() {
+    use std::sync::{Arc, Mutex};
+
+    let broker = Mosquitto::start();
+    let (mut gateway, socket) = gateway_under_systemd(&broker, Duration::from_millis(200));
     let pings = Arc::new(Mutex::new(0usize));
     let listening = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let listener = {
@@ -179,7 +192,6 @@ fn the_watchdog_goes_unfed_while_the_journal_writer_is_stuck_in_a_commit() {
     };
     let pinged = || *pings.lock().expect("pings");
     // A ping every 500 ms; the writer has 250 ms to answer each heartbeat.
-    gateway.set_env("NOTIFY_SOCKET", socket_path.display().to_string());
     gateway.set_env("WATCHDOG_USEC", "1000000");
     gateway.spawn();
     wait_until("watchdog pings", Duration::from_secs(10), || pinged() >= 2);
@@ -255,33 +267,39 @@ fn edge_alerts_program() -> std::path::PathBuf {
     program
 }
 
+/// `edge-gateway demo` for `seconds` with three MQTT devices and two serial ones, on fresh
+/// ports, its dashboard on `dashboard_port`, its files in `dir`.
+fn demo_command(seconds: u32, dashboard_port: u16, dir: &std::path::Path) -> std::process::Command {
+    let mut command = edge_gateway();
+    command
+        .args(["demo", "--duration-secs", &seconds.to_string()])
+        .args([
+            "--interval-ms",
+            "100",
+            "--devices",
+            "3",
+            "--serial-devices",
+            "2",
+        ])
+        .args(["--device-port", &free_port().to_string()])
+        .args(["--cloud-port", &free_port().to_string()])
+        .args(["--admin-port", &free_port().to_string()])
+        .args(["--dashboard-port", &dashboard_port.to_string()])
+        .arg("--alerts-bin")
+        .arg(edge_alerts_program())
+        .arg("--data-dir")
+        .arg(dir);
+    command
+}
+
 #[test]
 fn the_demo_runs_the_whole_chain_to_the_dashboard() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut demo = KillOnDrop(Some(
-        edge_gateway()
-            .args([
-                "demo",
-                "--duration-secs",
-                "120",
-                "--interval-ms",
-                "100",
-                "--devices",
-                "3",
-                "--serial-devices",
-                "2",
-            ])
-            .args(["--device-port", &free_port().to_string()])
-            .args(["--cloud-port", &free_port().to_string()])
-            .args(["--admin-port", &free_port().to_string()])
-            .args(["--dashboard-port", &dashboard.port().to_string()])
-            .arg("--alerts-bin")
-            .arg(edge_alerts_program())
+        demo_command(120, dashboard.port(), dir.path())
             .arg("--qemu-firmware")
             .arg(firmware_image())
-            .arg("--data-dir")
-            .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("demo.log")).expect("log"))
             .spawn()
@@ -334,26 +352,7 @@ fn the_demo_runs_the_whole_chain_to_the_dashboard() {
 #[test]
 fn the_demo_reports_what_the_cloud_received() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = edge_gateway()
-        .args([
-            "demo",
-            "--duration-secs",
-            "4",
-            "--interval-ms",
-            "100",
-            "--devices",
-            "3",
-            "--serial-devices",
-            "2",
-        ])
-        .args(["--device-port", &free_port().to_string()])
-        .args(["--cloud-port", &free_port().to_string()])
-        .args(["--admin-port", &free_port().to_string()])
-        .args(["--dashboard-port", &free_port().to_string()])
-        .arg("--alerts-bin")
-        .arg(edge_alerts_program())
-        .arg("--data-dir")
-        .arg(dir.path())
+    let output = demo_command(4, free_port(), dir.path())
         .output()
         .expect("run demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -423,25 +422,13 @@ fn rules_test_replays_the_example_recording() {
 
 #[test]
 fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
-    use std::os::unix::net::UnixDatagram;
-
     let broker = Mosquitto::start();
-    let gateway = Gateway::prepare(
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        "",
-        "",
-        JournalSettings::default(),
-    );
-    let socket_path = gateway.dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let (gateway, socket) = gateway_under_systemd(&broker, Duration::from_secs(10));
     let mut child = KillOnDrop(Some(
         edge_gateway()
             .args(["run", "--config"])
             .arg(&gateway.config_path)
-            .env("NOTIFY_SOCKET", &socket_path)
+            .env("NOTIFY_SOCKET", gateway.dir.path().join(NOTIFY_SOCKET))
             .env("WATCHDOG_USEC", "200000")
             .env_remove("WATCHDOG_PID")
             .stdout(Stdio::null())
