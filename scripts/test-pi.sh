@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Raspberry Pi path, tested without a Pi: cross-builds with scripts/build-pi.sh, runs the
-# gateway's unit tests for aarch64 under qemu-user (QEMU_CPU=cortex-a72, a Pi 4), then smoke
-# tests the real binaries under emulation:
+# gateway's unit tests and its end-to-end suite (the part qemu-user can emulate) for aarch64
+# under qemu-user (QEMU_CPU=cortex-a72, a Pi 4), then smoke tests the release binaries:
 #   - aarch64: edge-gateway takes MQTT events from a device on loopback, forwards them to a
 #     Mosquitto of its own, and answers /readyz; its RSS is reported idle and under load;
 #   - armv7: edge-gateway starts and answers /healthz.
@@ -73,14 +73,32 @@ if [ "$which" = aarch64 ] || [ "$which" = all ]; then
   ./scripts/build-pi.sh aarch64
   # A Raspberry Pi 4's cores: instructions a Pi does not have fail here too.
   export QEMU_CPU=cortex-a72
-  # The unit tests, built for aarch64 and run under qemu-user (without -L: with it, Debian's
-  # qemu-aarch64-static hangs in pthread_create).
-  RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/pi \
-    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
-    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static \
-    /usr/bin/cargo test --release --locked --target aarch64-unknown-linux-gnu \
-    -p edge-gateway -p edge-wire -p edge-device --lib
+  # Tests built for aarch64 and run under qemu-user (without -L: with it, Debian's
+  # qemu-aarch64-static hangs in pthread_create). The harness starts the gateway binary through
+  # $EDGE_TEST_RUNNER, as no binfmt_misc handler runs aarch64 programs here.
+  cross_test() {
+    RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/pi \
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+      CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static \
+      EDGE_TEST_RUNNER=qemu-aarch64-static \
+      /usr/bin/cargo test --release --locked --target aarch64-unknown-linux-gnu "$@"
+  }
+  cross_test -p edge-gateway -p edge-wire -p edge-device --lib
+  # The gateway's end-to-end suite, against the host's brokers, all but what qemu-user cannot
+  # emulate: it lacks the termios2 ioctls (TCGETS2) that serial ports and ptys are set up with,
+  # so the tests that use a serial line (the serial tests, the firmware on its emulated UART,
+  # the demo's simulated serial devices) stay with the native run, as do the packaging tests
+  # (the install script tries the binary it installs, natively).
+  e2e=()
+  for test in tests/e2e_*.rs; do
+    name="$(basename "$test" .rs)"
+    case "$name" in
+      e2e_serial | e2e_firmware | e2e_packaging) ;;
+      *) e2e+=(--test "$name") ;;
+    esac
+  done
+  cross_test -p edge-gateway "${e2e[@]}" -- --skip the_demo_
 
   echo "smoke test: aarch64 edge-gateway under qemu-aarch64" >&2
   broker="$(free_port)"; devices="$(free_port)"; admin="$(free_port)"
