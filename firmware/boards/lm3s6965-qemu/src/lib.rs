@@ -7,8 +7,8 @@
 //! - [`i2c::I2c0`]: the I2C0 master, each operation its own START … STOP (the Stellaris controller
 //!   that QEMU models ignores a repeated START).
 //! - [`clock::SysTickClock`]: milliseconds from SysTick.
-//! - [`boot`]: the boot id, from the host's clock over semihosting (QEMU keeps no flash between
-//!   runs; a board with flash keeps a counter there instead).
+//! - [`boot`]: the boot id, random bits from the host over semihosting (QEMU keeps no flash
+//!   between runs; a board with flash keeps a counter there instead).
 //!
 //! Registers are reached by address (the chip has no maintained register-level PAC); every
 //! access goes through [`mmio`], the one place with `unsafe`.

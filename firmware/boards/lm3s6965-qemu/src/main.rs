@@ -50,7 +50,7 @@ fn main() -> ! {
     // 1/16 °C; if the sensor is not there yet, readings fail (counted) until it answers.
     let _ = sensor.configure(Tmp105Resolution::Bits12);
     let config = LinkConfig::new(DEVICE_ID, FIRMWARE_VERSION);
-    let mut boot_id = boot::from_host_clock;
+    let mut boot_id = boot::from_host;
     let device = match Device::new(
         &config,
         &mut boot_id,
