@@ -1,9 +1,11 @@
 //! The I2C0 master, 100 kHz, blocking.
 //!
-//! Each read or write is its own START … STOP. embedded-hal's `transaction` would join them with
-//! repeated STARTs, which the Stellaris controller in QEMU ignores; here they run one after the
-//! other, each closed with STOP — the devices this board reads (TMP105) keep their register
-//! pointer across a STOP, so a write-then-read still reads the register just written.
+//! In a `transaction`, adjacent operations of the same direction are one transfer, as
+//! embedded-hal asks: their bytes go out (or come in) back to back after a single START. Where
+//! the direction changes, embedded-hal asks for a repeated START, which the Stellaris controller
+//! in QEMU ignores; here each transfer is closed with STOP and the next one starts afresh — the
+//! devices this board reads (TMP105) keep their register pointer across a STOP, so a
+//! write-then-read still reads the register just written.
 
 use embedded_hal::i2c::{self, ErrorKind, NoAcknowledgeSource, Operation, SevenBitAddress};
 
@@ -108,35 +110,58 @@ impl I2c0 {
         }
     }
 
-    fn write_bytes(&mut self, address: u8, bytes: &[u8]) -> Result<(), Error> {
+    /// Writes the bytes of `operations` (all writes) as one transfer: START, address, every
+    /// byte, STOP.
+    fn write_transfer(&mut self, address: u8, operations: &[Operation<'_>]) -> Result<(), Error> {
         mmio::write(MSA, u32::from(address) << 1);
-        if bytes.is_empty() {
+        let total: usize = operations.iter().map(operation_len).sum();
+        if total == 0 {
             // An address-only probe.
             return self.step(START | RUN | STOP);
         }
-        for (index, &byte) in bytes.iter().enumerate() {
+        let bytes = operations.iter().flat_map(|operation| match operation {
+            Operation::Write(bytes) => bytes.iter(),
+            Operation::Read(_) => [].iter(),
+        });
+        for (index, &byte) in bytes.enumerate() {
             mmio::write(MDR, u32::from(byte));
             let first = if index == 0 { START } else { 0 };
-            let stop = if index + 1 == bytes.len() { STOP } else { 0 };
+            let stop = if index + 1 == total { STOP } else { 0 };
             self.step(first | RUN | stop)?;
         }
         Ok(())
     }
 
-    fn read_bytes(&mut self, address: u8, buffer: &mut [u8]) -> Result<(), Error> {
+    /// Fills the buffers of `operations` (all reads) from one transfer: START, address, every
+    /// byte acknowledged but the last, STOP.
+    fn read_transfer(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), Error> {
         mmio::write(MSA, (u32::from(address) << 1) | 1);
-        let count = buffer.len();
-        if count == 0 {
+        let total: usize = operations.iter().map(operation_len).sum();
+        if total == 0 {
             return self.step(START | RUN | STOP);
         }
-        for (index, byte) in buffer.iter_mut().enumerate() {
+        let bytes = operations.iter_mut().flat_map(|operation| match operation {
+            Operation::Read(buffer) => buffer.iter_mut(),
+            Operation::Write(_) => [].iter_mut(),
+        });
+        for (index, byte) in bytes.enumerate() {
             let first = if index == 0 { START } else { 0 };
-            // Acknowledge every byte but the last, which ends with STOP.
-            let end = if index + 1 == count { STOP } else { ACK };
+            let end = if index + 1 == total { STOP } else { ACK };
             self.step(first | RUN | end)?;
             *byte = (mmio::read(MDR) & 0xFF) as u8;
         }
         Ok(())
+    }
+}
+
+fn operation_len(operation: &Operation<'_>) -> usize {
+    match operation {
+        Operation::Write(bytes) => bytes.len(),
+        Operation::Read(buffer) => buffer.len(),
     }
 }
 
@@ -156,11 +181,20 @@ impl i2c::I2c<SevenBitAddress> for I2c0 {
         address: u8,
         operations: &mut [Operation<'_>],
     ) -> Result<(), Self::Error> {
-        for operation in operations {
-            match operation {
-                Operation::Write(bytes) => self.write_bytes(address, bytes)?,
-                Operation::Read(buffer) => self.read_bytes(address, buffer)?,
+        let mut rest = operations;
+        while let Some(first) = rest.first() {
+            let reading = matches!(first, Operation::Read(_));
+            let run = rest
+                .iter()
+                .take_while(|operation| matches!(operation, Operation::Read(_)) == reading)
+                .count();
+            let (transfer, tail) = core::mem::take(&mut rest).split_at_mut(run);
+            if reading {
+                self.read_transfer(address, transfer)?;
+            } else {
+                self.write_transfer(address, transfer)?;
             }
+            rest = tail;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use edge_board_lm3s6965::uart::Uart0;
 use edge_board_lm3s6965::{boot, enable_peripheral_clocks};
 use edge_device::Sensor;
 use edge_device::sensor::tmp105::{Tmp105, Tmp105Resolution};
-use embedded_hal::i2c::I2c;
+use embedded_hal::i2c::{I2c, Operation};
 use embedded_io::{ReadReady, Write};
 use panic_semihosting as _;
 
@@ -52,6 +52,28 @@ fn main() -> ! {
     check(
         "i2c still works after an error",
         i2c.write_read(0x48, &[0x00], &mut two).is_ok(),
+    );
+    // Adjacent operations of one direction are one transfer: the pointer byte and the two bytes
+    // of T_LOW in separate writes, its two bytes read back in separate reads.
+    let (mut high, mut low) = ([0u8; 1], [0u8; 1]);
+    check(
+        "i2c joins adjacent writes and adjacent reads into one transfer",
+        i2c.transaction(
+            0x48,
+            &mut [Operation::Write(&[0x02]), Operation::Write(&[0x12, 0x30])],
+        )
+        .is_ok()
+            && i2c
+                .transaction(
+                    0x48,
+                    &mut [
+                        Operation::Write(&[0x02]),
+                        Operation::Read(&mut high),
+                        Operation::Read(&mut low),
+                    ],
+                )
+                .is_ok()
+            && (high[0], low[0]) == (0x12, 0x30),
     );
 
     // The driver over the HAL: configured for 1/16 °C, it reads QEMU's default 0 °C.
