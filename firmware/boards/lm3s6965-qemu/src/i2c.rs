@@ -113,12 +113,15 @@ impl I2c0 {
     /// Writes the bytes of `operations` (all writes) as one transfer: START, address, every
     /// byte, STOP.
     fn write_transfer(&mut self, address: u8, operations: &[Operation<'_>]) -> Result<(), Error> {
-        mmio::write(MSA, u32::from(address) << 1);
         let total: usize = operations.iter().map(operation_len).sum();
         if total == 0 {
-            // An address-only probe.
+            // An address-only probe. The controller has no transfer without a data byte, and a
+            // write would send whatever its data register last held; a one-byte read changes
+            // nothing on the device (as `i2cdetect -r` probes).
+            mmio::write(MSA, (u32::from(address) << 1) | 1);
             return self.step(START | RUN | STOP);
         }
+        mmio::write(MSA, u32::from(address) << 1);
         let bytes = operations.iter().flat_map(|operation| match operation {
             Operation::Write(bytes) => bytes.iter(),
             Operation::Read(_) => [].iter(),
@@ -142,6 +145,7 @@ impl I2c0 {
         mmio::write(MSA, (u32::from(address) << 1) | 1);
         let total: usize = operations.iter().map(operation_len).sum();
         if total == 0 {
+            // An address-only probe: one byte read and dropped.
             return self.step(START | RUN | STOP);
         }
         let bytes = operations.iter_mut().flat_map(|operation| match operation {

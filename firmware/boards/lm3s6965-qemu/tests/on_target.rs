@@ -75,6 +75,17 @@ fn main() -> ! {
                 .is_ok()
             && (high[0], low[0]) == (0x12, 0x30),
     );
+    // An empty write probes the address and leaves the device as it was: the TMP105's pointer
+    // still names T_LOW (a stale data byte sent would have moved it).
+    let mut limit = [0u8; 2];
+    check(
+        "i2c probes an address with an empty write, changing nothing",
+        i2c.write(0x48, &[0x02, 0x12, 0x30]).is_ok()
+            && i2c.write(0x48, &[]).is_ok()
+            && i2c.write(0x49, &[]) == Err(Error::AddressNack)
+            && i2c.read(0x48, &mut limit).is_ok()
+            && limit == [0x12, 0x30],
+    );
 
     // The driver over the HAL: configured for 1/16 °C, it reads QEMU's default 0 °C.
     let mut sensor = Tmp105::new(i2c, 0x48);
