@@ -171,26 +171,27 @@ fn gateway_under_systemd(
 
 #[test]
 fn the_watchdog_goes_unfed_while_the_journal_writer_is_stuck_in_a_commit() {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     let broker = Mosquitto::start();
     let (mut gateway, socket) = gateway_under_systemd(&broker, Duration::from_millis(200));
-    let pings = Arc::new(Mutex::new(0usize));
-    let listening = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pings = Arc::new(AtomicUsize::new(0));
+    let listening = Arc::new(AtomicBool::new(true));
     let listener = {
         let (pings, listening) = (Arc::clone(&pings), Arc::clone(&listening));
         std::thread::spawn(move || {
             let mut buffer = [0u8; 256];
-            while listening.load(std::sync::atomic::Ordering::Relaxed) {
+            while listening.load(Ordering::Relaxed) {
                 if let Ok(count) = socket.recv(&mut buffer)
                     && &buffer[..count] == b"WATCHDOG=1"
                 {
-                    *pings.lock().expect("pings") += 1;
+                    pings.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
     };
-    let pinged = || *pings.lock().expect("pings");
+    let pinged = || pings.load(Ordering::Relaxed);
     // A ping every 500 ms; the writer has 250 ms to answer each heartbeat.
     gateway.set_env("WATCHDOG_USEC", "1000000");
     gateway.spawn();
@@ -227,7 +228,7 @@ fn the_watchdog_goes_unfed_while_the_journal_writer_is_stuck_in_a_commit() {
     device.join().expect("the device's event acknowledged");
     wait_until("pings again", Duration::from_secs(5), || pinged() > before);
     assert_eq!(gateway.stop().code(), Some(0));
-    listening.store(false, std::sync::atomic::Ordering::Relaxed);
+    listening.store(false, Ordering::Relaxed);
     listener.join().expect("listener");
 }
 
@@ -240,19 +241,6 @@ impl Drop for KillOnDrop {
             let _ = child.wait();
         }
     }
-}
-
-/// The LM3S6965 firmware image `scripts/firmware.sh` builds.
-fn firmware_image() -> std::path::PathBuf {
-    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-        "../firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965",
-    );
-    assert!(
-        image.is_file(),
-        "{} is missing: build it with scripts/firmware.sh (scripts/test.sh does)",
-        image.display()
-    );
-    image
 }
 
 /// `edge-alerts`, built beside `edge-gateway` by `cargo test --workspace`.

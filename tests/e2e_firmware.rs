@@ -27,23 +27,6 @@ clear_below = 33.0
 severity = "critical"
 "#;
 
-/// The firmware image: `EDGE_FIRMWARE_ELF`, or where `scripts/firmware.sh` builds it.
-fn firmware() -> PathBuf {
-    let image = std::env::var_os("EDGE_FIRMWARE_ELF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(
-                "../firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965",
-            )
-        });
-    assert!(
-        image.is_file(),
-        "{} is missing: build it with scripts/firmware.sh (scripts/test.sh does)",
-        image.display()
-    );
-    image
-}
-
 /// QEMU running the firmware, paused until [`Qemu::resume`], its UART on a pty and its monitor
 /// on a QMP socket.
 struct Qemu {
@@ -65,7 +48,7 @@ impl Qemu {
             .args(["-device", "tmp105,bus=i2c,address=0x48,id=tmp0"])
             .arg("-S")
             .arg("-kernel")
-            .arg(firmware())
+            .arg(firmware_image())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -45,6 +45,23 @@ pub fn edge_gateway() -> Command {
     built_program(env!("CARGO_BIN_EXE_edge-gateway"))
 }
 
+/// The LM3S6965 firmware image: `$EDGE_FIRMWARE_ELF`, or where `scripts/firmware.sh` builds it.
+pub fn firmware_image() -> PathBuf {
+    let image = std::env::var_os("EDGE_FIRMWARE_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                "../firmware/boards/lm3s6965-qemu/target/thumbv7m-none-eabi/release/edge-board-lm3s6965",
+            )
+        });
+    assert!(
+        image.is_file(),
+        "{} is missing: build it with scripts/firmware.sh (scripts/test.sh does)",
+        image.display()
+    );
+    image
+}
+
 /// An unused TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
