@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
+use edge_schema::AlertMessage;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::{AlertState, Engine, Observation, Transition};
@@ -212,19 +212,33 @@ impl Alerts {
             .iter()
             .find(|rule| rule.name == transition.rule);
         let id = format!("{}:alert:{}", self.gateway, transition.alert);
-        let payload = json!({
-            "id": id,
-            "gateway": self.gateway,
-            "rule": transition.rule,
-            "device": transition.device,
-            "state": transition.state.as_str(),
-            "severity": rule.map(|rule| rule.severity.as_str()),
-            "at": transition.at_ms,
-            "value": transition.value,
-            "event": transition.event_id,
-            "labels": rule.map(|rule| &rule.labels),
-        });
         let firing = transition.state == AlertState::Firing;
+        // The shared message type: the cloud parses what this writes into the same type.
+        let message = AlertMessage {
+            id,
+            gateway: self.gateway.clone(),
+            rule: transition.rule.clone(),
+            device: transition.device.clone(),
+            state: if firing {
+                edge_schema::AlertState::Firing
+            } else {
+                edge_schema::AlertState::Resolved
+            },
+            severity: rule.map(|rule| rule.severity.as_str().to_owned()),
+            at: transition.at_ms,
+            value: transition.value,
+            event: transition.event_id.clone(),
+            labels: rule.map(|rule| rule.labels.clone()),
+        };
+        // Strings, numbers and a map with string keys: serde_json cannot fail on them.
+        let payload = match serde_json::to_vec(&message) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, alert = message.id, "failed to render an alert");
+                return true;
+            }
+        };
+        let id = message.id;
         tracing::info!(
             alert = id,
             rule = transition.rule,
@@ -240,7 +254,7 @@ impl Alerts {
             alert: transition.alert,
             firing,
             at_ms: transition.at_ms,
-            payload: payload.to_string().into_bytes(),
+            payload,
         };
         self.journal.append_alert(record).await.is_ok()
     }

@@ -1,0 +1,21 @@
+//! `edge-schema`: what an Edge Gateway sends to the cloud, defined once for the gateway that
+//! writes it and the consumers (`edge-alerts`) that read it.
+//!
+//! - [`message`]: the three messages — a device event, an alert transition, the gateway's
+//!   status — as serde types, with their JSON exactly as `docs/wire-protocol.md` and
+//!   `docs/rules.md` specify it.
+//! - [`encode`]: the gateway's fast, allocation-lean encoder of the event JSON (it runs for
+//!   every event); its output parses into [`EventMessage`] field for field.
+//! - [`address`]: where each message goes on each backbone (MQTT topic, NATS subject, AMQP
+//!   routing key), and back from an address to the gateway and what the message is about.
+//! - [`error`]: why an address, an id or a status is not understood.
+
+pub mod address;
+pub mod encode;
+pub mod error;
+pub mod message;
+
+pub use address::{Address, Lane};
+pub use encode::{EventFields, encode_event};
+pub use error::SchemaError;
+pub use message::{AlertMessage, AlertState, EventMessage, GatewayStatus, Message};
