@@ -1,9 +1,8 @@
 //! Wires the stages together and runs them until asked to stop.
 //!
-//! Start order: journal (recovering what a previous run left) → admin server → device listener
-//! → cloud sink. Stop order is the reverse of the data flow: sources stop taking
-//! input, the sink flushes its acks and says `offline`, the journal commits what is queued and
-//! checkpoints.
+//! Start order: journal (recovering what a previous run left) → admin server → uplinks → device
+//! listener. Stop order is the reverse of the data flow: sources stop taking input, each uplink
+//! flushes its position and says `offline`, the journal commits what is queued and checkpoints.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use crate::config::Config;
 use crate::decode::RejectReason;
 use crate::journal::{Journal, JournalError, JournalHandle, JournalOptions};
 use crate::rules::reload::Reloader;
-use crate::sinks::mqtt::{MqttSink, SinkError};
+use crate::sinks::SinkError;
 use crate::sources::mqtt::{DeviceListener, ListenerError};
 use crate::sources::{Ingest, serial};
 
@@ -32,7 +31,7 @@ pub enum AppError {
     /// The device listener could not start.
     #[error(transparent)]
     Devices(#[from] ListenerError),
-    /// The cloud sink could not be set up.
+    /// An uplink could not be set up.
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// The admin listener could not bind.
@@ -54,6 +53,7 @@ pub fn journal_options(config: &Config) -> JournalOptions {
         max_age: config.journal.max_age,
         when_full: config.journal.when_full,
         synchronous: config.journal.synchronous,
+        destinations: config.destination_routes(),
     }
 }
 
@@ -84,13 +84,9 @@ pub async fn run(
             listen: config.admin.listen,
             source,
         })?;
-    let sink = MqttSink::new(
-        &config.uplink,
-        &config.gateway.id,
-        handle.clone(),
-        Arc::clone(&metrics),
-    )?;
     let (stop, stopped) = watch::channel(false);
+    let mut sink_tasks =
+        crate::sinks::uplinks::spawn(&config, &handle, &metrics, &report.positions, &stopped)?;
     let (rules, rules_task) = crate::rules::service::spawn(
         config.rules.clone(),
         &config.gateway.id,
@@ -151,12 +147,17 @@ pub async fn run(
     .with_rules(rules.clone());
     let mut serial_tasks = serial::spawn_ports(&config.serial, &serial_ingest, &stopped);
     let stopped_for_watchdog = stopped.clone();
-    let sink_task = tokio::spawn(sink.run(stopped));
+    let uplinks = config
+        .uplinks
+        .iter()
+        .map(|uplink| format!("{} ({})", uplink.name, uplink.url))
+        .collect::<Vec<_>>()
+        .join(", ");
     tracing::info!(
         gateway = %config.gateway.id,
         devices = %config.local_broker.listen,
         admin = %config.admin.listen,
-        uplink = %config.uplink.url,
+        %uplinks,
         journal = %config.journal_path().display(),
         "edge-gateway running"
     );
@@ -189,7 +190,7 @@ pub async fn run(
     if let Some(task) = hangup_task {
         let _ = task.await;
     }
-    let _ = sink_task.await;
+    while sink_tasks.join_next().await.is_some() {}
     drop(handle);
     journal.close().await;
     let _ = admin_task.await;

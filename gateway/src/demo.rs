@@ -20,7 +20,7 @@ use rumqttd::Notification;
 use tokio::sync::watch;
 
 use crate::cloud_broker::start_cloud_broker;
-use crate::config::{Config, UplinkUrl};
+use crate::config::{Config, UplinkType, UplinkUrl};
 
 /// Options of `edge-gateway demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -106,15 +106,19 @@ pub async fn run(
     let mut config = Config::new(
         GATEWAY_ID,
         UplinkUrl {
+            kind: UplinkType::Mqtt,
             tls: false,
             host: "127.0.0.1".into(),
             port: args.cloud_port,
+            vhost: None,
         },
     );
     config.gateway.data_dir = data_dir;
     config.local_broker.listen = localhost(args.device_port);
     config.admin.listen = localhost(args.admin_port);
-    config.uplink.reconnect_max = Duration::from_secs(5);
+    for uplink in &mut config.uplinks {
+        uplink.reconnect_max = Duration::from_secs(5);
+    }
     config.journal.max_size = 64 * 1024 * 1024;
     config.rules = demo_rules()?;
 

@@ -223,15 +223,27 @@ fn journal(command: JournalCommand) -> anyhow::Result<()> {
         .unwrap_or(0);
     match limit {
         None => {
-            let summary = edge_gateway::journal::summarize(&path)?;
+            let summary = edge_gateway::journal::summarize(&path, &config.destination_routes())?;
             println!("journal:      {}", path.display());
             println!("rows:         {}", summary.rows);
+            println!("alerts:       {}", summary.alerts);
             println!("bytes:        {}", summary.file_bytes);
             match summary.oldest_received_at_ms {
                 Some(at) => println!("oldest age:   {:.1}s", (now_ms - at).max(0) as f64 / 1000.0),
                 None => println!("oldest age:   -"),
             }
             println!("dead letters: {}", summary.dead_letters);
+            println!("per uplink (rows not yet confirmed):");
+            for uplink in &summary.destinations {
+                let age = uplink.oldest_received_at_ms.map_or_else(
+                    || "-".to_owned(),
+                    |at| format!("{:.1}s", (now_ms - at).max(0) as f64 / 1000.0),
+                );
+                println!(
+                    "  {:<24} events {:<10} alerts {:<8} oldest age {age}",
+                    uplink.name, uplink.events, uplink.alerts
+                );
+            }
             if !summary.per_device.is_empty() {
                 println!("per device:");
                 for (device, rows) in &summary.per_device {
@@ -241,6 +253,16 @@ fn journal(command: JournalCommand) -> anyhow::Result<()> {
         }
         Some(limit) => {
             let inspection = edge_gateway::journal::inspect(&path, limit)?;
+            println!("oldest {} buffered alerts:", inspection.alerts.len());
+            for alert in &inspection.alerts {
+                let age = (now_ms - alert.received_at_ms).max(0) as f64 / 1000.0;
+                println!(
+                    "  #{} {} age {age:.1}s {}",
+                    alert.id,
+                    alert.device,
+                    String::from_utf8_lossy(&alert.payload)
+                );
+            }
             println!("oldest {} buffered events:", inspection.events.len());
             for event in &inspection.events {
                 let age = (now_ms - event.received_at_ms).max(0) as f64 / 1000.0;

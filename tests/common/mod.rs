@@ -327,14 +327,27 @@ impl Drop for Gateway {
     }
 }
 
+/// The value of `series` in a Prometheus text exposition. A family name without labels that
+/// only has labelled series (e.g. `edge_uplink_connected`, labelled by uplink) gives their sum.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
+    let exact = text.lines().find_map(|line| {
         line.strip_prefix(series)?
             .strip_prefix(' ')?
             .trim()
             .parse()
             .ok()
-    })
+    });
+    if exact.is_some() || series.contains('{') {
+        return exact;
+    }
+    let labelled: Vec<f64> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(series)?.strip_prefix('{')?;
+            rest.rsplit_once(' ')?.1.trim().parse().ok()
+        })
+        .collect();
+    (!labelled.is_empty()).then(|| labelled.iter().sum())
 }
 
 pub fn signal(pid: u32, name: &str) {

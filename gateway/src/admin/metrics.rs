@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::journal::{DropReason, JournalStats};
+use crate::journal::{DropReason, JournalStats, Lane};
 
 /// Where events enter the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,19 +99,21 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
+    /// Writes the series of one labelled histogram (`labels` like `uplink="cloud"`).
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
@@ -244,13 +246,93 @@ pub struct Metrics {
     alerts: [AtomicU64; 2],
     rule_events_dropped: AtomicU64,
     serial_ports: std::sync::Mutex<Vec<(String, Arc<SerialPortStats>)>>,
-    uplink_connected: AtomicBool,
-    uplink_connections: AtomicU64,
-    uplink_published: AtomicU64,
-    uplink_acked: AtomicU64,
-    /// Time from handing a message to the uplink to its PUBACK.
-    pub uplink_ack_latency: Histogram,
+    uplinks: Vec<Arc<UplinkStats>>,
     journal: Arc<JournalStats>,
+}
+
+/// Live figures of one uplink (destination), labelled `uplink` in `/metrics`.
+#[derive(Debug)]
+pub struct UplinkStats {
+    name: String,
+    connected: AtomicBool,
+    connections: AtomicU64,
+    published: AtomicU64,
+    confirmed: AtomicU64,
+    rejected: [AtomicU64; 2],
+    stalls: AtomicU64,
+    stalled: AtomicBool,
+    /// Time from offering a message to its confirmation.
+    pub ack_latency: Histogram,
+}
+
+impl UplinkStats {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            connected: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            rejected: Default::default(),
+            stalls: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            ack_latency: Histogram::default(),
+        }
+    }
+
+    /// The uplink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets whether the uplink is connected; counts connections.
+    pub fn set_connected(&self, connected: bool) {
+        let was = self.connected.swap(connected, Ordering::Relaxed);
+        if connected && !was {
+            self.connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the uplink is connected.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Counts messages handed to the connection.
+    pub fn add_published(&self, count: u64) {
+        self.published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Counts messages the broker confirmed.
+    pub fn add_confirmed(&self, count: u64) {
+        self.confirmed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Messages the broker confirmed so far.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Relaxed)
+    }
+
+    /// Counts a message the broker refused; `permanent` ones are dead-lettered.
+    pub fn add_rejected(&self, permanent: bool) {
+        self.rejected[usize::from(permanent)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an ack timeout and marks the uplink stalled until the next confirmation.
+    pub fn record_stall(&self) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the uplink as no longer stalled.
+    pub fn clear_stall(&self) {
+        self.stalled.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether nothing was confirmed for an ack timeout, and nothing since.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
 }
 
 impl Metrics {
@@ -268,11 +350,11 @@ impl Metrics {
             alerts: Default::default(),
             rule_events_dropped: AtomicU64::new(0),
             serial_ports: std::sync::Mutex::default(),
-            uplink_connected: AtomicBool::new(false),
-            uplink_connections: AtomicU64::new(0),
-            uplink_published: AtomicU64::new(0),
-            uplink_acked: AtomicU64::new(0),
-            uplink_ack_latency: Histogram::default(),
+            uplinks: journal
+                .destinations()
+                .iter()
+                .map(|destination| Arc::new(UplinkStats::new(destination.name().to_owned())))
+                .collect(),
             journal,
         }
     }
@@ -350,27 +432,9 @@ impl Metrics {
         stats
     }
 
-    /// Sets whether the uplink is connected.
-    pub fn set_uplink_connected(&self, connected: bool) {
-        self.uplink_connected.store(connected, Ordering::Relaxed);
-        if connected {
-            self.uplink_connections.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the uplink is connected.
-    pub fn uplink_connected(&self) -> bool {
-        self.uplink_connected.load(Ordering::Relaxed)
-    }
-
-    /// Counts messages handed to the uplink connection.
-    pub fn add_published(&self, count: u64) {
-        self.uplink_published.fetch_add(count, Ordering::Relaxed);
-    }
-
-    /// Counts messages the cloud broker acknowledged.
-    pub fn add_acked(&self, count: u64) {
-        self.uplink_acked.fetch_add(count, Ordering::Relaxed);
+    /// The figures of each uplink, in configuration order (the journal's destinations).
+    pub fn uplinks(&self) -> &[Arc<UplinkStats>] {
+        &self.uplinks
     }
 
     /// The journal's figures.
@@ -536,40 +600,155 @@ impl Metrics {
                 written,
             );
         }
-        single(
-            &mut out,
+        self.render_uplinks(&mut out, now_ms);
+        out
+    }
+}
+
+impl Metrics {
+    fn render_uplinks(&self, out: &mut String, now_ms: i64) {
+        let destinations = self.journal.destinations();
+        let label = |uplink: &UplinkStats| escape_label(uplink.name());
+        let per_uplink = |out: &mut String,
+                          name: &str,
+                          kind: &str,
+                          help: &str,
+                          value: &dyn Fn(&UplinkStats) -> u64| {
+            family(out, name, kind, help);
+            for uplink in &self.uplinks {
+                let _ = writeln!(
+                    out,
+                    "{name}{{uplink=\"{}\"}} {}",
+                    label(uplink),
+                    value(uplink)
+                );
+            }
+        };
+        per_uplink(
+            out,
             "edge_uplink_connected",
             "gauge",
-            "Whether the cloud uplink is connected.",
-            u64::from(self.uplink_connected()),
+            "Whether the uplink is connected.",
+            &|uplink| u64::from(uplink.connected()),
         );
-        single(
-            &mut out,
+        per_uplink(
+            out,
             "edge_uplink_connections_total",
             "counter",
-            "Successful connections to the cloud broker.",
-            self.uplink_connections.load(Ordering::Relaxed),
+            "Successful connections to the uplink's broker.",
+            &|uplink| uplink.connections.load(Ordering::Relaxed),
         );
-        single(
-            &mut out,
+        per_uplink(
+            out,
             "edge_uplink_published_total",
             "counter",
-            "Messages handed to the cloud connection (retransmissions included).",
-            self.uplink_published.load(Ordering::Relaxed),
+            "Messages handed to the uplink's connection (resends included).",
+            &|uplink| uplink.published.load(Ordering::Relaxed),
         );
-        single(
-            &mut out,
+        per_uplink(
+            out,
             "edge_uplink_acked_total",
             "counter",
-            "Messages the cloud broker acknowledged.",
-            self.uplink_acked.load(Ordering::Relaxed),
+            "Messages the uplink's broker confirmed.",
+            &|uplink| uplink.confirmed(),
         );
-        self.uplink_ack_latency.render(
-            &mut out,
+        family(
+            out,
+            "edge_uplink_rejected_total",
+            "counter",
+            "Messages the uplink's broker refused: retryable ones are sent again, permanent ones dead-lettered.",
+        );
+        for uplink in &self.uplinks {
+            for (index, kind) in ["retryable", "permanent"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "edge_uplink_rejected_total{{uplink=\"{}\",kind=\"{kind}\"}} {}",
+                    label(uplink),
+                    uplink.rejected[index].load(Ordering::Relaxed)
+                );
+            }
+        }
+        per_uplink(
+            out,
+            "edge_uplink_stalls_total",
+            "counter",
+            "Times nothing in flight was confirmed for the uplink's ack_timeout (the connection was dropped and the messages resent).",
+            &|uplink| uplink.stalls.load(Ordering::Relaxed),
+        );
+        per_uplink(
+            out,
+            "edge_uplink_stalled",
+            "gauge",
+            "Whether the uplink's last ack timeout has not been followed by a confirmation yet.",
+            &|uplink| u64::from(uplink.stalled()),
+        );
+        family(
+            out,
+            "edge_uplink_backlog_rows",
+            "gauge",
+            "Journal rows the uplink has not confirmed yet, by lane.",
+        );
+        for (uplink, destination) in self.uplinks.iter().zip(destinations) {
+            for lane in Lane::ALL {
+                let _ = writeln!(
+                    out,
+                    "edge_uplink_backlog_rows{{uplink=\"{}\",lane=\"{}\"}} {}",
+                    label(uplink),
+                    lane.as_str(),
+                    destination.backlog(lane)
+                );
+            }
+        }
+        family(
+            out,
+            "edge_uplink_oldest_unconfirmed_age_seconds",
+            "gauge",
+            "Age of the oldest event the uplink has not confirmed (0 when none).",
+        );
+        for (uplink, destination) in self.uplinks.iter().zip(destinations) {
+            let age = destination
+                .oldest_unconfirmed_ms()
+                .map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "edge_uplink_oldest_unconfirmed_age_seconds{{uplink=\"{}\"}} {age}",
+                label(uplink)
+            );
+        }
+        family(
+            out,
+            "edge_uplink_dropped_total",
+            "counter",
+            "Rows the journal removed before the uplink confirmed them, by reason.",
+        );
+        for (uplink, destination) in self.uplinks.iter().zip(destinations) {
+            for reason in [
+                DropReason::EvictedOldest,
+                DropReason::Expired,
+                DropReason::Corrupt,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "edge_uplink_dropped_total{{uplink=\"{}\",reason=\"{}\"}} {}",
+                    label(uplink),
+                    reason.as_str(),
+                    destination.dropped(reason)
+                );
+            }
+        }
+        family(
+            out,
             "edge_uplink_ack_latency_seconds",
-            "Time from publishing a message to its acknowledgement.",
+            "histogram",
+            "Time from offering a message to the uplink to its confirmation.",
         );
-        out
+        for uplink in &self.uplinks {
+            uplink.ack_latency.render_series(
+                out,
+                "edge_uplink_ack_latency_seconds",
+                &format!("uplink=\"{}\"", label(uplink)),
+            );
+        }
     }
 }
 
@@ -601,23 +780,41 @@ mod tests {
 
     #[test]
     fn renders_every_family_with_labels_and_histogram_buckets() {
-        let metrics = Metrics::new(Arc::new(JournalStats::default()), &["invalid_json"]);
+        let journal = JournalStats::new(["cloud".to_owned(), "bus".to_owned()]);
+        let metrics = Metrics::new(Arc::new(journal), &["invalid_json"]);
         metrics.add_received(Source::Mqtt, 3);
         metrics.add_rejected("invalid_json");
         metrics.add_rejected("oversized");
-        metrics.uplink_ack_latency.observe(Duration::from_millis(3));
-        metrics.uplink_ack_latency.observe(Duration::from_secs(60));
+        let cloud = &metrics.uplinks()[0];
+        cloud.ack_latency.observe(Duration::from_millis(3));
+        cloud.ack_latency.observe(Duration::from_secs(60));
+        cloud.set_connected(true);
+        cloud.add_rejected(true);
+        cloud.record_stall();
         let text = metrics.render(0);
         assert!(text.contains("edge_events_received_total{source=\"mqtt\"} 3\n"));
         assert!(text.contains("edge_events_received_total{source=\"serial\"} 0\n"));
         assert!(text.contains("edge_events_rejected_total{reason=\"invalid_json\"} 1\n"));
         assert!(text.contains("edge_events_rejected_total{reason=\"oversized\"} 1\n"));
         assert!(text.contains("edge_journal_dropped_total{reason=\"evicted_oldest\"} 0\n"));
-        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"0.001\"} 0\n"));
-        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"0.005\"} 1\n"));
-        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"10\"} 1\n"));
-        assert!(text.contains("edge_uplink_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
-        assert!(text.contains("edge_uplink_ack_latency_seconds_count 2\n"));
+        let cloud = "uplink=\"cloud\"";
+        for series in [
+            format!("edge_uplink_ack_latency_seconds_bucket{{{cloud},le=\"0.001\"}} 0\n"),
+            format!("edge_uplink_ack_latency_seconds_bucket{{{cloud},le=\"0.005\"}} 1\n"),
+            format!("edge_uplink_ack_latency_seconds_bucket{{{cloud},le=\"10\"}} 1\n"),
+            format!("edge_uplink_ack_latency_seconds_bucket{{{cloud},le=\"+Inf\"}} 2\n"),
+            format!("edge_uplink_ack_latency_seconds_count{{{cloud}}} 2\n"),
+            "edge_uplink_ack_latency_seconds_count{uplink=\"bus\"} 0\n".to_owned(),
+            format!("edge_uplink_connected{{{cloud}}} 1\n"),
+            "edge_uplink_connected{uplink=\"bus\"} 0\n".to_owned(),
+            format!("edge_uplink_rejected_total{{{cloud},kind=\"permanent\"}} 1\n"),
+            format!("edge_uplink_stalls_total{{{cloud}}} 1\n"),
+            format!("edge_uplink_stalled{{{cloud}}} 1\n"),
+            "edge_uplink_backlog_rows{uplink=\"bus\",lane=\"events\"} 0\n".to_owned(),
+            format!("edge_uplink_dropped_total{{{cloud},reason=\"evicted_oldest\"}} 0\n"),
+        ] {
+            assert!(text.contains(&series), "missing {series}");
+        }
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or_default();
             assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");

@@ -4,5 +4,5 @@
 mod metrics;
 mod server;
 
-pub use metrics::{DeviceConnection, Histogram, Metrics, SerialPortStats, Source};
+pub use metrics::{DeviceConnection, Histogram, Metrics, SerialPortStats, Source, UplinkStats};
 pub use server::serve;

@@ -61,10 +61,17 @@ async fn reload(State(state): State<AdminState>) -> impl IntoResponse {
 async fn readyz(State(AdminState { metrics, .. }): State<AdminState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     if !metrics.journal().writable() {
-        reasons.push("journal is not writable");
+        reasons.push("journal is not writable".to_owned());
     }
-    if !metrics.uplink_connected() {
-        reasons.push("uplink is not connected");
+    for uplink in metrics.uplinks() {
+        if !uplink.connected() {
+            reasons.push(format!("uplink is not connected: {}", uplink.name()));
+        } else if uplink.stalled() {
+            reasons.push(format!(
+                "uplink is stalled: {} (nothing confirmed within its ack_timeout; reconnecting)",
+                uplink.name()
+            ));
+        }
     }
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())

@@ -26,5 +26,5 @@ pub use error::{ConfigError, Problem};
 pub use load::{load, parse};
 pub use model::{
     AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, LocalBrokerConfig, SerialConfig,
-    Synchronous, UplinkConfig, UplinkUrl, WhenFull,
+    Lanes, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };

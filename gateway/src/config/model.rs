@@ -20,8 +20,9 @@ pub struct Config {
     pub local_broker: LocalBrokerConfig,
     /// `[[serial]]`: serial ports devices are attached to; none by default.
     pub serial: Vec<SerialConfig>,
-    /// `[uplink]`: the cloud MQTT broker events are forwarded to.
-    pub uplink: UplinkConfig,
+    /// `[[uplink]]` (or a single `[uplink]`): the destinations events and alerts are forwarded
+    /// to, at least one; names unique.
+    pub uplinks: Vec<UplinkConfig>,
     /// `[journal]`: the SQLite journal that holds events until the uplink acknowledges them.
     pub journal: JournalConfig,
     /// `[admin]`: the admin HTTP surface (health, metrics).
@@ -39,7 +40,7 @@ impl Config {
             gateway,
             local_broker: LocalBrokerConfig::default(),
             serial: Vec::new(),
-            uplink,
+            uplinks: vec![uplink],
             journal: JournalConfig::default(),
             admin: AdminConfig::default(),
             rules: Vec::new(),
@@ -49,6 +50,11 @@ impl Config {
     /// Where the journal database lives: `{data_dir}/journal.db`.
     pub fn journal_path(&self) -> PathBuf {
         self.gateway.data_dir.join("journal.db")
+    }
+
+    /// The destinations as the journal knows them, in order.
+    pub fn destination_routes(&self) -> Vec<crate::journal::DestinationRoute> {
+        self.uplinks.iter().map(UplinkConfig::route).collect()
     }
 }
 
@@ -123,31 +129,101 @@ impl SerialConfig {
     }
 }
 
-/// `[uplink]`: the cloud broker.
+/// Which protocol an uplink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkType {
+    /// `mqtt`: MQTT 3.1.1 at QoS 1, confirmed by PUBACK.
+    Mqtt,
+    /// `nats`: NATS JetStream, confirmed by the stream's PubAck.
+    Nats,
+    /// `amqp`: AMQP 0-9-1 (RabbitMQ), confirmed by publisher confirms.
+    Amqp,
+}
+
+impl UplinkType {
+    /// The name in configuration (`type`), and the default uplink name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Nats => "nats",
+            Self::Amqp => "amqp",
+        }
+    }
+}
+
+/// `lanes`: what an uplink carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lanes {
+    /// `events`: device events.
+    pub events: bool,
+    /// `alerts`: alert transitions.
+    pub alerts: bool,
+    /// `status`: the gateway's `online` / `offline`.
+    pub status: bool,
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Self {
+            events: true,
+            alerts: true,
+            status: true,
+        }
+    }
+}
+
+/// One `[[uplink]]` (or the single `[uplink]`): a destination.
 #[derive(Debug, Clone)]
 pub struct UplinkConfig {
-    /// `url` (required): `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
-    /// (TLS, default port 8883).
+    /// `name` (default: the type, e.g. `mqtt`): names the uplink in metrics (`uplink` label) and
+    /// logs, and keys its delivery position in the journal; 1 to 64 of `A-Z a-z 0-9 . _ -`,
+    /// unique. Renaming an uplink makes it a new destination, which gets again what the journal
+    /// holds.
+    pub name: String,
+    /// `type` (default: from the url's scheme): `mqtt`, `nats` or `amqp`.
+    pub kind: UplinkType,
+    /// `url` (required): `mqtt://host[:port]` (1883), `mqtts://` (TLS, 8883); `nats://host[:port]`
+    /// (4222), `tls://` (TLS, 4222); `amqp://host[:port][/vhost]` (5672), `amqps://` (TLS, 5671).
     pub url: UplinkUrl,
-    /// `topic_prefix` (default `edge`): events go to `{topic_prefix}/{gateway.id}/...`; not
-    /// empty, no `+` or `#`, no leading or trailing `/`.
+    /// `lanes` (default all): any of `events`, `alerts`, `status`.
+    pub lanes: Lanes,
+    /// `devices` (default all): a glob (`*`, `?`) of the device ids whose events and alerts
+    /// this uplink takes.
+    pub devices: Option<crate::rules::DevicePattern>,
+    /// `ack_timeout` (default `30s`, above zero): when nothing in flight is confirmed for this
+    /// long, the connection is dropped and the messages sent again.
+    pub ack_timeout: Duration,
+    /// `topic_prefix` (mqtt, default `edge`): events go to `{topic_prefix}/{gateway.id}/...`;
+    /// not empty, no `+` or `#`, no leading or trailing `/`.
     pub topic_prefix: String,
-    /// `client_id` (default `edge-gateway-{gateway.id}`): the MQTT client id; not empty.
+    /// `subject_prefix` (nats, default `edge`): subjects are `{subject_prefix}.{gateway.id}...`;
+    /// tokens of `A-Z a-z 0-9 _ -` separated by dots.
+    pub subject_prefix: String,
+    /// `stream` (nats, default `EDGE`): the JetStream stream; created with subjects
+    /// `{subject_prefix}.>` if missing.
+    pub stream: String,
+    /// `exchange` (amqp, default `edge`): the durable topic exchange; declared if missing.
+    pub exchange: String,
+    /// `client_id` (mqtt, default `edge-gateway-{gateway.id}`): the MQTT client id; not empty.
     pub client_id: String,
-    /// `ca_file` (default: the system roots): PEM certificates to trust; `mqtts` only.
+    /// `token_file` (nats): a file holding a NATS token.
+    pub token_file: Option<PathBuf>,
+    /// `credentials_file` (nats): a NATS `.creds` file (JWT and nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// `ca_file` (default: the system roots): PEM certificates to trust; TLS urls only.
     pub ca_file: Option<PathBuf>,
     /// `client_cert_file`: PEM client certificate for mutual TLS; `mqtts` only, together with
     /// `client_key_file`.
     pub client_cert_file: Option<PathBuf>,
     /// `client_key_file`: PEM private key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
-    /// `username` (default none): MQTT username; not empty.
+    /// `username` (default none): the login; not empty.
     pub username: Option<String>,
-    /// `password_file`: a file holding the MQTT password; only with `username`.
+    /// `password_file`: a file holding the password; only with `username`.
     pub password_file: Option<PathBuf>,
-    /// `keep_alive` (default `30s`, from 5s to 65535s in whole seconds): MQTT keep-alive.
+    /// `keep_alive` (mqtt, default `30s`, from 5s to 65535s in whole seconds): MQTT keep-alive.
     pub keep_alive: Duration,
-    /// `max_inflight` (default 256, 1 to 65535): QoS 1 publishes awaiting an ack at once.
+    /// `max_inflight` (default 256, 1 to 65535): messages awaiting their confirmation at once.
     pub max_inflight: u16,
     /// `reconnect_min` (default `100ms`, above zero): first delay before reconnecting; doubles
     /// on each failure.
@@ -157,13 +233,33 @@ pub struct UplinkConfig {
 }
 
 impl UplinkConfig {
+    /// The destination as the journal knows it.
+    pub fn route(&self) -> crate::journal::DestinationRoute {
+        crate::journal::DestinationRoute {
+            name: self.name.clone(),
+            alerts: self.lanes.alerts,
+            events: self.lanes.events,
+            devices: self.devices.clone(),
+        }
+    }
+
     /// The uplink to `url` with every optional value at its default; the client id is derived
     /// from `gateway_id`.
     pub fn new(url: UplinkUrl, gateway_id: &str) -> Self {
         Self {
+            name: url.kind.as_str().to_owned(),
+            kind: url.kind,
             url,
+            lanes: Lanes::default(),
+            devices: None,
+            ack_timeout: Duration::from_secs(30),
             topic_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            subject_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            stream: "EDGE".to_owned(),
+            exchange: DEFAULT_TOPIC_PREFIX.to_owned(),
             client_id: format!("edge-gateway-{gateway_id}"),
+            token_file: None,
+            credentials_file: None,
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
@@ -177,25 +273,51 @@ impl UplinkConfig {
     }
 }
 
-/// A parsed `mqtt://` or `mqtts://` URL. `Display` gives it back with the port spelled out.
+/// A parsed uplink URL. `Display` gives it back with the port spelled out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UplinkUrl {
-    /// `true` for `mqtts://`.
+    /// The protocol its scheme names.
+    pub kind: UplinkType,
+    /// `true` for `mqtts://`, `tls://`, `amqps://`.
     pub tls: bool,
     /// A host name or IP address; an IPv6 address without its brackets.
     pub host: String,
     /// The port, the scheme's default if the URL named none.
     pub port: u16,
+    /// The AMQP virtual host, decoded (`amqp://host/%2f` is `/`); `None` for the default.
+    pub vhost: Option<String>,
+}
+
+impl UplinkUrl {
+    /// The scheme as written in configuration.
+    pub fn scheme(&self) -> &'static str {
+        match (self.kind, self.tls) {
+            (UplinkType::Mqtt, false) => "mqtt",
+            (UplinkType::Mqtt, true) => "mqtts",
+            (UplinkType::Nats, false) => "nats",
+            (UplinkType::Nats, true) => "tls",
+            (UplinkType::Amqp, false) => "amqp",
+            (UplinkType::Amqp, true) => "amqps",
+        }
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl fmt::Display for UplinkUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        write!(f, "{}://{}", self.scheme(), self.authority())?;
+        if let Some(vhost) = &self.vhost {
+            write!(f, "/{}", super::url::encode_vhost(vhost))?;
         }
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) struct RawConfig {
     pub(super) gateway: Option<Spanned<RawGateway>>,
     pub(super) local_broker: RawLocalBroker,
     pub(super) serial: Vec<Spanned<RawSerial>>,
-    pub(super) uplink: Option<Spanned<RawUplink>>,
+    pub(super) uplink: Option<Spanned<RawUplinks>>,
     pub(super) journal: RawJournal,
     pub(super) admin: RawAdmin,
     pub(super) rule: Vec<Spanned<RawRule>>,
@@ -84,11 +84,61 @@ pub(super) struct RawSerial {
     pub(super) baud: Option<Integer>,
 }
 
-/// `[uplink]`.
+/// `[uplink]` (one destination, as the first release wrote it) or `[[uplink]]` (several).
+#[derive(Debug)]
+pub(super) enum RawUplinks {
+    /// A single `[uplink]` table.
+    One(RawUplink),
+    /// `[[uplink]]` tables.
+    Many(Vec<Spanned<RawUplink>>),
+}
+
+impl<'de> Deserialize<'de> for RawUplinks {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawUplinks;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a table ([uplink]) or an array of tables ([[uplink]])")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawUplinks, A::Error> {
+                RawUplink::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawUplinks::One)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawUplinks, A::Error> {
+                let mut uplinks = Vec::new();
+                while let Some(uplink) = seq.next_element()? {
+                    uplinks.push(uplink);
+                }
+                Ok(RawUplinks::Many(uplinks))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// One `[[uplink]]`, or `[uplink]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, expecting = "a table")]
 pub(super) struct RawUplink {
+    pub(super) name: Option<Text>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Text>,
     pub(super) url: Option<Text>,
+    pub(super) lanes: Option<Spanned<Vec<Text>>>,
+    pub(super) devices: Option<Text>,
+    pub(super) ack_timeout: Option<Text>,
+    pub(super) subject_prefix: Option<Text>,
+    pub(super) stream: Option<Text>,
+    pub(super) exchange: Option<Text>,
+    pub(super) token_file: Option<Text>,
+    pub(super) credentials_file: Option<Text>,
     pub(super) topic_prefix: Option<Text>,
     pub(super) client_id: Option<Text>,
     pub(super) ca_file: Option<Text>,

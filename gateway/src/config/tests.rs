@@ -45,7 +45,7 @@ fn address(text: &str) -> SocketAddr {
 #[test]
 fn the_example_parses_and_matches_the_defaults_it_documents() {
     let config = valid(EXAMPLE);
-    let defaults = Config::new("greenhouse-pi", config.uplink.url.clone());
+    let defaults = Config::new("greenhouse-pi", config.uplinks[0].url.clone());
 
     assert_eq!(config.gateway.id, "greenhouse-pi");
     assert_eq!(config.gateway.data_dir, defaults.gateway.data_dir);
@@ -62,17 +62,17 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
         "the example leaves serial ports commented out"
     );
     assert_eq!(
-        config.uplink.url.to_string(),
+        config.uplinks[0].url.to_string(),
         "mqtts://broker.example.com:8883"
     );
-    assert_eq!(config.uplink.topic_prefix, defaults.uplink.topic_prefix);
-    assert_eq!(config.uplink.client_id, defaults.uplink.client_id);
-    assert_eq!(config.uplink.ca_file, None);
-    assert_eq!(config.uplink.username, None);
-    assert_eq!(config.uplink.keep_alive, defaults.uplink.keep_alive);
-    assert_eq!(config.uplink.max_inflight, defaults.uplink.max_inflight);
-    assert_eq!(config.uplink.reconnect_min, defaults.uplink.reconnect_min);
-    assert_eq!(config.uplink.reconnect_max, defaults.uplink.reconnect_max);
+    assert_eq!(config.uplinks[0].topic_prefix, defaults.uplinks[0].topic_prefix);
+    assert_eq!(config.uplinks[0].client_id, defaults.uplinks[0].client_id);
+    assert_eq!(config.uplinks[0].ca_file, None);
+    assert_eq!(config.uplinks[0].username, None);
+    assert_eq!(config.uplinks[0].keep_alive, defaults.uplinks[0].keep_alive);
+    assert_eq!(config.uplinks[0].max_inflight, defaults.uplinks[0].max_inflight);
+    assert_eq!(config.uplinks[0].reconnect_min, defaults.uplinks[0].reconnect_min);
+    assert_eq!(config.uplinks[0].reconnect_max, defaults.uplinks[0].reconnect_max);
     assert_eq!(config.journal.max_size, defaults.journal.max_size);
     assert_eq!(config.journal.max_age, defaults.journal.max_age);
     assert_eq!(config.journal.when_full, WhenFull::DropOldest);
@@ -97,24 +97,26 @@ fn only_gateway_id_and_uplink_url_are_required() {
     assert_eq!(config.local_broker.max_connections, 1000);
     assert!(config.serial.is_empty());
     assert_eq!(
-        config.uplink.url,
+        config.uplinks[0].url,
         UplinkUrl {
+            kind: crate::config::UplinkType::Mqtt,
             tls: false,
             host: "127.0.0.1".to_owned(),
-            port: 1883
+            port: 1883,
+            vhost: None,
         }
     );
-    assert_eq!(config.uplink.topic_prefix, "edge");
-    assert_eq!(config.uplink.client_id, "edge-gateway-gw-1");
-    assert_eq!(config.uplink.ca_file, None);
-    assert_eq!(config.uplink.client_cert_file, None);
-    assert_eq!(config.uplink.client_key_file, None);
-    assert_eq!(config.uplink.username, None);
-    assert_eq!(config.uplink.password_file, None);
-    assert_eq!(config.uplink.keep_alive, Duration::from_secs(30));
-    assert_eq!(config.uplink.max_inflight, 256);
-    assert_eq!(config.uplink.reconnect_min, Duration::from_millis(100));
-    assert_eq!(config.uplink.reconnect_max, Duration::from_secs(30));
+    assert_eq!(config.uplinks[0].topic_prefix, "edge");
+    assert_eq!(config.uplinks[0].client_id, "edge-gateway-gw-1");
+    assert_eq!(config.uplinks[0].ca_file, None);
+    assert_eq!(config.uplinks[0].client_cert_file, None);
+    assert_eq!(config.uplinks[0].client_key_file, None);
+    assert_eq!(config.uplinks[0].username, None);
+    assert_eq!(config.uplinks[0].password_file, None);
+    assert_eq!(config.uplinks[0].keep_alive, Duration::from_secs(30));
+    assert_eq!(config.uplinks[0].max_inflight, 256);
+    assert_eq!(config.uplinks[0].reconnect_min, Duration::from_millis(100));
+    assert_eq!(config.uplinks[0].reconnect_max, Duration::from_secs(30));
     assert_eq!(config.journal.max_size, 512 * 1024 * 1024);
     assert_eq!(
         config.journal.max_age,
@@ -184,21 +186,21 @@ fn every_value_can_be_set() {
     assert_eq!(names, ["s1", "s2"]);
     assert_eq!(config.serial[0].baud, 9600);
     assert_eq!(config.serial[1].baud, 115_200);
-    assert_eq!(config.uplink.url.to_string(), "mqtts://[::1]:8883");
-    assert_eq!(config.uplink.topic_prefix, "site/a");
-    assert_eq!(config.uplink.client_id, "me");
-    assert_eq!(config.uplink.ca_file, Some(PathBuf::from("/ca.pem")));
+    assert_eq!(config.uplinks[0].url.to_string(), "mqtts://[::1]:8883");
+    assert_eq!(config.uplinks[0].topic_prefix, "site/a");
+    assert_eq!(config.uplinks[0].client_id, "me");
+    assert_eq!(config.uplinks[0].ca_file, Some(PathBuf::from("/ca.pem")));
     assert_eq!(
-        config.uplink.client_cert_file,
+        config.uplinks[0].client_cert_file,
         Some(PathBuf::from("/c.pem"))
     );
-    assert_eq!(config.uplink.client_key_file, Some(PathBuf::from("/c.key")));
-    assert_eq!(config.uplink.username.as_deref(), Some("u"));
-    assert_eq!(config.uplink.password_file, Some(PathBuf::from("/p")));
-    assert_eq!(config.uplink.keep_alive, Duration::from_secs(60));
-    assert_eq!(config.uplink.max_inflight, u16::MAX);
-    assert_eq!(config.uplink.reconnect_min, Duration::from_secs(1));
-    assert_eq!(config.uplink.reconnect_max, Duration::from_secs(1));
+    assert_eq!(config.uplinks[0].client_key_file, Some(PathBuf::from("/c.key")));
+    assert_eq!(config.uplinks[0].username.as_deref(), Some("u"));
+    assert_eq!(config.uplinks[0].password_file, Some(PathBuf::from("/p")));
+    assert_eq!(config.uplinks[0].keep_alive, Duration::from_secs(60));
+    assert_eq!(config.uplinks[0].max_inflight, u16::MAX);
+    assert_eq!(config.uplinks[0].reconnect_min, Duration::from_secs(1));
+    assert_eq!(config.uplinks[0].reconnect_max, Duration::from_secs(1));
     assert_eq!(config.journal.max_size, 65_536);
     assert_eq!(config.journal.max_age, Duration::from_secs(5_400));
     assert_eq!(config.journal.when_full, WhenFull::Block);
@@ -361,7 +363,7 @@ listen = "127.0.0.1"
             "10:14: duplicate user `a` in `local_broker.users[1].name`: already in `local_broker.users[0]`",
             "15:8: invalid value `-1` for `serial[0].baud`: must be from 1 to 4294967295",
             "17:8: duplicate port `/dev/ttyUSB0` in `serial[1].port`: already in `serial[0]`",
-            "20:7: invalid url `http://x` for `uplink.url`: scheme must be mqtt or mqtts",
+            "20:7: invalid url `http://x` for `uplink.url`: scheme must be mqtt, mqtts, nats, tls, amqp or amqps",
             "21:16: invalid value `edge/#/` for `uplink.topic_prefix`: must not contain the wildcards + or #",
             "22:13: invalid value `` for `uplink.client_id`: must not be empty",
             "23:14: invalid value `1s` for `uplink.keep_alive`: must be from 5s to 65535s",
@@ -475,7 +477,7 @@ fn an_unreadable_file_is_one_problem_about_the_file() {
 #[test]
 fn a_config_built_in_code_has_the_same_defaults_as_an_empty_file() {
     let parsed = valid(MINIMAL);
-    let built = Config::new("gw-1", parsed.uplink.url.clone());
+    let built = Config::new("gw-1", parsed.uplinks[0].url.clone());
     assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
 }
 

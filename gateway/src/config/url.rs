@@ -1,51 +1,111 @@
-//! The uplink broker address, `mqtt://host[:port]` or `mqtts://host[:port]`, parsed by hand: the
-//! grammar is small and a general URL crate would accept much that an MQTT client cannot use.
+//! The uplink broker address, `scheme://host[:port][/vhost]`, parsed by hand: the grammar is
+//! small and a general URL crate would accept much that a broker client cannot use.
+//!
+//! | scheme | protocol | TLS | default port |
+//! |---|---|---|---|
+//! | `mqtt` | MQTT | no | 1883 |
+//! | `mqtts` | MQTT | yes | 8883 |
+//! | `nats` | NATS | no | 4222 |
+//! | `tls` | NATS | yes | 4222 |
+//! | `amqp` | AMQP 0-9-1 | no | 5672 |
+//! | `amqps` | AMQP 0-9-1 | yes | 5671 |
+//!
+//! Only AMQP URLs may have a path: the virtual host, percent-encoded (`/%2f` is `/`).
 
 use std::net::Ipv6Addr;
 
-use super::model::UplinkUrl;
+use super::model::{UplinkType, UplinkUrl};
 
-/// Port used by `mqtt://` when the URL names none.
-const MQTT_PORT: u16 = 1883;
-/// Port used by `mqtts://` when the URL names none.
-const MQTTS_PORT: u16 = 8883;
+const SCHEMES: &str = "mqtt, mqtts, nats, tls, amqp or amqps";
 
 /// Parses an uplink URL; the error says what is wrong, to follow `invalid url \`...\` for ...: `.
 pub(super) fn parse_uplink_url(text: &str) -> Result<UplinkUrl, String> {
     let Some((scheme, rest)) = text.split_once("://") else {
-        return Err("expected mqtt://host:port or mqtts://host:port".to_owned());
+        return Err("expected scheme://host:port, e.g. mqtt://host:port".to_owned());
     };
-    let tls = match scheme.to_ascii_lowercase().as_str() {
-        "mqtt" => false,
-        "mqtts" => true,
-        _ => return Err("scheme must be mqtt or mqtts".to_owned()),
+    let (kind, tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "mqtt" => (UplinkType::Mqtt, false, 1883),
+        "mqtts" => (UplinkType::Mqtt, true, 8883),
+        "nats" => (UplinkType::Nats, false, 4222),
+        "tls" => (UplinkType::Nats, true, 4222),
+        "amqp" => (UplinkType::Amqp, false, 5672),
+        "amqps" => (UplinkType::Amqp, true, 5671),
+        _ => return Err(format!("scheme must be {SCHEMES}")),
     };
-    // A single trailing slash is how many tools print a bare URL; anything after it is a path.
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if let Some(slash) = authority.find(['/', '?', '#']) {
+    // A single trailing slash is how many tools print a bare URL.
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
+        None => (rest, None),
+    };
+    if let Some(bad) = authority.find(['?', '#']) {
         return Err(format!(
             "unexpected `{}` after the host and port",
-            &authority[slash..]
+            &authority[bad..]
         ));
     }
     if authority.contains('@') {
         return Err("credentials do not belong in the url: use username and password_file".into());
     }
+    let vhost = match (path, kind) {
+        (None, _) => None,
+        (Some(path), UplinkType::Amqp) => Some(decode_vhost(path)?),
+        (Some(path), _) => {
+            return Err(format!("unexpected `/{path}` after the host and port"));
+        }
+    };
     let (host, port) = split_host_port(authority)?;
     let port = match port {
-        None => {
-            if tls {
-                MQTTS_PORT
-            } else {
-                MQTT_PORT
-            }
-        }
+        None => default_port,
         Some(port) => match port.parse::<u16>() {
             Ok(port) if port > 0 => port,
             _ => return Err(format!("invalid port `{port}`: expected 1 to 65535")),
         },
     };
-    Ok(UplinkUrl { tls, host, port })
+    Ok(UplinkUrl {
+        kind,
+        tls,
+        host,
+        port,
+        vhost,
+    })
+}
+
+/// Decodes an AMQP virtual host from its percent-encoded path.
+fn decode_vhost(path: &str) -> Result<String, String> {
+    if path.contains(['?', '#', '/']) {
+        return Err(format!("invalid virtual host `{path}`: encode `/` as %2f"));
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = path
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("invalid percent-encoding in virtual host `{path}`"))?;
+            out.push(hex);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("virtual host `{path}` is not UTF-8"))
+}
+
+/// Percent-encodes a virtual host for a URL path (the inverse of [`decode_vhost`]).
+pub(crate) fn encode_vhost(vhost: &str) -> String {
+    let mut out = String::with_capacity(vhost.len());
+    for byte in vhost.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02x}"));
+        }
+    }
+    out
 }
 
 /// Splits `host[:port]` or `[ipv6][:port]`; the host comes back without brackets.
@@ -92,10 +152,35 @@ mod tests {
 
     fn url(tls: bool, host: &str, port: u16) -> UplinkUrl {
         UplinkUrl {
+            kind: UplinkType::Mqtt,
             tls,
             host: host.to_owned(),
             port,
+            vhost: None,
         }
+    }
+
+    #[test]
+    fn accepts_nats_and_amqp_with_their_default_ports_and_a_vhost() {
+        let nats = parse_uplink_url("nats://bus").expect("nats");
+        assert_eq!((nats.kind, nats.tls, nats.port), (UplinkType::Nats, false, 4222));
+        let tls = parse_uplink_url("tls://bus:4443").expect("tls");
+        assert_eq!((tls.kind, tls.tls, tls.port), (UplinkType::Nats, true, 4443));
+        let amqp = parse_uplink_url("amqp://rabbit/%2f").expect("amqp");
+        assert_eq!((amqp.kind, amqp.port), (UplinkType::Amqp, 5672));
+        assert_eq!(amqp.vhost.as_deref(), Some("/"));
+        assert_eq!(amqp.to_string(), "amqp://rabbit:5672/%2f");
+        let amqps = parse_uplink_url("amqps://rabbit:5999/site-a").expect("amqps");
+        assert_eq!((amqps.tls, amqps.port), (true, 5999));
+        assert_eq!(amqps.vhost.as_deref(), Some("site-a"));
+        assert_eq!(
+            parse_uplink_url("nats://bus/x"),
+            Err("unexpected `/x` after the host and port".to_owned())
+        );
+        assert_eq!(
+            parse_uplink_url("amqp://rabbit/%zz"),
+            Err("invalid percent-encoding in virtual host `%zz`".to_owned())
+        );
     }
 
     #[test]
@@ -125,10 +210,10 @@ mod tests {
         let bad = [
             (
                 "broker:1883",
-                "expected mqtt://host:port or mqtts://host:port",
+                "expected scheme://host:port, e.g. mqtt://host:port",
             ),
-            ("http://x", "scheme must be mqtt or mqtts"),
-            ("ws://x:80", "scheme must be mqtt or mqtts"),
+            ("http://x", "scheme must be mqtt, mqtts, nats, tls, amqp or amqps"),
+            ("ws://x:80", "scheme must be mqtt, mqtts, nats, tls, amqp or amqps"),
             ("mqtt://", "missing host"),
             ("mqtt://:1883", "missing host"),
             ("mqtt://x:", "invalid port ``: expected 1 to 65535"),

@@ -13,11 +13,11 @@ use std::time::Duration;
 use super::error::{Issue, UnitError};
 use super::model::{
     AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, LocalBrokerConfig, SerialConfig,
-    Synchronous, UplinkConfig, UplinkUrl, WhenFull,
+    Lanes, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };
 use super::raw::{
     Integer, Number, RawAdmin, RawConfig, RawGateway, RawJournal, RawLocalBroker, RawRule,
-    RawSerial, RawUplink, Text,
+    RawSerial, RawUplink, RawUplinks, Text,
 };
 use super::units::{parse_duration, parse_size};
 use super::url::parse_uplink_url;
@@ -41,7 +41,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Issue>> {
     let gateway = check.gateway(raw);
     let local_broker = check.local_broker(&raw.local_broker);
     let serial = check.serial(&raw.serial);
-    let uplink = check.uplink(raw, &gateway.id);
+    let uplinks = check.uplinks(raw, &gateway.id);
     let journal = check.journal(&raw.journal);
     let admin = check.admin(&raw.admin);
     let rules = check.rules(&raw.rule);
@@ -50,7 +50,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Issue>> {
             gateway,
             local_broker,
             serial,
-            uplink,
+            uplinks,
             journal,
             admin,
             rules,
@@ -202,32 +202,215 @@ impl Checker {
         ports
     }
 
-    fn uplink(&mut self, raw: &RawConfig, gateway_id: &str) -> UplinkConfig {
+    fn uplinks(&mut self, raw: &RawConfig, gateway_id: &str) -> Vec<UplinkConfig> {
+        let uplinks = match raw.uplink.as_ref() {
+            None => {
+                self.missing("uplink.url", 0);
+                return Vec::new();
+            }
+            Some(section) => match section.get_ref() {
+                RawUplinks::One(uplink) => {
+                    vec![self.uplink(uplink, section.span().start, "uplink", gateway_id)]
+                }
+                RawUplinks::Many(uplinks) if uplinks.is_empty() => {
+                    self.missing("uplink.url", section.span().start);
+                    Vec::new()
+                }
+                RawUplinks::Many(uplinks) => uplinks
+                    .iter()
+                    .enumerate()
+                    .map(|(index, uplink)| {
+                        let key = format!("uplink[{index}]");
+                        self.uplink(uplink.get_ref(), uplink.span().start, &key, gateway_id)
+                    })
+                    .collect(),
+            },
+        };
+        // Names key delivery positions and metrics: they must be unique.
+        let entries: Vec<&RawUplink> = match raw.uplink.as_ref().map(|section| section.get_ref()) {
+            Some(RawUplinks::One(uplink)) => vec![uplink],
+            Some(RawUplinks::Many(uplinks)) => uplinks.iter().map(|uplink| uplink.get_ref()).collect(),
+            None => Vec::new(),
+        };
+        for (index, uplink) in uplinks.iter().enumerate() {
+            if let Some(first) = uplinks[..index]
+                .iter()
+                .position(|other| other.name == uplink.name)
+            {
+                let at = entries
+                    .get(index)
+                    .and_then(|entry| entry.name.as_ref().or(entry.url.as_ref()))
+                    .map_or(0, |text| text.span().start);
+                self.issues.push(Issue::new(
+                    at,
+                    format!(
+                        "duplicate uplink name `{}` in `uplink[{index}]`: already in `uplink[{first}]`; \
+                         give each uplink its own `name`",
+                        uplink.name
+                    ),
+                ));
+            }
+        }
+        uplinks
+    }
+
+    fn uplink(&mut self, uplink: &RawUplink, at: usize, key: &str, gateway_id: &str) -> UplinkConfig {
         let placeholder = UplinkUrl {
+            kind: UplinkType::Mqtt,
             tls: false,
             host: String::new(),
             port: 0,
+            vhost: None,
         };
-        let empty = RawUplink::default();
-        let section = raw.uplink.as_ref();
-        let uplink = section.map_or(&empty, |section| section.get_ref());
         let url = match &uplink.url {
             None => {
-                self.missing(
-                    "uplink.url",
-                    section.map_or(0, |section| section.span().start),
-                );
+                self.missing(&format!("{key}.url"), at);
                 placeholder
             }
             Some(url) => parse_uplink_url(url.get_ref()).unwrap_or_else(|reason| {
                 self.report(
                     url,
-                    format!("invalid url `{}` for `uplink.url`: {reason}", url.get_ref()),
+                    format!("invalid url `{}` for `{key}.url`: {reason}", url.get_ref()),
                 );
                 placeholder
             }),
         };
+        let url_ok = uplink
+            .url
+            .as_ref()
+            .is_some_and(|url| parse_uplink_url(url.get_ref()).is_ok());
+        let kind = match &uplink.kind {
+            None => url.kind,
+            Some(text) => {
+                let kind = self.choice(
+                    Some(text),
+                    &format!("{key}.type"),
+                    &[
+                        ("mqtt", UplinkType::Mqtt),
+                        ("nats", UplinkType::Nats),
+                        ("amqp", UplinkType::Amqp),
+                    ],
+                    url.kind,
+                );
+                if url_ok && kind != url.kind {
+                    self.report(
+                        text,
+                        format!(
+                            "`{key}.type` is `{}` but its url's scheme `{}` is for {}",
+                            kind.as_str(),
+                            url.scheme(),
+                            url.kind.as_str()
+                        ),
+                    );
+                }
+                kind
+            }
+        };
         let mut config = UplinkConfig::new(url, gateway_id);
+        config.kind = kind;
+        config.name = kind.as_str().to_owned();
+        if let Some(name) = &uplink.name {
+            let valid = (1..=64).contains(&name.get_ref().len())
+                && name
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                self.invalid(
+                    name,
+                    &format!("{key}.name"),
+                    "expected 1 to 64 of A-Z a-z 0-9 . _ -".to_owned(),
+                );
+            }
+            config.name = name.get_ref().clone();
+        }
+        if let Some(lanes) = &uplink.lanes {
+            let mut chosen = Lanes {
+                events: false,
+                alerts: false,
+                status: false,
+            };
+            for lane in lanes.get_ref() {
+                match lane.get_ref().as_str() {
+                    "events" => chosen.events = true,
+                    "alerts" => chosen.alerts = true,
+                    "status" => chosen.status = true,
+                    other => self.report(
+                        lane,
+                        format!(
+                            "invalid value `{other}` for `{key}.lanes`: expected events, alerts or status"
+                        ),
+                    ),
+                }
+            }
+            if lanes.get_ref().is_empty() {
+                self.issues.push(Issue::new(
+                    lanes.span().start,
+                    format!("`{key}.lanes` must name at least one of events, alerts, status"),
+                ));
+            }
+            config.lanes = chosen;
+        }
+        if let Some(devices) = &uplink.devices {
+            match DevicePattern::new(devices.get_ref()) {
+                Some(pattern) => config.devices = Some(pattern),
+                None => self.invalid(
+                    devices,
+                    &format!("{key}.devices"),
+                    "expected a device id or a glob of A-Z a-z 0-9 . _ - * ?, 1 to 64 long"
+                        .to_owned(),
+                ),
+            }
+        }
+        config.ack_timeout = self.duration(
+            uplink.ack_timeout.as_ref(),
+            &format!("{key}.ack_timeout"),
+            config.ack_timeout,
+        );
+        if let Some(text) = &uplink.ack_timeout
+            && config.ack_timeout.is_zero()
+        {
+            self.invalid(text, &format!("{key}.ack_timeout"), "must be above zero".to_owned());
+        }
+
+        // Keys that belong to one protocol only.
+        let only = |kind_of_key: UplinkType| kind_of_key == kind;
+        let protocol_keys: [(&Option<Text>, &str, UplinkType); 9] = [
+            (&uplink.topic_prefix, "topic_prefix", UplinkType::Mqtt),
+            (&uplink.client_id, "client_id", UplinkType::Mqtt),
+            (&uplink.keep_alive, "keep_alive", UplinkType::Mqtt),
+            (&uplink.client_cert_file, "client_cert_file", UplinkType::Mqtt),
+            (&uplink.client_key_file, "client_key_file", UplinkType::Mqtt),
+            (&uplink.subject_prefix, "subject_prefix", UplinkType::Nats),
+            (&uplink.stream, "stream", UplinkType::Nats),
+            (&uplink.token_file, "token_file", UplinkType::Nats),
+            (&uplink.exchange, "exchange", UplinkType::Amqp),
+        ];
+        for (value, name, owner) in protocol_keys {
+            if let Some(value) = value
+                && !only(owner)
+            {
+                self.report(
+                    value,
+                    format!(
+                        "`{key}.{name}` is a setting of {} uplinks, and this one is {}",
+                        owner.as_str(),
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+        if let Some(value) = &uplink.credentials_file
+            && kind != UplinkType::Nats
+        {
+            self.report(
+                value,
+                format!(
+                    "`{key}.credentials_file` is a setting of nats uplinks, and this one is {}",
+                    kind.as_str()
+                ),
+            );
+        }
 
         if let Some(prefix) = &uplink.topic_prefix {
             let text = prefix.get_ref();
@@ -243,15 +426,63 @@ impl Checker {
                 None
             };
             if let Some(reason) = reason {
-                self.invalid(prefix, "uplink.topic_prefix", reason.to_owned());
+                self.invalid(prefix, &format!("{key}.topic_prefix"), reason.to_owned());
             }
             config.topic_prefix = text.clone();
+        }
+        if let Some(prefix) = &uplink.subject_prefix {
+            let text = prefix.get_ref();
+            let valid = !text.is_empty()
+                && text.split('.').all(|token| {
+                    !token.is_empty()
+                        && token
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+                });
+            if !valid {
+                self.invalid(
+                    prefix,
+                    &format!("{key}.subject_prefix"),
+                    "expected tokens of A-Z a-z 0-9 _ - separated by dots".to_owned(),
+                );
+            }
+            config.subject_prefix = text.clone();
+        }
+        if let Some(stream) = &uplink.stream {
+            let text = stream.get_ref();
+            let valid = (1..=255).contains(&text.len())
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            if !valid {
+                self.invalid(
+                    stream,
+                    &format!("{key}.stream"),
+                    "expected 1 to 255 of A-Z a-z 0-9 _ -".to_owned(),
+                );
+            }
+            config.stream = text.clone();
+        }
+        if let Some(exchange) = &uplink.exchange {
+            let text = exchange.get_ref();
+            let valid = (1..=255).contains(&text.len())
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+            if !valid {
+                self.invalid(
+                    exchange,
+                    &format!("{key}.exchange"),
+                    "expected 1 to 255 of A-Z a-z 0-9 _ - . :".to_owned(),
+                );
+            }
+            config.exchange = text.clone();
         }
         if let Some(client_id) = &uplink.client_id {
             if client_id.get_ref().is_empty() {
                 self.invalid(
                     client_id,
-                    "uplink.client_id",
+                    &format!("{key}.client_id"),
                     "must not be empty".to_owned(),
                 );
             }
@@ -259,63 +490,91 @@ impl Checker {
         }
         if let Some(username) = &uplink.username {
             if username.get_ref().is_empty() {
-                self.invalid(username, "uplink.username", "must not be empty".to_owned());
+                self.invalid(username, &format!("{key}.username"), "must not be empty".to_owned());
             }
             config.username = Some(username.get_ref().clone());
         }
 
-        config.ca_file = self.optional_path(uplink.ca_file.as_ref(), "uplink.ca_file");
-        config.client_cert_file =
-            self.optional_path(uplink.client_cert_file.as_ref(), "uplink.client_cert_file");
-        config.client_key_file =
-            self.optional_path(uplink.client_key_file.as_ref(), "uplink.client_key_file");
+        config.ca_file = self.optional_path(uplink.ca_file.as_ref(), &format!("{key}.ca_file"));
+        config.client_cert_file = self.optional_path(
+            uplink.client_cert_file.as_ref(),
+            &format!("{key}.client_cert_file"),
+        );
+        config.client_key_file = self.optional_path(
+            uplink.client_key_file.as_ref(),
+            &format!("{key}.client_key_file"),
+        );
         config.password_file =
-            self.optional_path(uplink.password_file.as_ref(), "uplink.password_file");
+            self.optional_path(uplink.password_file.as_ref(), &format!("{key}.password_file"));
+        config.token_file =
+            self.optional_path(uplink.token_file.as_ref(), &format!("{key}.token_file"));
+        config.credentials_file = self.optional_path(
+            uplink.credentials_file.as_ref(),
+            &format!("{key}.credentials_file"),
+        );
 
-        // Only complain about TLS files when the URL itself is fine and says mqtt://.
+        // Only complain about TLS files when the URL itself is fine and says plain text.
         let plain = uplink
             .url
             .as_ref()
-            .is_some_and(|url| parse_uplink_url(url.get_ref()).is_ok_and(|url| !url.tls));
-        for (file, key) in [
-            (&uplink.ca_file, "uplink.ca_file"),
-            (&uplink.client_cert_file, "uplink.client_cert_file"),
-            (&uplink.client_key_file, "uplink.client_key_file"),
-        ] {
-            if let (Some(file), true) = (file, plain) {
-                self.report(file, format!("`{key}` needs an mqtts:// url"));
+            .and_then(|url| parse_uplink_url(url.get_ref()).ok())
+            .filter(|url| !url.tls);
+        if let Some(plain) = &plain {
+            let secure = match plain.kind {
+                UplinkType::Mqtt => "an mqtts",
+                UplinkType::Nats => "a tls",
+                UplinkType::Amqp => "an amqps",
+            };
+            for (file, name) in [
+                (&uplink.ca_file, "ca_file"),
+                (&uplink.client_cert_file, "client_cert_file"),
+                (&uplink.client_key_file, "client_key_file"),
+            ] {
+                if let Some(file) = file {
+                    self.report(file, format!("`{key}.{name}` needs {secure}:// url"));
+                }
             }
         }
         match (&uplink.client_cert_file, &uplink.client_key_file) {
             (Some(cert), None) => self.report(
                 cert,
-                "`uplink.client_cert_file` needs `uplink.client_key_file`".to_owned(),
+                format!("`{key}.client_cert_file` needs `{key}.client_key_file`"),
             ),
-            (None, Some(key)) => self.report(
-                key,
-                "`uplink.client_key_file` needs `uplink.client_cert_file`".to_owned(),
+            (None, Some(file)) => self.report(
+                file,
+                format!("`{key}.client_key_file` needs `{key}.client_cert_file`"),
             ),
             _ => {}
         }
         if let (Some(file), None) = (&uplink.password_file, &uplink.username) {
+            self.report(file, format!("`{key}.password_file` needs `{key}.username`"));
+        }
+        let logins = [
+            uplink.username.as_ref(),
+            uplink.token_file.as_ref(),
+            uplink.credentials_file.as_ref(),
+        ];
+        if logins.iter().filter(|login| login.is_some()).count() > 1
+            && let Some(second) = logins.iter().flatten().nth(1)
+        {
             self.report(
-                file,
-                "`uplink.password_file` needs `uplink.username`".to_owned(),
+                second,
+                format!("`{key}`: use one of username, token_file and credentials_file"),
             );
         }
 
         if let Some(text) = &uplink.keep_alive {
-            let keep_alive = self.duration(Some(text), "uplink.keep_alive", config.keep_alive);
+            let keep_alive = self.duration(Some(text), &format!("{key}.keep_alive"), config.keep_alive);
             if keep_alive < MIN_KEEP_ALIVE || keep_alive > MAX_KEEP_ALIVE {
                 self.invalid(
                     text,
-                    "uplink.keep_alive",
+                    &format!("{key}.keep_alive"),
                     "must be from 5s to 65535s".to_owned(),
                 );
             } else if keep_alive.subsec_nanos() != 0 {
                 self.invalid(
                     text,
-                    "uplink.keep_alive",
+                    &format!("{key}.keep_alive"),
                     "must be whole seconds".to_owned(),
                 );
             }
@@ -323,13 +582,13 @@ impl Checker {
         }
         config.max_inflight = self.integer(
             uplink.max_inflight.as_ref(),
-            "uplink.max_inflight",
+            &format!("{key}.max_inflight"),
             config.max_inflight,
             1..=i64::from(u16::MAX),
         );
         config.reconnect_min = self.duration(
             uplink.reconnect_min.as_ref(),
-            "uplink.reconnect_min",
+            &format!("{key}.reconnect_min"),
             config.reconnect_min,
         );
         if let Some(text) = &uplink.reconnect_min
@@ -337,13 +596,13 @@ impl Checker {
         {
             self.invalid(
                 text,
-                "uplink.reconnect_min",
+                &format!("{key}.reconnect_min"),
                 "must be above zero".to_owned(),
             );
         }
         config.reconnect_max = self.duration(
             uplink.reconnect_max.as_ref(),
-            "uplink.reconnect_max",
+            &format!("{key}.reconnect_max"),
             config.reconnect_max,
         );
         if config.reconnect_max < config.reconnect_min
@@ -355,7 +614,7 @@ impl Checker {
             self.report(
                 text,
                 format!(
-                    "`uplink.reconnect_max` ({:?}) must be at least `uplink.reconnect_min` ({:?})",
+                    "`{key}.reconnect_max` ({:?}) must be at least `{key}.reconnect_min` ({:?})",
                     config.reconnect_max, config.reconnect_min
                 ),
             );

@@ -32,6 +32,17 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    /// The journal was written by a later release.
+    #[error(
+        "journal at {path} has schema version {version}, newer than this release understands: \
+         upgrade edge-gateway, or move the journal aside"
+    )]
+    TooNew {
+        /// The journal file.
+        path: PathBuf,
+        /// Its schema version.
+        version: i64,
+    },
     /// The journal's writer thread has stopped.
     #[error("journal writer has stopped")]
     WriterStopped,

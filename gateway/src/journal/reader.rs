@@ -1,5 +1,5 @@
-//! The read path: a connection of its own on a thread of its own, so that sinks read rows while
-//! the writer commits (WAL readers never block the writer, nor the writer them).
+//! The read path of a sink: a connection of its own on a thread of its own, so that sinks read
+//! rows while the writer commits (WAL readers never block the writer, nor the writer them).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
@@ -8,11 +8,11 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::error::JournalError;
-use super::record::StoredEvent;
-use super::store::{read_alerts, read_events};
+use super::read::read_lane;
+use super::record::{Lane, StoredEvent};
 
 struct ReadRequest {
-    alerts: bool,
+    lane: Lane,
     after: i64,
     limit: usize,
     reply: oneshot::Sender<Result<Vec<StoredEvent>, JournalError>>,
@@ -54,35 +54,17 @@ impl JournalReader {
         Ok(Self { requests })
     }
 
-    /// Up to `limit` events with ids greater than `after` (at least 0), in id order.
-    pub async fn read_after(
+    /// Up to `limit` rows of `lane` with ids greater than `after`, in id order.
+    pub async fn read(
         &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, JournalError> {
-        self.read(false, after.max(0), limit).await
-    }
-
-    /// Up to `limit` alerts (the priority lane, negative row ids) with ids greater than
-    /// `after`, in id order.
-    pub async fn read_alerts_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, JournalError> {
-        self.read(true, after, limit).await
-    }
-
-    async fn read(
-        &self,
-        alerts: bool,
+        lane: Lane,
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError> {
         let (reply, response) = oneshot::channel();
         self.requests
             .send(ReadRequest {
-                alerts,
+                lane,
                 after,
                 limit,
                 reply,
@@ -94,11 +76,7 @@ impl JournalReader {
 
 fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadRequest>) {
     while let Ok(request) = incoming.recv() {
-        let read = if request.alerts {
-            read_alerts(&conn, request.after, request.limit)
-        } else {
-            read_events(&conn, request.after, request.limit)
-        };
+        let read = read_lane(&conn, request.lane, request.after, request.limit);
         let result = read.map_err(|source| JournalError::Sqlite {
             action: "read from",
             path: path.clone(),

@@ -88,3 +88,86 @@ impl DeadLetter {
     /// At most this many bytes of a rejected payload are kept.
     pub const MAX_PAYLOAD: usize = 1024;
 }
+
+/// A queue of the journal. Each lane is read in its own id order, and a sink sends what waits in
+/// [`Lane::Alerts`] before anything of [`Lane::Events`]: alerts are few and matter most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Alert transitions raised by the rules.
+    Alerts,
+    /// Device events.
+    Events,
+}
+
+impl Lane {
+    /// Both lanes, in the order a sink serves them.
+    pub const ALL: [Lane; 2] = [Lane::Alerts, Lane::Events];
+
+    /// The lane's name in configuration, metrics and the `positions` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Alerts => "alerts",
+            Lane::Events => "events",
+        }
+    }
+
+    /// Index into per-lane arrays.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Lane::Alerts => 0,
+            Lane::Events => 1,
+        }
+    }
+
+    /// The table that holds the lane's rows.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Lane::Alerts => "alerts",
+            Lane::Events => "events",
+        }
+    }
+}
+
+/// A destination as the journal knows it: its name (the key of its delivery positions) and which
+/// rows are routed to it. A row leaves the journal once every destination it is routed to has
+/// confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationRoute {
+    /// The uplink's name.
+    pub name: String,
+    /// Whether it takes [`Lane::Alerts`].
+    pub alerts: bool,
+    /// Whether it takes [`Lane::Events`].
+    pub events: bool,
+    /// The devices it takes (events and alerts of other devices are passed over); all if `None`.
+    pub devices: Option<crate::rules::DevicePattern>,
+}
+
+impl DestinationRoute {
+    /// A destination that takes everything.
+    pub fn all(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            alerts: true,
+            events: true,
+            devices: None,
+        }
+    }
+
+    /// Whether it takes the lane at all.
+    pub fn takes_lane(&self, lane: Lane) -> bool {
+        match lane {
+            Lane::Alerts => self.alerts,
+            Lane::Events => self.events,
+        }
+    }
+
+    /// Whether a row of `lane` from `device` is routed to it.
+    pub fn takes(&self, lane: Lane, device: &str) -> bool {
+        self.takes_lane(lane)
+            && self
+                .devices
+                .as_ref()
+                .is_none_or(|pattern| pattern.matches(device))
+    }
+}

@@ -1,3 +1,4 @@
+use super::record::Lane;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Why the journal removed a row that no sink acknowledged.
@@ -13,16 +14,19 @@ pub enum DropReason {
     Corrupt,
     /// SQLite failed to store the row (disk full, I/O error).
     WriteFailed,
+    /// No destination takes the row (its device matches no uplink's `devices`).
+    Unrouted,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::EvictedOldest,
         DropReason::RejectedNewest,
         DropReason::Expired,
         DropReason::Corrupt,
         DropReason::WriteFailed,
+        DropReason::Unrouted,
     ];
 
     /// The metric label.
@@ -33,11 +37,67 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::Corrupt => "corrupt",
             DropReason::WriteFailed => "write_failed",
+            DropReason::Unrouted => "unrouted",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Live figures of one destination's share of the journal.
+#[derive(Debug)]
+pub struct DestinationStats {
+    name: String,
+    backlog: [AtomicU64; 2],
+    oldest_unconfirmed_ms: AtomicI64,
+    dropped: [AtomicU64; 6],
+}
+
+impl DestinationStats {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            backlog: Default::default(),
+            oldest_unconfirmed_ms: AtomicI64::new(0),
+            dropped: Default::default(),
+        }
+    }
+
+    /// The uplink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Rows of `lane` it has not confirmed (see `Store::backlog`).
+    pub fn backlog(&self, lane: Lane) -> u64 {
+        self.backlog[lane.index()].load(Ordering::Relaxed)
+    }
+
+    /// Arrival time of the oldest event it has not confirmed.
+    pub fn oldest_unconfirmed_ms(&self) -> Option<i64> {
+        match self.oldest_unconfirmed_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at),
+        }
+    }
+
+    /// Rows removed before it confirmed them, for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_dropped(&self, reason: DropReason, count: u64) {
+        self.dropped[reason.index()].fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_levels(&self, backlog: [u64; 2], oldest_unconfirmed_ms: Option<i64>) {
+        for (slot, value) in self.backlog.iter().zip(backlog) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        self.oldest_unconfirmed_ms
+            .store(oldest_unconfirmed_ms.unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -47,14 +107,28 @@ pub struct JournalStats {
     rows: AtomicU64,
     file_bytes: AtomicU64,
     oldest_received_at_ms: AtomicI64,
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; 6],
     commits: AtomicU64,
     appended: AtomicU64,
     corruptions: AtomicU64,
     writable: AtomicBool,
+    destinations: Vec<DestinationStats>,
 }
 
 impl JournalStats {
+    /// Figures for the named destinations, in order.
+    pub fn new(destinations: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            destinations: destinations.into_iter().map(DestinationStats::new).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Each destination's figures, in configuration order.
+    pub fn destinations(&self) -> &[DestinationStats] {
+        &self.destinations
+    }
+
     /// Rows waiting to be sent.
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)

@@ -1,34 +1,37 @@
-//! The journal's SQLite operations, synchronous and without threads: the writer thread drives
-//! them, and tests drive them directly.
+//! The write batch: the journal's SQLite writes, synchronous and without threads. The writer
+//! thread drives them, and tests drive them directly.
+//!
+//! # One transaction
+//! 1. Confirmations move destinations' positions forward; the rows every destination routed to
+//!    a lane has confirmed are deleted (a range at the head of the lane).
+//! 2. Rows past `max_age` expire.
+//! 3. Events are appended; a full journal applies `when_full`.
+//! 4. Alerts are appended with their rule state.
+//! 5. Dead letters are kept, bounded.
+//!
+//! Every row removed before all its destinations confirmed it is counted by reason, in total and
+//! for each destination that had not confirmed it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::error::JournalError;
+use super::eviction::{Budget, EVICTION_CHUNK_DIVISOR, Evict, Evicted, evict_head};
+use super::read::oldest_after;
 use super::record::{
-    AlertRecord, DeadLetter, FiringAlert, ROW_OVERHEAD, Record, StoredEvent, row_cost,
+    AlertRecord, DeadLetter, DestinationRoute, FiringAlert, Lane, ROW_OVERHEAD, Record, row_cost,
 };
+use super::schema::{self, Prepared, SchemaError};
 use super::stats::DropReason;
 use crate::config::{Synchronous, WhenFull};
 
-const SCHEMA_VERSION: i64 = 1;
 /// Most undelivered alerts kept; past it the oldest give way.
 pub(crate) const MAX_ALERT_ROWS: i64 = 10_000;
-/// What the schema's fixed pages take, set aside before rows get their share of `max_size`.
-const SCHEMA_PAGES_BYTES: u64 = 8 * 4096;
-/// Alerts are rows of `events` with negative ids from here up: in id order they come before every
-/// event (the priority lane), and among themselves in the order they were raised.
-pub(crate) const ALERT_ROW_BASE: i64 = -(1 << 62);
 const PAGE_SIZE: u64 = 4096;
-/// Rows removed per eviction step, at least: evicting one row per append would cost a query per
-/// event when the journal sits full.
-const EVICTION_CHUNK_DIVISOR: u64 = 64;
-/// WAL bytes one appended row costs, generously (see [`Budget::rows_per_transaction`]).
-const WAL_BYTES_PER_ROW: u64 = 1024;
 
-/// How the journal is bounded and synced.
+/// How the journal is bounded and synced, and whom it holds rows for.
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
     /// The database file.
@@ -41,47 +44,8 @@ pub struct JournalOptions {
     pub when_full: WhenFull,
     /// SQLite's `synchronous` setting.
     pub synchronous: Synchronous,
-}
-
-/// Space the journal's files may use, split by purpose. All of it adds up to `max_size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Budget {
-    /// Bytes of WAL before a checkpoint and truncation.
-    pub(crate) wal: u64,
-    /// Bytes kept for dead letters.
-    pub(crate) dead_letters: u64,
-    /// Accounted bytes of event rows (see [`Record::cost`]).
-    pub(crate) rows: u64,
-}
-
-impl Budget {
-    pub(crate) fn for_max_size(max_size: u64) -> Self {
-        let wal = (max_size / 8)
-            .clamp(32 * 1024, 16 * 1024 * 1024)
-            .min(max_size / 4);
-        let dead_letters = (max_size / 16).min(2 * 1024 * 1024);
-        // The schema's fixed pages (header, the small tables and their indexes; a few pages of
-        // 4 KiB), then B-tree pages are not filled to the last byte and interior pages cost a
-        // little too: leave 15 % of the rest to SQLite.
-        let rows = max_size.saturating_sub(wal + dead_letters + SCHEMA_PAGES_BYTES) * 85 / 100;
-        Self {
-            wal,
-            dead_letters,
-            rows,
-        }
-    }
-
-    /// Most rows one transaction may append. Every page a transaction touches is written to the
-    /// WAL before a checkpoint can copy it back: half the WAL budget is the autocheckpoint
-    /// threshold, the other half is for the transaction that crosses it. A row costs about
-    /// [`WAL_BYTES_PER_ROW`] of WAL (its bytes, b-tree page overhead, the eviction it causes).
-    pub(crate) fn rows_per_transaction(self) -> usize {
-        usize::try_from(self.wal / 2 / WAL_BYTES_PER_ROW).unwrap_or(usize::MAX)
-    }
-
-    fn dead_letter_rows(self) -> u64 {
-        (self.dead_letters / (DeadLetter::MAX_PAYLOAD as u64 + 512)).clamp(8, 1000)
-    }
+    /// The destinations, in configuration order (their index is how sinks name them).
+    pub destinations: Vec<DestinationRoute>,
 }
 
 /// What opening the journal found.
@@ -91,10 +55,30 @@ pub struct OpenReport {
     pub recovered_rows: u64,
     /// Where a corrupt journal was moved, if it was.
     pub moved_aside: Option<PathBuf>,
+    /// The schema version the journal was migrated from, if it was.
+    pub migrated_from: Option<i64>,
+    /// Destinations that had positions in the journal and are no longer configured: what they
+    /// had not confirmed is no longer held for them.
+    pub forgotten_destinations: Vec<String>,
+    /// Each configured destination's positions (`[alerts, events]`, see [`Lane::index`]): where
+    /// its delivery starts.
+    pub positions: Vec<[i64; 2]>,
     /// The last alert number handed out.
     pub last_alert: u64,
     /// Alerts that were firing.
     pub firing_alerts: Vec<FiringAlert>,
+}
+
+/// A destination's confirmation: every row of `lane` up to `through` is delivered to it (or not
+/// routed to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirm {
+    /// The destination's index in [`JournalOptions::destinations`].
+    pub destination: usize,
+    /// The lane.
+    pub lane: Lane,
+    /// The highest row id confirmed, with every row before it.
+    pub through: i64,
 }
 
 /// What one transaction did.
@@ -103,14 +87,16 @@ pub(crate) struct BatchOutcome {
     /// What became of each append that was not deferred, in order.
     pub(crate) results: Vec<AppendResult>,
     /// Appends not taken because the journal is full and `when_full = "block"`: they must be
-    /// offered again, in order, once acks have made room.
+    /// offered again, in order, once confirmations have made room.
     pub(crate) deferred: Vec<Record>,
-    /// Rows deleted because a sink acknowledged them.
-    pub(crate) acked: u64,
-    /// Rows removed without an ack, by reason.
+    /// Rows deleted because every destination confirmed them.
+    pub(crate) released: u64,
+    /// Rows removed before every destination confirmed them, by reason.
     pub(crate) dropped: Vec<(DropReason, u64)>,
-    /// Alerts stored.
-    pub(crate) alerts: usize,
+    /// The same, for each destination that had not confirmed them: (index, reason, rows).
+    pub(crate) dropped_for: Vec<(usize, DropReason, u64)>,
+    /// The highest alert row id stored, if alerts were.
+    pub(crate) last_alert_row: Option<i64>,
 }
 
 /// What became of one appended record.
@@ -121,6 +107,8 @@ pub(crate) enum AppendResult {
     /// Refused: the journal is full and `when_full = "drop_newest"`, or the row alone is larger
     /// than the journal may hold.
     Refused,
+    /// Not stored because no destination takes it (its device matches no route).
+    Unrouted,
 }
 
 /// One transaction's worth of work.
@@ -128,7 +116,7 @@ pub(crate) enum AppendResult {
 pub(crate) struct Batch {
     pub(crate) appends: Vec<Record>,
     pub(crate) alerts: Vec<AlertRecord>,
-    pub(crate) acks: Vec<i64>,
+    pub(crate) confirms: Vec<Confirm>,
     pub(crate) dead_letters: Vec<DeadLetter>,
     /// Whether to look for rows older than `max_age` in this transaction.
     pub(crate) expire: bool,
@@ -138,10 +126,17 @@ impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
         self.appends.is_empty()
             && self.alerts.is_empty()
-            && self.acks.is_empty()
+            && self.confirms.is_empty()
             && self.dead_letters.is_empty()
             && !self.expire
     }
+}
+
+/// Where a destination stands in each lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// Per lane ([`Lane::index`]): rows with ids up to here are confirmed.
+    pub(crate) confirmed: [i64; 2],
 }
 
 /// The journal database, opened for writing.
@@ -150,9 +145,13 @@ pub(crate) struct Store {
     conn: Connection,
     options: JournalOptions,
     budget: Budget,
-    next_id: i64,
-    next_alert_row: i64,
+    /// Per lane: the id the next row gets.
+    next_id: [i64; 2],
+    /// Per lane: rows with ids up to here are gone.
+    deleted_through: [i64; 2],
+    positions: Vec<Position>,
     rows: u64,
+    alert_rows: u64,
     row_bytes: u64,
     /// Whether commits currently sync (`synchronous = FULL` in effect).
     syncing: bool,
@@ -173,32 +172,24 @@ impl Store {
             })?;
         }
         match Self::open_existing(options.clone()) {
-            Ok(store) => {
-                let (last_alert, firing_alerts) = store.alert_state()?;
-                let report = OpenReport {
-                    recovered_rows: store.rows,
-                    moved_aside: None,
-                    last_alert,
-                    firing_alerts,
-                };
+            Ok((store, mut report)) => {
+                (report.last_alert, report.firing_alerts) = store.alert_state()?;
+                report.recovered_rows = store.rows;
+                report.positions = store.positions.iter().map(|position| position.confirmed).collect();
                 Ok((store, report))
             }
             Err(error) if error.is_corruption() => {
                 let moved_to = move_aside(&options.path)?;
-                let store = Self::open_existing(options)?;
-                let report = OpenReport {
-                    recovered_rows: 0,
-                    moved_aside: Some(moved_to),
-                    last_alert: 0,
-                    firing_alerts: Vec::new(),
-                };
+                let (store, mut report) = Self::open_existing(options)?;
+                report.moved_aside = Some(moved_to);
+                report.positions = store.positions.iter().map(|position| position.confirmed).collect();
                 Ok((store, report))
             }
             Err(error) => Err(error),
         }
     }
 
-    fn open_existing(options: JournalOptions) -> Result<Self, JournalError> {
+    fn open_existing(options: JournalOptions) -> Result<(Self, OpenReport), JournalError> {
         let path = options.path.clone();
         let fail = |action: &'static str| {
             let path = path.clone();
@@ -208,7 +199,7 @@ impl Store {
                 source,
             }
         };
-        let conn = Connection::open(&options.path).map_err(fail("open"))?;
+        let mut conn = Connection::open(&options.path).map_err(fail("open"))?;
         let budget = Budget::for_max_size(options.max_size);
         let synchronous = match options.synchronous {
             Synchronous::Full => "FULL",
@@ -226,81 +217,99 @@ impl Store {
             wal = budget.wal,
         ))
         .map_err(fail("configure"))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(fail("read schema of"))?;
-        if version == 0 {
-            conn.execute_batch(&format!(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS events (
-                     id INTEGER PRIMARY KEY,
-                     device TEXT NOT NULL,
-                     received_at INTEGER NOT NULL,
-                     payload BLOB NOT NULL
-                 );
-                 CREATE TABLE IF NOT EXISTS dead_letters (
-                     id INTEGER PRIMARY KEY,
-                     received_at INTEGER NOT NULL,
-                     source TEXT NOT NULL,
-                     topic TEXT NOT NULL,
-                     reason TEXT NOT NULL,
-                     detail TEXT NOT NULL,
-                     payload BLOB NOT NULL
-                 );
-                 PRAGMA user_version = {SCHEMA_VERSION};
-                 COMMIT;"
-            ))
-            .map_err(fail("create schema in"))?;
+        let mut report = OpenReport::default();
+        match schema::prepare(&mut conn) {
+            Ok(Prepared::Current) => {}
+            Ok(Prepared::MigratedFrom(version)) => report.migrated_from = Some(version),
+            Err(SchemaError::Sqlite(source)) => {
+                return Err(fail("prepare the schema of")(source));
+            }
+            Err(SchemaError::TooNew(version)) => {
+                return Err(JournalError::TooNew { path, version });
+            }
         }
-        // Tables added after the first release: created in journals that predate them.
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS alert_state (
-                 rule TEXT NOT NULL,
-                 device TEXT NOT NULL,
-                 alert INTEGER NOT NULL,
-                 PRIMARY KEY (rule, device)
-             );
-             CREATE TABLE IF NOT EXISTS meta (
-                 key TEXT PRIMARY KEY,
-                 value INTEGER NOT NULL
-             );",
-        )
-        .map_err(fail("create schema in"))?;
         // Reading every row's size walks the whole table: a damaged page shows up here, at start,
         // rather than in the middle of forwarding.
-        let (rows, row_bytes, max_id): (i64, i64, i64) = conn
-            .query_row(
-                "SELECT count(*), coalesce(sum(length(device) + length(payload)), 0),
-                        coalesce(max(id), 0)
-                 FROM events",
+        let scan = |table: &str| -> Result<(u64, u64, i64, i64), rusqlite::Error> {
+            let (rows, bytes, min_id, max_id): (i64, i64, i64, i64) = conn.query_row(
+                &format!(
+                    "SELECT count(*), coalesce(sum(length(device) + length(payload)), 0),
+                            coalesce(min(id), 1), coalesce(max(id), 0)
+                     FROM {table}"
+                ),
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .map_err(fail("scan"))?;
-        let max_id = max_id.max(0);
-        let next_alert_row: i64 = conn
-            .query_row(
-                "SELECT coalesce(max(id) + 1, ?1) FROM events WHERE id < 0",
-                [ALERT_ROW_BASE],
-                |row| row.get(0),
-            )
-            .map_err(fail("scan"))?;
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )?;
+            let rows = u64::try_from(rows).unwrap_or(0);
+            Ok((rows, u64::try_from(bytes).unwrap_or(0), min_id, max_id))
+        };
+        let (event_rows, event_bytes, first_event, last_event) =
+            scan("events").map_err(fail("scan"))?;
+        let (alert_rows, alert_bytes, first_alert, last_alert) =
+            scan("alerts").map_err(fail("scan"))?;
         let _dead_letters: i64 = conn
             .query_row("SELECT count(*) FROM dead_letters", [], |row| row.get(0))
             .map_err(fail("scan"))?;
-        let rows = u64::try_from(rows).unwrap_or(0);
-        let row_bytes = u64::try_from(row_bytes).unwrap_or(0) + rows * super::record::ROW_OVERHEAD;
+
+        // Positions of destinations no longer configured are forgotten: nothing is held for
+        // them any more. A destination without a position starts at the journal's head: it gets
+        // everything the journal still holds.
+        let stored: Vec<(String, String, i64)> = conn
+            .prepare("SELECT destination, lane, confirmed FROM positions")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .map_err(fail("read positions from"))?;
+        let mut positions = vec![Position::default(); options.destinations.len()];
+        // Ids never go back, even when every row is gone: a position past them would pass over
+        // the new rows.
+        let mut highest = [last_alert, last_event];
+        for (name, lane, confirmed) in stored {
+            let lane = match lane.as_str() {
+                "alerts" => Lane::Alerts,
+                _ => Lane::Events,
+            };
+            highest[lane.index()] = highest[lane.index()].max(confirmed);
+            match options
+                .destinations
+                .iter()
+                .position(|route| route.name == name)
+            {
+                Some(index) => positions[index].confirmed[lane.index()] = confirmed,
+                None if !report.forgotten_destinations.contains(&name) => {
+                    report.forgotten_destinations.push(name);
+                }
+                None => {}
+            }
+        }
+        if !report.forgotten_destinations.is_empty() {
+            let mut forget = conn
+                .prepare("DELETE FROM positions WHERE destination = ?1")
+                .map_err(fail("forget positions in"))?;
+            for name in &report.forgotten_destinations {
+                forget.execute([name]).map_err(fail("forget positions in"))?;
+            }
+        }
         let syncing = options.synchronous == Synchronous::Full;
-        Ok(Self {
+        let rows = event_rows + alert_rows;
+        let store = Self {
             conn,
             options,
             budget,
-            next_id: max_id + 1,
-            next_alert_row,
+            next_id: [highest[0] + 1, highest[1] + 1],
+            deleted_through: [
+                if alert_rows == 0 { highest[0] } else { first_alert - 1 },
+                if event_rows == 0 { highest[1] } else { first_event - 1 },
+            ],
+            positions,
             rows,
-            row_bytes,
+            alert_rows,
+            row_bytes: event_bytes + alert_bytes + rows * ROW_OVERHEAD,
             syncing,
-        })
+        };
+        Ok((store, report))
     }
 
     /// The last alert number, and the alerts that were firing.
@@ -339,26 +348,31 @@ impl Store {
         &self.options.path
     }
 
-    /// The id the next appended row gets.
-    pub(crate) fn next_id(&self) -> i64 {
+    /// Per lane, the id the next row gets.
+    pub(crate) fn next_ids(&self) -> [i64; 2] {
         self.next_id
     }
 
-    /// Makes ids continue from `next_id` (after a journal was replaced while running, so that a
-    /// sink's read position stays valid).
-    pub(crate) fn continue_ids_from(&mut self, next_id: i64) {
-        self.next_id = self.next_id.max(next_id);
+    /// Makes ids continue from `next_ids` (after a journal was replaced while running, so that
+    /// sinks' read positions stay valid).
+    pub(crate) fn continue_ids_from(&mut self, next_ids: [i64; 2]) {
+        for lane in Lane::ALL {
+            let index = lane.index();
+            self.next_id[index] = self.next_id[index].max(next_ids[index]);
+            self.deleted_through[index] = self.deleted_through[index].max(next_ids[index] - 1);
+        }
     }
 
     pub(crate) fn options(&self) -> &JournalOptions {
         &self.options
     }
 
+    /// Rows held, in both lanes.
     pub(crate) fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// Accounted bytes of the event rows.
+    /// Accounted bytes of the rows.
     #[cfg(test)]
     pub(crate) fn row_bytes(&self) -> u64 {
         self.row_bytes
@@ -368,6 +382,35 @@ impl Store {
         self.budget
     }
 
+    /// Rows of `lane` a destination has neither confirmed nor passed over: the rows after its
+    /// position that are still held (ids grow by one per row and leave from the head, so this is
+    /// a difference of ids; rows of devices not routed to it count until it reads past them).
+    pub(crate) fn backlog(&self, destination: usize, lane: Lane) -> u64 {
+        let Some(position) = self.positions.get(destination) else {
+            return 0;
+        };
+        let index = lane.index();
+        let after = position.confirmed[index].max(self.deleted_through[index]);
+        let held = match lane {
+            Lane::Alerts => self.alert_rows,
+            Lane::Events => self.rows - self.alert_rows,
+        };
+        u64::try_from(self.next_id[index] - 1 - after)
+            .unwrap_or(0)
+            .min(held)
+    }
+
+    /// Arrival time of the oldest event a destination has not confirmed.
+    pub(crate) fn oldest_unconfirmed_ms(&self, destination: usize) -> Option<i64> {
+        let index = Lane::Events.index();
+        let after = self
+            .positions
+            .get(destination)?
+            .confirmed[index]
+            .max(self.deleted_through[index]);
+        oldest_after(&self.conn, after).ok().flatten()
+    }
+
     /// Applies one batch in one transaction. On error nothing of the batch is applied (SQLite
     /// rolls the transaction back) and the in-memory accounting is left as it was.
     pub(crate) fn apply(
@@ -375,10 +418,24 @@ impl Store {
         batch: Batch,
         now_ms: i64,
     ) -> Result<BatchOutcome, JournalError> {
-        let saved = (self.next_id, self.rows, self.row_bytes);
+        let saved = (
+            self.next_id,
+            self.deleted_through,
+            self.positions.clone(),
+            self.rows,
+            self.alert_rows,
+            self.row_bytes,
+        );
         let result = self.apply_inner(batch, now_ms);
         if result.is_err() {
-            (self.next_id, self.rows, self.row_bytes) = saved;
+            (
+                self.next_id,
+                self.deleted_through,
+                self.positions,
+                self.rows,
+                self.alert_rows,
+                self.row_bytes,
+            ) = saved;
         }
         result
     }
@@ -386,8 +443,9 @@ impl Store {
     fn apply_inner(&mut self, batch: Batch, now_ms: i64) -> Result<BatchOutcome, JournalError> {
         let mut outcome = BatchOutcome::default();
         // Only what is added must reach the disk before the commit returns. A transaction that
-        // only deletes (acks, expiry) may be lost in a power cut: the rows come back and are sent
-        // again, which at-least-once allows. Skipping its sync halves the syncs while draining.
+        // only deletes (confirmations, expiry) may be lost in a power cut: the rows come back and
+        // are sent again, which at-least-once allows. Skipping its sync halves the syncs while
+        // draining.
         let must_sync =
             !batch.appends.is_empty() || !batch.alerts.is_empty() || !batch.dead_letters.is_empty();
         if self.options.synchronous == Synchronous::Full && must_sync != self.syncing {
@@ -401,14 +459,6 @@ impl Store {
                 })?;
             self.syncing = must_sync;
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| JournalError::Sqlite {
-                action: "begin a transaction in",
-                path: self.options.path.clone(),
-                source,
-            })?;
         let path = self.options.path.clone();
         let fail = |action: &'static str| {
             let path = path.clone();
@@ -418,206 +468,40 @@ impl Store {
                 source,
             }
         };
-
-        if !batch.acks.is_empty() {
-            let mut delete = tx
-                .prepare_cached(
-                    "DELETE FROM events WHERE id = ?1 RETURNING length(device), length(payload)",
-                )
-                .map_err(fail("delete from"))?;
-            for id in &batch.acks {
-                let deleted: Option<(i64, i64)> = delete
-                    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-                    .map_err(fail("delete from"))?;
-                if let Some((device_len, payload_len)) = deleted {
-                    self.rows -= 1;
-                    self.row_bytes = self
-                        .row_bytes
-                        .saturating_sub(row_cost(device_len, payload_len));
-                    outcome.acked += 1;
-                }
-            }
-        }
-
+        let tx = self.conn.transaction().map_err(fail("begin a transaction in"))?;
+        let mut state = Accounting {
+            options: &self.options,
+            budget: self.budget,
+            next_id: &mut self.next_id,
+            deleted_through: &mut self.deleted_through,
+            positions: &mut self.positions,
+            rows: &mut self.rows,
+            alert_rows: &mut self.alert_rows,
+            row_bytes: &mut self.row_bytes,
+        };
+        state
+            .confirm(&tx, &batch.confirms, &mut outcome)
+            .map_err(fail("record confirmations in"))?;
         if batch.expire && !self.options.max_age.is_zero() {
             let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
             let cutoff = now_ms.saturating_sub(max_age_ms);
-            let expired = evict_head(
-                &tx,
-                &mut self.rows,
-                &mut self.row_bytes,
-                Evict::OlderThan(cutoff),
-            )
-            .map_err(fail("expire rows in"))?;
-            if expired > 0 {
-                outcome.dropped.push((DropReason::Expired, expired));
-            }
+            let expired = evict_head(&tx, Evict::OlderThan(cutoff)).map_err(fail("expire rows in"))?;
+            state.forget(Lane::Events, &expired, DropReason::Expired, &mut outcome);
         }
-
         if !batch.appends.is_empty() {
-            let mut evicted = 0;
-            let mut refused = 0;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (id, device, received_at, payload) VALUES (?1, ?2, ?3, ?4)",
-                )
+            state
+                .append(&tx, batch.appends, &mut outcome)
                 .map_err(fail("append to"))?;
-            let mut appends = batch.appends.into_iter();
-            while let Some(record) = appends.next() {
-                let cost = record.cost();
-                if self.row_bytes + cost > self.budget.rows {
-                    match self.options.when_full {
-                        WhenFull::DropOldest if cost <= self.budget.rows => {
-                            let need = self.row_bytes + cost - self.budget.rows;
-                            let chunk = self.budget.rows / EVICTION_CHUNK_DIVISOR;
-                            evicted += evict_head(
-                                &tx,
-                                &mut self.rows,
-                                &mut self.row_bytes,
-                                Evict::Bytes(need.max(chunk)),
-                            )
-                            .map_err(fail("evict rows from"))?;
-                        }
-                        WhenFull::Block if cost <= self.budget.rows => {
-                            outcome.deferred.push(record);
-                            outcome.deferred.extend(appends.by_ref());
-                            break;
-                        }
-                        // drop_newest, or a row that could never fit
-                        _ => {
-                            outcome.results.push(AppendResult::Refused);
-                            refused += 1;
-                            continue;
-                        }
-                    }
-                }
-                let id = self.next_id;
-                insert
-                    .execute(params![
-                        id,
-                        record.device,
-                        record.received_at_ms,
-                        record.payload
-                    ])
-                    .map_err(fail("append to"))?;
-                self.next_id += 1;
-                self.rows += 1;
-                self.row_bytes += cost;
-                outcome.results.push(AppendResult::Stored(id));
-            }
-            if evicted > 0 {
-                outcome.dropped.push((DropReason::EvictedOldest, evicted));
-            }
-            if refused > 0 {
-                outcome.dropped.push((DropReason::RejectedNewest, refused));
-            }
         }
-
         if !batch.alerts.is_empty() {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (id, device, received_at, payload) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(fail("append alert to"))?;
-            let mut fire = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO alert_state (rule, device, alert) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(fail("record alert state in"))?;
-            let mut resolve = tx
-                .prepare_cached("DELETE FROM alert_state WHERE rule = ?1 AND device = ?2")
-                .map_err(fail("record alert state in"))?;
-            let mut last_alert = 0;
-            // Alerts are few and matter most: they are never evicted, and always stored.
-            for alert in &batch.alerts {
-                let id = self.next_alert_row;
-                insert
-                    .execute(params![id, alert.device, alert.at_ms, alert.payload])
-                    .map_err(fail("append alert to"))?;
-                self.next_alert_row += 1;
-                self.rows += 1;
-                self.row_bytes += (alert.device.len() + alert.payload.len()) as u64 + ROW_OVERHEAD;
-                let number = i64::try_from(alert.alert).unwrap_or(i64::MAX);
-                if alert.firing {
-                    fire.execute(params![alert.rule, alert.device, number])
-                        .map_err(fail("record alert state in"))?;
-                } else {
-                    resolve
-                        .execute(params![alert.rule, alert.device])
-                        .map_err(fail("record alert state in"))?;
-                }
-                last_alert = last_alert.max(number);
-            }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('last_alert', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-                [last_alert],
-            )
-            .map_err(fail("record alert state in"))?;
-            outcome.alerts = batch.alerts.len();
-            // A flapping rule must not fill the journal: past MAX_ALERT_ROWS undelivered alerts,
-            // the oldest give way (counted as evicted).
-            let held: i64 = tx
-                .query_row("SELECT count(*) FROM events WHERE id < 0", [], |row| {
-                    row.get(0)
-                })
-                .map_err(fail("count alerts in"))?;
-            let excess = held - MAX_ALERT_ROWS;
-            if excess > 0 {
-                let mut evict = tx
-                    .prepare_cached(
-                        "DELETE FROM events WHERE id IN
-                             (SELECT id FROM events WHERE id < 0 ORDER BY id LIMIT ?1)
-                         RETURNING length(device), length(payload)",
-                    )
-                    .map_err(fail("evict alerts from"))?;
-                let removed = evict
-                    .query_map([excess], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-                    })
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(fail("evict alerts from"))?;
-                for (device_len, payload_len) in &removed {
-                    self.rows -= 1;
-                    self.row_bytes = self
-                        .row_bytes
-                        .saturating_sub(row_cost(*device_len, *payload_len));
-                }
-                outcome
-                    .dropped
-                    .push((DropReason::EvictedOldest, removed.len() as u64));
-            }
+            state
+                .append_alerts(&tx, &batch.alerts, &mut outcome)
+                .map_err(fail("append alerts to"))?;
         }
-
         if !batch.dead_letters.is_empty() {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO dead_letters (received_at, source, topic, reason, detail, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(fail("record dead letter in"))?;
-            for letter in &batch.dead_letters {
-                let payload = &letter.payload[..letter.payload.len().min(DeadLetter::MAX_PAYLOAD)];
-                insert
-                    .execute(params![
-                        letter.received_at_ms,
-                        letter.source,
-                        letter.topic,
-                        letter.reason,
-                        letter.detail,
-                        payload
-                    ])
-                    .map_err(fail("record dead letter in"))?;
-            }
-            drop(insert);
-            tx.execute(
-                "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1",
-                [self.budget.dead_letter_rows() as i64],
-            )
-            .map_err(fail("prune dead letters in"))?;
+            keep_dead_letters(&tx, &batch.dead_letters, self.budget.dead_letter_rows())
+                .map_err(fail("record dead letters in"))?;
         }
-
         tx.commit().map_err(fail("commit to"))?;
         Ok(outcome)
     }
@@ -634,17 +518,9 @@ impl Store {
         u64::try_from(pages).unwrap_or(0) * PAGE_SIZE + wal
     }
 
-    /// Arrival time of the oldest row.
+    /// Arrival time of the oldest event row.
     pub(crate) fn oldest_received_at_ms(&self) -> Option<i64> {
-        self.conn
-            .query_row(
-                "SELECT received_at FROM events WHERE id > 0 ORDER BY id LIMIT 1",
-                [],
-                |row| row.get(0),
-            )
-            .optional()
-            .ok()
-            .flatten()
+        oldest_after(&self.conn, 0).ok().flatten()
     }
 
     /// Moves the WAL's content into the database and truncates the WAL (on shutdown, and now and
@@ -656,67 +532,319 @@ impl Store {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Evict {
-    /// Remove head rows until this many accounted bytes are gone.
-    Bytes(u64),
-    /// Remove head rows that arrived before this time (ms since the epoch).
-    OlderThan(i64),
+/// The in-memory figures one transaction updates, beside its SQL.
+struct Accounting<'a> {
+    options: &'a JournalOptions,
+    budget: Budget,
+    next_id: &'a mut [i64; 2],
+    deleted_through: &'a mut [i64; 2],
+    positions: &'a mut Vec<Position>,
+    rows: &'a mut u64,
+    alert_rows: &'a mut u64,
+    row_bytes: &'a mut u64,
 }
 
-/// Removes rows from the head of the queue (lowest ids first). Returns how many.
-fn evict_head(
-    tx: &rusqlite::Transaction<'_>,
-    rows: &mut u64,
-    row_bytes: &mut u64,
-    evict: Evict,
-) -> Result<u64, rusqlite::Error> {
-    const STEP: i64 = 512;
-    let mut removed = 0;
-    let mut freed = 0;
-    let mut select = tx.prepare_cached(
-        "SELECT id, received_at, length(device), length(payload) FROM events
-         WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    // Alerts (negative ids) are never evicted or expired.
-    let mut after = 0;
-    let mut last_removed = None;
-    'scan: loop {
-        let head = select
-            .query_map(params![after, STEP], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let exhausted = head.len() < STEP as usize;
-        for (id, received_at, device_len, payload_len) in head {
-            let take = match evict {
-                Evict::Bytes(need) => freed < need,
-                Evict::OlderThan(cutoff) => received_at < cutoff,
+impl Accounting<'_> {
+    /// Moves positions forward and deletes the rows every destination of their lane confirmed.
+    fn confirm(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        confirms: &[Confirm],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), rusqlite::Error> {
+        if confirms.is_empty() {
+            return Ok(());
+        }
+        let mut moved = [false; 2];
+        for confirm in confirms {
+            let Some(position) = self.positions.get_mut(confirm.destination) else {
+                continue;
             };
-            if !take {
-                break 'scan;
+            // A position never passes the rows that exist: ids past it are still to come.
+            let through = confirm.through.min(self.next_id[confirm.lane.index()] - 1);
+            let slot = &mut position.confirmed[confirm.lane.index()];
+            if through > *slot {
+                *slot = through;
+                moved[confirm.lane.index()] = true;
             }
-            freed += row_cost(device_len, payload_len);
-            removed += 1;
-            last_removed = Some(id);
-            after = id;
         }
-        if exhausted {
-            break;
+        let mut save = tx.prepare_cached(
+            "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
+             ON CONFLICT (destination, lane) DO UPDATE SET confirmed = excluded.confirmed",
+        )?;
+        for lane in Lane::ALL {
+            if !moved[lane.index()] {
+                continue;
+            }
+            for (route, position) in self.options.destinations.iter().zip(self.positions.iter()) {
+                save.execute(params![
+                    route.name,
+                    lane.as_str(),
+                    position.confirmed[lane.index()]
+                ])?;
+            }
+            // Rows leave once every destination that takes the lane has confirmed them.
+            let through = self
+                .options
+                .destinations
+                .iter()
+                .zip(self.positions.iter())
+                .filter(|(route, _)| route.takes_lane(lane))
+                .map(|(_, position)| position.confirmed[lane.index()])
+                .min()
+                .unwrap_or(i64::MAX);
+            if through <= self.deleted_through[lane.index()] {
+                continue;
+            }
+            let removed = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {} WHERE id <= ?1 RETURNING length(device), length(payload)",
+                    lane.table()
+                ))?
+                .query_map([through], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for (device_len, payload_len) in &removed {
+                self.remove_row(lane, row_cost(*device_len, *payload_len));
+            }
+            outcome.released += removed.len() as u64;
+            self.deleted_through[lane.index()] = through.min(self.next_id[lane.index()] - 1);
+        }
+        Ok(())
+    }
+
+    fn remove_row(&mut self, lane: Lane, cost: u64) {
+        *self.rows = self.rows.saturating_sub(1);
+        if lane == Lane::Alerts {
+            *self.alert_rows = self.alert_rows.saturating_sub(1);
+        }
+        *self.row_bytes = self.row_bytes.saturating_sub(cost);
+    }
+
+    /// Accounts for rows removed from the head of `lane` before every destination confirmed
+    /// them: counted by `reason`, in total and for each destination that had not confirmed them.
+    fn forget(
+        &mut self,
+        lane: Lane,
+        evicted: &Evicted,
+        reason: DropReason,
+        outcome: &mut BatchOutcome,
+    ) {
+        let Some((last, _)) = evicted.rows.last() else {
+            return;
+        };
+        *self.rows = self.rows.saturating_sub(evicted.rows.len() as u64);
+        if lane == Lane::Alerts {
+            *self.alert_rows = self.alert_rows.saturating_sub(evicted.rows.len() as u64);
+        }
+        *self.row_bytes = self.row_bytes.saturating_sub(evicted.freed);
+        let index = lane.index();
+        self.deleted_through[index] = self.deleted_through[index].max(*last);
+        add_count(&mut outcome.dropped, reason, evicted.rows.len() as u64);
+        for (destination, (route, position)) in self
+            .options
+            .destinations
+            .iter()
+            .zip(self.positions.iter())
+            .enumerate()
+        {
+            let lost = evicted
+                .rows
+                .iter()
+                .filter(|(id, device)| *id > position.confirmed[index] && route.takes(lane, device))
+                .count() as u64;
+            if lost > 0 {
+                match outcome
+                    .dropped_for
+                    .iter_mut()
+                    .find(|(index, other, _)| *index == destination && *other == reason)
+                {
+                    Some((_, _, count)) => *count += lost,
+                    None => outcome.dropped_for.push((destination, reason, lost)),
+                }
+            }
         }
     }
-    if let Some(last) = last_removed {
-        tx.prepare_cached("DELETE FROM events WHERE id > 0 AND id <= ?1")?
-            .execute([last])?;
-        *rows -= removed;
-        *row_bytes = row_bytes.saturating_sub(freed);
+
+    fn append(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        appends: Vec<Record>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), rusqlite::Error> {
+        let mut refused = 0;
+        let mut unrouted = 0;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (id, device, received_at, payload) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let index = Lane::Events.index();
+        let mut appends = appends.into_iter();
+        while let Some(record) = appends.next() {
+            if !self
+                .options
+                .destinations
+                .iter()
+                .any(|route| route.takes(Lane::Events, &record.device))
+            {
+                outcome.results.push(AppendResult::Unrouted);
+                unrouted += 1;
+                continue;
+            }
+            let cost = record.cost();
+            if *self.row_bytes + cost > self.budget.rows {
+                match self.options.when_full {
+                    WhenFull::DropOldest if cost <= self.budget.rows => {
+                        let need = *self.row_bytes + cost - self.budget.rows;
+                        let chunk = self.budget.rows / EVICTION_CHUNK_DIVISOR;
+                        let evicted = evict_head(tx, Evict::Bytes(need.max(chunk)))?;
+                        self.forget(Lane::Events, &evicted, DropReason::EvictedOldest, outcome);
+                    }
+                    WhenFull::Block if cost <= self.budget.rows => {
+                        outcome.deferred.push(record);
+                        outcome.deferred.extend(appends.by_ref());
+                        break;
+                    }
+                    // drop_newest, or a row that could never fit
+                    _ => {
+                        outcome.results.push(AppendResult::Refused);
+                        refused += 1;
+                        continue;
+                    }
+                }
+            }
+            let id = self.next_id[index];
+            insert.execute(params![
+                id,
+                record.device,
+                record.received_at_ms,
+                record.payload
+            ])?;
+            self.next_id[index] += 1;
+            *self.rows += 1;
+            *self.row_bytes += cost;
+            outcome.results.push(AppendResult::Stored(id));
+        }
+        if refused > 0 {
+            add_count(&mut outcome.dropped, DropReason::RejectedNewest, refused);
+        }
+        if unrouted > 0 {
+            add_count(&mut outcome.dropped, DropReason::Unrouted, unrouted);
+        }
+        Ok(())
     }
-    Ok(removed)
+
+    fn append_alerts(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        alerts: &[AlertRecord],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), rusqlite::Error> {
+        let routed = self
+            .options
+            .destinations
+            .iter()
+            .any(|route| route.takes_lane(Lane::Alerts));
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO alerts (id, device, received_at, payload) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut fire = tx.prepare_cached(
+            "INSERT OR REPLACE INTO alert_state (rule, device, alert) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut resolve =
+            tx.prepare_cached("DELETE FROM alert_state WHERE rule = ?1 AND device = ?2")?;
+        let index = Lane::Alerts.index();
+        let mut last_alert = 0;
+        // Alerts are few and matter most: they are never evicted by events, and always stored
+        // (unless no destination takes alerts at all).
+        for alert in alerts {
+            if routed {
+                let id = self.next_id[index];
+                insert.execute(params![id, alert.device, alert.at_ms, alert.payload])?;
+                self.next_id[index] += 1;
+                *self.rows += 1;
+                *self.alert_rows += 1;
+                *self.row_bytes += (alert.device.len() + alert.payload.len()) as u64 + ROW_OVERHEAD;
+                outcome.last_alert_row = Some(id);
+            }
+            let number = i64::try_from(alert.alert).unwrap_or(i64::MAX);
+            if alert.firing {
+                fire.execute(params![alert.rule, alert.device, number])?;
+            } else {
+                resolve.execute(params![alert.rule, alert.device])?;
+            }
+            last_alert = last_alert.max(number);
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_alert', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            [last_alert],
+        )?;
+        if !routed {
+            add_count(&mut outcome.dropped, DropReason::Unrouted, alerts.len() as u64);
+        }
+        // A flapping rule must not fill the journal: past MAX_ALERT_ROWS undelivered alerts,
+        // the oldest give way (counted as evicted).
+        let excess = i64::try_from(*self.alert_rows).unwrap_or(i64::MAX) - MAX_ALERT_ROWS;
+        if excess > 0 {
+            let evicted = tx
+                .prepare_cached(
+                    "DELETE FROM alerts WHERE id IN
+                         (SELECT id FROM alerts ORDER BY id LIMIT ?1)
+                     RETURNING id, device, length(device), length(payload)",
+                )?
+                .query_map([excess], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut removed = Evicted::default();
+            for (id, device, device_len, payload_len) in evicted {
+                removed.freed += row_cost(device_len, payload_len);
+                removed.rows.push((id, device));
+            }
+            removed.rows.sort_unstable_by_key(|(id, _)| *id);
+            self.forget(Lane::Alerts, &removed, DropReason::EvictedOldest, outcome);
+        }
+        Ok(())
+    }
+}
+
+/// Adds `count` to the entry for `reason`, or adds the entry.
+fn add_count(counts: &mut Vec<(DropReason, u64)>, reason: DropReason, count: u64) {
+    match counts.iter_mut().find(|(other, _)| *other == reason) {
+        Some((_, total)) => *total += count,
+        None => counts.push((reason, count)),
+    }
+}
+
+fn keep_dead_letters(
+    tx: &rusqlite::Transaction<'_>,
+    letters: &[DeadLetter],
+    keep: u64,
+) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO dead_letters (received_at, source, topic, reason, detail, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for letter in letters {
+        let payload = &letter.payload[..letter.payload.len().min(DeadLetter::MAX_PAYLOAD)];
+        insert.execute(params![
+            letter.received_at_ms,
+            letter.source,
+            letter.topic,
+            letter.reason,
+            letter.detail,
+            payload
+        ])?;
+    }
+    tx.execute(
+        "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1",
+        [i64::try_from(keep).unwrap_or(i64::MAX)],
+    )?;
+    Ok(())
 }
 
 pub(crate) fn wal_path(path: &Path) -> PathBuf {
@@ -755,198 +883,4 @@ fn move_aside(path: &Path) -> Result<PathBuf, JournalError> {
         std::fs::remove_file(&shm).map_err(fail)?;
     }
     Ok(target)
-}
-
-/// What `edge-gateway journal stats` shows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JournalSummary {
-    /// Rows waiting to be sent.
-    pub rows: u64,
-    /// Size of the database and WAL files.
-    pub file_bytes: u64,
-    /// Arrival time of the oldest row.
-    pub oldest_received_at_ms: Option<i64>,
-    /// Rows per device, most first.
-    pub per_device: Vec<(String, u64)>,
-    /// Dead letters kept.
-    pub dead_letters: u64,
-}
-
-/// Reads the journal's figures without writing to it; safe while the gateway runs.
-pub fn summarize(path: &Path) -> Result<JournalSummary, JournalError> {
-    if !path.exists() {
-        return Err(JournalError::Missing(path.to_path_buf()));
-    }
-    let fail = |action: &'static str| {
-        move |source| JournalError::Sqlite {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(fail("open"))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(fail("open"))?;
-    let per_device = conn
-        .prepare(
-            "SELECT device, count(*) FROM events GROUP BY device ORDER BY count(*) DESC, device",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(fail("read"))?
-        .into_iter()
-        .map(|(device, count)| (device, u64::try_from(count).unwrap_or(0)))
-        .collect::<Vec<_>>();
-    let rows = per_device.iter().map(|(_, count)| count).sum();
-    let oldest_received_at_ms = conn
-        .query_row(
-            "SELECT received_at FROM events WHERE id > 0 ORDER BY id LIMIT 1",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(fail("read"))?;
-    let dead_letters: i64 = conn
-        .query_row("SELECT count(*) FROM dead_letters", [], |row| row.get(0))
-        .map_err(fail("read"))?;
-    let pages: i64 = conn
-        .query_row("PRAGMA page_count", [], |row| row.get(0))
-        .map_err(fail("read"))?;
-    let page_size: i64 = conn
-        .query_row("PRAGMA page_size", [], |row| row.get(0))
-        .map_err(fail("read"))?;
-    let wal = std::fs::metadata(wal_path(path))
-        .map(|meta| meta.len())
-        .unwrap_or(0);
-    Ok(JournalSummary {
-        rows,
-        file_bytes: u64::try_from(pages * page_size).unwrap_or(0) + wal,
-        oldest_received_at_ms,
-        per_device,
-        dead_letters: u64::try_from(dead_letters).unwrap_or(0),
-    })
-}
-
-/// A dead letter as read back from the journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredDeadLetter {
-    /// When it arrived, in ms since the Unix epoch.
-    pub received_at_ms: i64,
-    /// Which source it came from.
-    pub source: String,
-    /// The MQTT topic or serial port.
-    pub topic: String,
-    /// The rejection reason.
-    pub reason: String,
-    /// A human-readable explanation.
-    pub detail: String,
-    /// The offending bytes (truncated).
-    pub payload: Vec<u8>,
-}
-
-/// What `edge-gateway journal inspect` shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inspection {
-    /// The oldest buffered events, oldest first.
-    pub events: Vec<StoredEvent>,
-    /// The latest dead letters, newest first.
-    pub dead_letters: Vec<StoredDeadLetter>,
-}
-
-/// Reads the oldest `limit` events and the newest `limit` dead letters; safe while the gateway
-/// runs.
-pub fn inspect(path: &Path, limit: usize) -> Result<Inspection, JournalError> {
-    if !path.exists() {
-        return Err(JournalError::Missing(path.to_path_buf()));
-    }
-    let fail = |source| JournalError::Sqlite {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    };
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(fail)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
-    let events = read_events(&conn, i64::MIN, limit).map_err(fail)?;
-    let dead_letters = conn
-        .prepare(
-            "SELECT received_at, source, topic, reason, detail, payload FROM dead_letters
-             ORDER BY id DESC LIMIT ?1",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                    Ok(StoredDeadLetter {
-                        received_at_ms: row.get(0)?,
-                        source: row.get(1)?,
-                        topic: row.get(2)?,
-                        reason: row.get(3)?,
-                        detail: row.get(4)?,
-                        payload: row.get(5)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(fail)?;
-    Ok(Inspection {
-        events,
-        dead_letters,
-    })
-}
-
-/// Up to `limit` alerts (the priority lane) with row ids greater than `after`, in id order.
-pub(crate) fn read_alerts(
-    conn: &Connection,
-    after: i64,
-    limit: usize,
-) -> Result<Vec<StoredEvent>, rusqlite::Error> {
-    read_rows(
-        conn,
-        "SELECT id, device, received_at, payload FROM events
-         WHERE id < 0 AND id > ?1 ORDER BY id LIMIT ?2",
-        after,
-        limit,
-    )
-}
-
-/// Up to `limit` events with ids greater than `after`, in id order.
-pub(crate) fn read_events(
-    conn: &Connection,
-    after: i64,
-    limit: usize,
-) -> Result<Vec<StoredEvent>, rusqlite::Error> {
-    read_rows(
-        conn,
-        "SELECT id, device, received_at, payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-        after,
-        limit,
-    )
-}
-
-fn read_rows(
-    conn: &Connection,
-    query: &str,
-    after: i64,
-    limit: usize,
-) -> Result<Vec<StoredEvent>, rusqlite::Error> {
-    let mut statement = conn.prepare_cached(query)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = statement.query_map(params![after, limit], |row| {
-        Ok(StoredEvent {
-            id: row.get(0)?,
-            device: row.get(1)?,
-            received_at_ms: row.get(2)?,
-            payload: row.get(3)?,
-        })
-    })?;
-    rows.collect()
 }

@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::store::{AppendResult, Batch, Budget, Store};
+use super::eviction::Budget;
+use super::store::{AppendResult, Batch, Store};
 use super::*;
 use crate::config::{Synchronous, WhenFull};
 
@@ -14,6 +15,19 @@ fn options(dir: &tempfile::TempDir, max_size: u64, when_full: WhenFull) -> Journ
         max_age: Duration::from_secs(7 * 24 * 3600),
         when_full,
         synchronous: Synchronous::Normal,
+        destinations: vec![DestinationRoute::all("cloud")],
+    }
+}
+
+/// A batch that confirms every event up to `through` for the first destination.
+fn confirm(through: i64) -> Batch {
+    Batch {
+        confirms: vec![Confirm {
+            destination: 0,
+            lane: Lane::Events,
+            through,
+        }],
+        ..Batch::default()
     }
 }
 
@@ -59,13 +73,13 @@ fn stored_ids(results: &[AppendResult]) -> Vec<i64> {
         .iter()
         .filter_map(|result| match result {
             AppendResult::Stored(id) => Some(*id),
-            AppendResult::Refused => None,
+            AppendResult::Refused | AppendResult::Unrouted => None,
         })
         .collect()
 }
 
 #[test]
-fn appended_rows_survive_reopen_and_acks_delete_them() {
+fn appended_rows_survive_reopen_and_confirmed_rows_leave() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut store, report) =
         Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("open");
@@ -75,16 +89,10 @@ fn appended_rows_survive_reopen_and_acks_delete_them() {
         .expect("apply");
     let ids = stored_ids(&outcome.results);
     assert_eq!(ids, (1..=10).collect::<Vec<_>>());
-    let outcome = store
-        .apply(
-            Batch {
-                acks: vec![1, 2, 3, 99],
-                ..Batch::default()
-            },
-            0,
-        )
-        .expect("ack");
-    assert_eq!(outcome.acked, 3, "an unknown id deletes nothing");
+    let outcome = store.apply(confirm(3), 0).expect("confirm");
+    assert_eq!(outcome.released, 3);
+    let outcome = store.apply(confirm(2), 0).expect("confirm");
+    assert_eq!(outcome.released, 0, "a position never moves back");
     drop(store);
 
     let (store, report) =
@@ -109,15 +117,7 @@ fn ids_keep_growing_after_the_journal_empties() {
             .expect("apply")
             .results,
     );
-    store
-        .apply(
-            Batch {
-                acks: first.clone(),
-                ..Batch::default()
-            },
-            0,
-        )
-        .expect("ack");
+    store.apply(confirm(first[0]), 0).expect("confirm");
     let second = stored_ids(
         &store
             .apply(appends(vec![record("a", 1, 10)]), 0)
@@ -205,9 +205,8 @@ fn block_defers_what_does_not_fit_until_acks_make_room() {
     );
     assert!(outcome.dropped.is_empty(), "block never drops");
     let acked = Batch {
-        acks: stored[..100].to_vec(),
         appends: outcome.deferred,
-        ..Batch::default()
+        ..confirm(stored[99])
     };
     let outcome = store.apply(acked, 0).expect("apply");
     assert!(
@@ -267,7 +266,7 @@ fn dead_letters_are_kept_and_bounded() {
             )
             .expect("apply");
     }
-    let summary = summarize(&dir.path().join("journal.db")).expect("summary");
+    let summary = summarize(&dir.path().join("journal.db"), &[]).expect("summary");
     let kept = Budget::for_max_size(1 << 20).dead_letters / (DeadLetter::MAX_PAYLOAD as u64 + 512);
     assert_eq!(summary.dead_letters, kept.clamp(8, 1000));
 }
@@ -279,7 +278,7 @@ fn summary_counts_rows_per_device() {
     let mut records: Vec<Record> = (0..3).map(|n| record("a", n, 10)).collect();
     records.push(record("b", 9, 10));
     store.apply(appends(records), 0).expect("apply");
-    let summary = summarize(&dir.path().join("journal.db")).expect("summary");
+    let summary = summarize(&dir.path().join("journal.db"), &[]).expect("summary");
     assert_eq!(summary.rows, 4);
     assert_eq!(
         summary.per_device,
@@ -347,17 +346,18 @@ fn a_journal_with_a_scribbled_page_is_moved_aside() {
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<usize>),
-    /// Ack the rows at these positions of the live rows (modulo their count).
-    Ack(Vec<usize>),
-    AckUnknown,
+    /// Confirm everything up to the live row at this position (modulo their count).
+    Confirm(usize),
+    /// Confirm through a position already passed.
+    ConfirmOld,
     Reopen,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => prop::collection::vec(1usize..600, 1..40).prop_map(Op::Append),
-        3 => prop::collection::vec(any::<usize>(), 1..20).prop_map(Op::Ack),
-        1 => Just(Op::AckUnknown),
+        3 => any::<usize>().prop_map(Op::Confirm),
+        1 => Just(Op::ConfirmOld),
         1 => Just(Op::Reopen),
     ]
 }
@@ -391,16 +391,19 @@ proptest! {
                     model.extend(ids.into_iter().zip(records.into_iter().map(|r| r.payload)));
                     evicted = outcome.dropped.iter().map(|(_, count)| count).sum::<u64>();
                 }
-                Op::Ack(positions) => {
+                Op::Confirm(position) => {
                     if !model.is_empty() {
-                        let ids: Vec<i64> = positions.iter().map(|p| model[p % model.len()].0).collect();
-                        store.apply(Batch { acks: ids.clone(), ..Batch::default() }, 0).expect("ack");
-                        model.retain(|(id, _)| !ids.contains(id));
+                        let through = model[position % model.len()].0;
+                        let outcome = store.apply(confirm(through), 0).expect("confirm");
+                        let before = model.len();
+                        model.retain(|(id, _)| *id > through);
+                        prop_assert_eq!(outcome.released, (before - model.len()) as u64);
                     }
                 }
-                Op::AckUnknown => {
-                    let outcome = store.apply(Batch { acks: vec![i64::MAX, -5], ..Batch::default() }, 0).expect("ack");
-                    prop_assert_eq!(outcome.acked, 0);
+                Op::ConfirmOld => {
+                    let outcome = store.apply(confirm(1), 0).expect("confirm");
+                    prop_assert_eq!(outcome.released, u64::from(model.front().is_some_and(|(id, _)| *id == 1)));
+                    model.retain(|(id, _)| *id > 1);
                 }
                 Op::Reopen => {
                     drop(store);
@@ -428,7 +431,7 @@ async fn writer_commits_groups_and_acks_in_the_background() {
     let (journal, _) =
         Journal::start(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("start");
     let handle = journal.handle();
-    let mut committed = handle.committed();
+    let mut committed = handle.committed(Lane::Events);
     let mut tasks = Vec::new();
     for device in 0..8 {
         let handle = handle.clone();
@@ -460,11 +463,17 @@ async fn writer_commits_groups_and_acks_in_the_background() {
         handle.stats().commits()
     );
     let reader = JournalReader::open(handle.path()).expect("reader");
-    let first = reader.read_after(0, 10).await.expect("read");
+    let first = reader.read(Lane::Events, 0, 10).await.expect("read");
     assert_eq!(first.len(), 10);
-    handle.ack((1..=2000).collect()).expect("ack");
+    handle
+        .confirm(Confirm {
+            destination: 0,
+            lane: Lane::Events,
+            through: 2000,
+        })
+        .expect("confirm");
     journal.close().await;
-    let summary = summarize(&dir.path().join("journal.db")).expect("summary");
+    let summary = summarize(&dir.path().join("journal.db"), &[]).expect("summary");
     assert_eq!(
         summary.rows, 1,
         "acked rows are deleted before close returns"
@@ -487,7 +496,7 @@ async fn a_writer_stuck_in_a_commit_misses_heartbeats_and_answers_once_free() {
     // (SQLite's busy timeout), as it would for a storage device that stopped answering.
     let blocker = rusqlite::Connection::open(handle.path()).expect("open");
     blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
-    let mut committed = handle.committed();
+    let mut committed = handle.committed(Lane::Events);
     handle
         .append(vec![record("a", 0, 10)])
         .await
@@ -562,7 +571,7 @@ fn alerts_come_first_survive_reopen_and_are_bounded() {
         "alert 1 resolved, alert 2 still firing"
     );
     let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
-    let alerts = super::store::read_alerts(&conn, i64::MIN, 10).expect("alerts");
+    let alerts = super::read::read_lane(&conn, Lane::Alerts, 0, 10).expect("alerts");
     assert_eq!(
         alerts
             .iter()
@@ -575,8 +584,12 @@ fn alerts_come_first_survive_reopen_and_are_bounded() {
         ],
         "the priority lane, in the order raised"
     );
-    assert!(alerts.iter().all(|row| row.id < 0));
-    let events = super::store::read_events(&conn, 0, 10).expect("events");
+    assert_eq!(
+        alerts.iter().map(|row| row.id).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "alerts have a lane, and ids, of their own"
+    );
+    let events = super::read::read_lane(&conn, Lane::Events, 0, 10).expect("events");
     assert_eq!(events.len(), 3, "events are read apart from alerts");
 
     // A flapping rule cannot fill the journal: the oldest alerts give way, counted.
@@ -588,7 +601,156 @@ fn alerts_come_first_survive_reopen_and_are_bounded() {
     };
     let outcome = store.apply(batch, 0).expect("many alerts");
     assert_eq!(outcome.dropped, [(DropReason::EvictedOldest, 3)]);
-    let held = super::store::read_alerts(&conn, i64::MIN, 20_000).expect("alerts");
+    let held = super::read::read_lane(&conn, Lane::Alerts, 0, 20_000).expect("alerts");
     assert_eq!(held.len() as i64, super::store::MAX_ALERT_ROWS);
     assert_eq!(held[0].payload, b"alert 3".to_vec());
+}
+
+
+fn two_destinations(dir: &tempfile::TempDir, max_size: u64) -> JournalOptions {
+    JournalOptions {
+        destinations: vec![DestinationRoute::all("cloud"), DestinationRoute::all("bus")],
+        ..options(dir, max_size, WhenFull::DropOldest)
+    }
+}
+
+fn confirm_for(destination: usize, lane: Lane, through: i64) -> Batch {
+    Batch {
+        confirms: vec![Confirm {
+            destination,
+            lane,
+            through,
+        }],
+        ..Batch::default()
+    }
+}
+
+#[test]
+fn a_row_leaves_once_every_destination_confirmed_it_and_positions_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = two_destinations(&dir, 64 << 20);
+    let (mut store, _) = Store::open(opts.clone()).expect("open");
+    store
+        .apply(appends((0..10).map(|n| record("a", n, 50)).collect()), 0)
+        .expect("append");
+    let outcome = store.apply(confirm_for(0, Lane::Events, 8), 0).expect("confirm");
+    assert_eq!(outcome.released, 0, "bus has confirmed nothing");
+    assert_eq!(store.backlog(0, Lane::Events), 2);
+    assert_eq!(store.backlog(1, Lane::Events), 10);
+    let outcome = store.apply(confirm_for(1, Lane::Events, 5), 0).expect("confirm");
+    assert_eq!(outcome.released, 5, "rows both have confirmed leave");
+    drop(store);
+
+    let (store, report) = Store::open(opts).expect("reopen");
+    assert_eq!(report.positions, vec![[0, 8], [0, 5]]);
+    assert_eq!(store.rows(), 5);
+    assert_eq!(store.backlog(0, Lane::Events), 2);
+    assert_eq!(store.backlog(1, Lane::Events), 5);
+    drop(store);
+
+    // A destination no longer configured is forgotten: nothing is held for it any more.
+    let (mut store, report) =
+        Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("reopen");
+    assert_eq!(report.forgotten_destinations, vec!["bus".to_owned()]);
+    assert_eq!(report.positions, vec![[0, 8]]);
+    let outcome = store.apply(confirm(10), 0).expect("confirm");
+    assert_eq!(outcome.released, 5);
+    assert_eq!(store.rows(), 0);
+}
+
+#[test]
+fn eviction_is_counted_for_each_destination_that_had_not_confirmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(two_destinations(&dir, 128 * 1024)).expect("open");
+    let first = stored_ids(
+        &store
+            .apply(appends((0..40).map(|n| record("a", n, 500)).collect()), 0)
+            .expect("append")
+            .results,
+    );
+    // cloud has everything so far, bus nothing: the rows stay for bus.
+    store
+        .apply(confirm_for(0, Lane::Events, *first.last().expect("rows")), 0)
+        .expect("confirm");
+    let mut dropped_total = 0;
+    let mut dropped_for = [0u64; 2];
+    for round in 1..10 {
+        let outcome = store
+            .apply(
+                appends((0..40).map(|n| record("a", round * 100 + n, 500)).collect()),
+                0,
+            )
+            .expect("append");
+        dropped_total += outcome
+            .dropped
+            .iter()
+            .map(|(_, count)| count)
+            .sum::<u64>();
+        for (destination, reason, count) in outcome.dropped_for {
+            assert_eq!(reason, DropReason::EvictedOldest);
+            dropped_for[destination] += count;
+        }
+    }
+    assert!(dropped_total > 40, "the journal had to evict: {dropped_total}");
+    assert_eq!(dropped_for[1], dropped_total, "bus lost every evicted row");
+    assert_eq!(
+        dropped_for[0],
+        dropped_total - 40,
+        "cloud had the first 40 and lost only rows after them"
+    );
+}
+
+#[test]
+fn a_journal_of_the_first_release_is_migrated_with_its_backlog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.db");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1.db");
+    std::fs::copy(&fixture, &path).expect("copy the fixture");
+    let mut opts = two_destinations(&dir, 64 << 20);
+    opts.max_age = Duration::from_secs(100 * 365 * 24 * 3600);
+    let (mut store, report) = Store::open(opts.clone()).expect("open");
+    assert_eq!(report.migrated_from, Some(1));
+    assert_eq!(report.recovered_rows, 113, "110 events and 3 alerts");
+    assert_eq!(report.positions, vec![[0, 0], [0, 0]], "every destination gets it all");
+    assert_eq!(report.last_alert, 3);
+    assert!(report.firing_alerts.iter().any(|alert| alert.alert == 3));
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let alerts = super::read::read_lane(&conn, Lane::Alerts, 0, 10).expect("alerts");
+    assert_eq!(alerts.len(), 3);
+    for (n, alert) in alerts.iter().enumerate() {
+        let text = String::from_utf8_lossy(&alert.payload);
+        assert!(text.contains(&format!("gw-v1:alert:{}", n + 1)), "{text}");
+    }
+    let events = super::read::read_lane(&conn, Lane::Events, 0, 200).expect("events");
+    assert_eq!(events.len(), 110);
+    assert_eq!(events.first().map(|event| event.id), Some(11));
+    assert_eq!(events.last().map(|event| event.id), Some(120));
+    assert!(events.iter().any(|event| event.device == "greenhouse.3"));
+    // New rows continue after the old ones, and the schema is current.
+    let ids = stored_ids(
+        &store
+            .apply(appends(vec![record("a", 1, 10)]), 0)
+            .expect("append")
+            .results,
+    );
+    assert_eq!(ids, vec![121]);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, super::schema::SCHEMA_VERSION);
+    drop(store);
+    let (_, report) = Store::open(opts).expect("reopen");
+    assert_eq!(report.migrated_from, None, "migrated once");
+}
+
+#[test]
+fn a_journal_from_a_later_release_is_refused_not_damaged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.db");
+    rusqlite::Connection::open(&path)
+        .and_then(|conn| conn.execute_batch("PRAGMA user_version = 99"))
+        .expect("make a future journal");
+    let error = Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect_err("refused");
+    assert!(error.to_string().contains("schema version 99"), "{error}");
 }

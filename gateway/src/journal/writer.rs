@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::error::JournalError;
 use super::record::{AlertRecord, DeadLetter, Record};
 use super::stats::{DropReason, JournalStats};
-use super::store::{AppendResult, Batch, JournalOptions, OpenReport, Store};
+use super::record::Lane;
+use super::store::{AppendResult, Batch, Confirm, JournalOptions, OpenReport, Store};
 
 /// Most rows applied in one transaction.
 pub(crate) const MAX_BATCH_ROWS: usize = 4096;
@@ -38,7 +39,10 @@ enum AppendRequest {
 }
 
 enum Control {
-    Ack(Vec<i64>),
+    Confirm(Confirm),
+    /// A row a destination refused for good, kept as a dead letter in the same transaction as
+    /// the confirmation that passes over it.
+    Refused(DeadLetter),
     /// Answered as soon as the writer takes it: the writer is back in its loop, not stuck in a
     /// commit.
     Heartbeat(oneshot::Sender<()>),
@@ -109,8 +113,8 @@ pub struct JournalHandle {
     alerts: mpsc::Sender<AlertRecord>,
     controls: mpsc::UnboundedSender<Control>,
     stats: Arc<JournalStats>,
-    committed: watch::Receiver<i64>,
-    alerts_committed: watch::Receiver<u64>,
+    /// Per lane ([`Lane::index`]): the highest row id committed.
+    committed: [watch::Receiver<i64>; 2],
     path: std::path::PathBuf,
 }
 
@@ -125,7 +129,9 @@ impl std::fmt::Debug for JournalHandle {
 impl Journal {
     /// Opens (or recovers) the journal and starts its writer thread.
     pub fn start(options: JournalOptions) -> Result<(Self, OpenReport), JournalError> {
-        let stats = Arc::new(JournalStats::default());
+        let stats = Arc::new(JournalStats::new(
+            options.destinations.iter().map(|route| route.name.clone()),
+        ));
         let (store, report) = Store::open(options)?;
         if let Some(moved_to) = &report.moved_aside {
             stats.record_corruption();
@@ -135,23 +141,34 @@ impl Journal {
                 "journal was unreadable: moved it aside and started an empty one; events it held are lost"
             );
         }
-        stats.set_levels(
-            store.rows(),
-            store.file_bytes(),
-            store.oldest_received_at_ms(),
-        );
+        if let Some(version) = report.migrated_from {
+            tracing::info!(
+                journal = %store.path().display(),
+                from = version,
+                rows = store.rows(),
+                "journal migrated to the current schema; every destination gets what it holds"
+            );
+        }
+        for name in &report.forgotten_destinations {
+            tracing::warn!(
+                destination = %name,
+                "the journal held rows for an uplink that is no longer configured: no longer held for it"
+            );
+        }
+        update_levels(&store, &stats);
         stats.record_commit(true);
         let (appends, append_rx) = mpsc::channel(APPEND_QUEUE);
         let (alerts, alert_rx) = mpsc::channel(ALERT_QUEUE);
         let (controls, control_rx) = mpsc::unbounded_channel();
-        let (committed_tx, committed) = watch::channel(0);
-        let (alerts_committed_tx, alerts_committed) = watch::channel(0);
+        let next_ids = store.next_ids();
+        let (committed_tx, committed) = watch::channel(next_ids[Lane::Events.index()] - 1);
+        let (alerts_committed_tx, alerts_committed) =
+            watch::channel(next_ids[Lane::Alerts.index()] - 1);
         let path = store.path().to_path_buf();
         let writer = Writer {
             store,
             stats: Arc::clone(&stats),
-            committed: committed_tx,
-            alerts_committed: alerts_committed_tx,
+            committed: [alerts_committed_tx, committed_tx],
             appends: append_rx,
             alerts: alert_rx,
             controls: control_rx,
@@ -168,8 +185,7 @@ impl Journal {
             alerts,
             controls,
             stats,
-            committed,
-            alerts_committed,
+            committed: [alerts_committed, committed],
             path,
         };
         Ok((
@@ -248,10 +264,6 @@ impl JournalHandle {
             .map_err(|_| JournalError::WriterStopped)
     }
 
-    /// Alerts committed so far; changes after each commit that stored one.
-    pub fn alerts_committed(&self) -> watch::Receiver<u64> {
-        self.alerts_committed.clone()
-    }
 
     /// Keeps a rejected input for inspection.
     ///
@@ -264,13 +276,20 @@ impl JournalHandle {
             .map_err(|_| JournalError::WriterStopped)
     }
 
-    /// Deletes rows a sink has delivered (in the next commit).
-    pub fn ack(&self, ids: Vec<i64>) -> Result<(), JournalError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+    /// Records that a destination has every row of a lane up to `through` (in the next
+    /// commit). The rows leave the journal once every destination routed to them has them.
+    pub fn confirm(&self, confirm: Confirm) -> Result<(), JournalError> {
         self.controls
-            .send(Control::Ack(ids))
+            .send(Control::Confirm(confirm))
+            .map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// Keeps a row that a destination refused for good as a dead letter. Unlike
+    /// [`JournalHandle::dead_letter`] this never gives the letter up: it is committed with, or
+    /// before, the confirmation that passes over the row.
+    pub fn refused(&self, letter: DeadLetter) -> Result<(), JournalError> {
+        self.controls
+            .send(Control::Refused(letter))
             .map_err(|_| JournalError::WriterStopped)
     }
 
@@ -292,9 +311,10 @@ impl JournalHandle {
         APPEND_QUEUE - self.appends.capacity()
     }
 
-    /// The highest row id committed so far; changes after each commit that appended rows.
-    pub fn committed(&self) -> watch::Receiver<i64> {
-        self.committed.clone()
+    /// The highest row id of `lane` committed so far; changes after each commit that appended
+    /// rows to it.
+    pub fn committed(&self, lane: Lane) -> watch::Receiver<i64> {
+        self.committed[lane.index()].clone()
     }
 
     /// Live figures.
@@ -311,8 +331,7 @@ impl JournalHandle {
 struct Writer {
     store: Store,
     stats: Arc<JournalStats>,
-    committed: watch::Sender<i64>,
-    alerts_committed: watch::Sender<u64>,
+    committed: [watch::Sender<i64>; 2],
     appends: mpsc::Receiver<AppendRequest>,
     alerts: mpsc::Receiver<AlertRecord>,
     controls: mpsc::UnboundedReceiver<Control>,
@@ -374,7 +393,7 @@ impl Writer {
                 },
                 _ = ticker.tick() => {}
             }
-            while batch.acks.len() + pending.len() + batch.dead_letters.len() < MAX_BATCH_ROWS {
+            while batch.confirms.len() + pending.len() + batch.dead_letters.len() < MAX_BATCH_ROWS {
                 if let Ok(control) = self.controls.try_recv() {
                     take_control(control, &mut batch, &mut shutdown);
                     continue;
@@ -474,30 +493,30 @@ impl Writer {
         for (reason, count) in &outcome.dropped {
             self.stats.add_dropped(*reason, *count);
         }
-        self.stats.set_levels(
-            self.store.rows(),
-            self.store.file_bytes(),
-            self.store.oldest_received_at_ms(),
-        );
+        for (destination, reason, count) in &outcome.dropped_for {
+            if let Some(stats) = self.stats.destinations().get(*destination) {
+                stats.add_dropped(*reason, *count);
+            }
+        }
+        update_levels(&self.store, &self.stats);
         let highest = outcome
             .results
             .iter()
             .rev()
             .find_map(|result| match result {
                 AppendResult::Stored(id) => Some(*id),
-                AppendResult::Refused => None,
+                AppendResult::Refused | AppendResult::Unrouted => None,
             });
         if let Some(highest) = highest {
-            self.committed.send_replace(highest);
+            self.committed[Lane::Events.index()].send_replace(highest);
         }
-        if outcome.alerts > 0 {
-            self.alerts_committed
-                .send_modify(|count| *count += outcome.alerts as u64);
+        if let Some(highest) = outcome.last_alert_row {
+            self.committed[Lane::Alerts.index()].send_replace(highest);
         }
         // Waiters hear last: whoever is told "committed" finds the figures already updated.
         let results = outcome.results.iter().map(|result| match result {
             AppendResult::Stored(id) => Some(*id),
-            AppendResult::Refused => None,
+            AppendResult::Refused | AppendResult::Unrouted => None,
         });
         settle(waiters, results);
         outcome.deferred
@@ -505,11 +524,11 @@ impl Writer {
 
     fn recover_from_corruption(&mut self) {
         let lost = self.store.rows();
-        let next_id = self.store.next_id();
+        let next_ids = self.store.next_ids();
         let options = self.store.options().clone();
         match Store::open(options) {
             Ok((mut store, report)) => {
-                store.continue_ids_from(next_id);
+                store.continue_ids_from(next_ids);
                 self.stats.record_corruption();
                 self.stats.add_dropped(DropReason::Corrupt, lost);
                 tracing::error!(
@@ -531,7 +550,8 @@ struct Shutdown(Option<oneshot::Sender<()>>);
 
 fn take_control(control: Control, batch: &mut Batch, shutdown: &mut Option<Shutdown>) {
     match control {
-        Control::Ack(ids) => batch.acks.extend(ids),
+        Control::Confirm(confirm) => batch.confirms.push(confirm),
+        Control::Refused(letter) => batch.dead_letters.push(letter),
         Control::Heartbeat(answer) => {
             // The asker may have given up waiting.
             let _ = answer.send(());
@@ -603,6 +623,27 @@ fn finish(waiters: &mut VecDeque<Waiter>) {
         && let Some(done) = waiter.done
     {
         let _ = done.send(waiter.ids);
+    }
+}
+
+/// Publishes the journal's levels, in total and per destination.
+fn update_levels(store: &Store, stats: &JournalStats) {
+    stats.set_levels(
+        store.rows(),
+        store.file_bytes(),
+        store.oldest_received_at_ms(),
+    );
+    for (index, destination) in stats.destinations().iter().enumerate() {
+        let backlog = [
+            store.backlog(index, Lane::Alerts),
+            store.backlog(index, Lane::Events),
+        ];
+        let oldest = if backlog[Lane::Events.index()] > 0 {
+            store.oldest_unconfirmed_ms(index)
+        } else {
+            None
+        };
+        destination.set_levels(backlog, oldest);
     }
 }
 

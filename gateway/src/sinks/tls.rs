@@ -1,5 +1,5 @@
-//! TLS client settings for `mqtts://` uplinks: trust roots from `ca_file` (or the system's),
-//! and an optional client certificate.
+//! TLS client settings for uplinks (`mqtts://`, `tls://`, `amqps://`): trust roots from
+//! `ca_file` (or the system's), and an optional client certificate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::sink::SinkError;
+use super::error::SinkError;
 use crate::config::UplinkConfig;
 
 /// Builds the rustls client configuration the uplink connects with.

@@ -1,11 +1,10 @@
-//! The cloud MQTT sink: publishes journaled events at QoS 1 with rumqttc and deletes a row only
-//! after the broker's PUBACK for it.
+//! The MQTT destination: publishes journaled rows at QoS 1 with rumqttc; a row is confirmed by
+//! the broker's PUBACK for it.
 //!
-//! The protocol bookkeeping (which packet id carries which row) is a sans-IO state machine in
-//! [`state`]; [`sink`] is the I/O loop around it and [`tls`] builds the TLS client settings.
+//! Which packet id carries which row is a sans-IO state machine in [`state`]; [`destination`]
+//! is the adapter the [delivery driver](crate::sinks::driver) drives.
 
-mod sink;
+mod destination;
 mod state;
-mod tls;
 
-pub use sink::{MqttSink, SinkError};
+pub use destination::{MqttConnection, MqttDestination};

@@ -11,21 +11,18 @@
 //! 1. A message is in exactly one place: unassigned, or assigned to one packet id.
 //! 2. `len()` never exceeds the window: the caller checks [`InflightWindow::has_room`].
 //! 3. A connection's state is dropped with the connection: after a reconnect everything that was
-//!    in flight is read again from the journal (see `sink.rs`), so a packet id never outlives the
+//!    in flight is offered again by the delivery driver, so a packet id never outlives the
 //!    connection that assigned it.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
 
 /// A message handed to the MQTT client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum InflightMessage {
-    /// A journal row.
+    /// A journal row, by the delivery driver's tag.
     Row {
-        /// Its row id.
-        id: i64,
-        /// When it was handed over, for the ack latency.
-        published_at: Instant,
+        /// The tag.
+        tag: u64,
     },
     /// The gateway's status message.
     Status,
@@ -48,6 +45,7 @@ pub(crate) enum WindowError {
 /// The messages in flight on one connection.
 #[derive(Debug)]
 pub(crate) struct InflightWindow {
+    #[cfg_attr(not(test), allow(dead_code))]
     capacity: usize,
     unassigned: VecDeque<InflightMessage>,
     assigned: HashMap<u16, InflightMessage>,
@@ -68,6 +66,7 @@ impl InflightWindow {
     }
 
     /// Whether another message may be handed over.
+    #[cfg(test)]
     pub(crate) fn has_room(&self) -> bool {
         self.len() < self.capacity
     }
@@ -96,36 +95,19 @@ impl InflightWindow {
             .remove(&pkid)
             .ok_or(WindowError::UnknownPacketId(pkid))
     }
-
-    /// The lowest event row id still in flight: where reading events starts again after a
-    /// reconnect. Alerts (negative ids) are left out: every connection reads their lane again
-    /// from its start.
-    pub(crate) fn lowest_row(&self) -> Option<i64> {
-        self.unassigned
-            .iter()
-            .chain(self.assigned.values())
-            .filter_map(|message| match message {
-                InflightMessage::Row { id, .. } if *id > 0 => Some(*id),
-                InflightMessage::Row { .. } | InflightMessage::Status => None,
-            })
-            .min()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(id: i64) -> InflightMessage {
-        InflightMessage::Row {
-            id,
-            published_at: Instant::now(),
-        }
+    fn row(tag: u64) -> InflightMessage {
+        InflightMessage::Row { tag }
     }
 
-    fn id_of(message: InflightMessage) -> Option<i64> {
+    fn id_of(message: InflightMessage) -> Option<u64> {
         match message {
-            InflightMessage::Row { id, .. } => Some(id),
+            InflightMessage::Row { tag } => Some(tag),
             InflightMessage::Status => None,
         }
     }
@@ -144,19 +126,8 @@ mod tests {
         assert_eq!(window.on_puback(3).map(id_of), Ok(Some(11)));
         assert_eq!(window.on_puback(1), Ok(InflightMessage::Status));
         assert!(window.has_room());
-        assert_eq!(window.lowest_row(), Some(10));
         assert_eq!(window.on_puback(2).map(id_of), Ok(Some(10)));
         assert_eq!(window.len(), 0);
-        assert_eq!(window.lowest_row(), None);
-    }
-
-    #[test]
-    fn an_alert_in_flight_does_not_hide_the_lowest_event() {
-        let mut window = InflightWindow::new(4);
-        window.handed_over(row(-5));
-        window.handed_over(row(100));
-        window.handed_over(row(101));
-        assert_eq!(window.lowest_row(), Some(100));
     }
 
     #[test]
@@ -185,15 +156,4 @@ mod tests {
         assert_eq!(window.on_puback(7), Err(WindowError::UnknownPacketId(7)));
     }
 
-    #[test]
-    fn lowest_row_covers_unassigned_and_assigned_messages() {
-        let mut window = InflightWindow::new(4);
-        window.handed_over(row(5));
-        window.handed_over(row(6));
-        window.on_outgoing_publish(9).expect("assign");
-        window.handed_over(row(7));
-        assert_eq!(window.lowest_row(), Some(5));
-        window.on_puback(9).expect("ack");
-        assert_eq!(window.lowest_row(), Some(6));
-    }
 }

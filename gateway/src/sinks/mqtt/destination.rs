@@ -1,0 +1,249 @@
+//! The MQTT adapter: publishes at QoS 1 with rumqttc; a row is confirmed by its PUBACK.
+//!
+//! 1. One connection is one rumqttc client and event loop. The event loop is wrapped in a
+//!    stream that keeps an unfinished poll alive across the driver's `select!` iterations: a poll
+//!    future dropped half-way can abandon a connection attempt or a PUBACK.
+//! 2. Publishes are handed over with `try_publish`, so offering never waits; the request queue
+//!    is sized above the driver's window (plus the status message).
+//! 3. Which packet id carries which message is the sans-IO bookkeeping of [`super::state`].
+//! 4. With the status lane, the connection says `online` (retained) once connected, `offline`
+//!    when closed, and leaves `offline` as its last will.
+//! 5. Sessions are clean: on a new connection nothing of the old one survives in rumqttc, and the
+//!    driver offers again whatever it had not confirmed.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+
+use super::state::{InflightMessage, InflightWindow};
+use crate::config::UplinkConfig;
+use crate::journal::Lane;
+use crate::sinks::destination::{
+    Confirmation, Connection, Destination, DestinationError, Outgoing,
+};
+use crate::sinks::error::{SinkError, read_secret};
+use crate::sinks::tls;
+
+/// Largest MQTT packet the uplink sends or accepts.
+const MAX_PACKET_SIZE: usize = 256 * 1024;
+
+/// An MQTT broker as a destination.
+#[derive(Debug)]
+pub struct MqttDestination {
+    options: MqttOptions,
+    window: usize,
+    topic_prefix: String,
+    status_topic: Option<String>,
+}
+
+impl MqttDestination {
+    /// Prepares the destination: reads credentials and TLS files now, so a bad path fails at
+    /// start.
+    pub fn new(uplink: &UplinkConfig, gateway_id: &str) -> Result<Self, SinkError> {
+        let topic_prefix = format!("{}/{gateway_id}", uplink.topic_prefix);
+        let status_topic = uplink
+            .lanes
+            .status
+            .then(|| format!("{topic_prefix}/status"));
+        let window = usize::from(uplink.max_inflight.max(1));
+        let mut options = MqttOptions::new(&uplink.client_id, &uplink.url.host, uplink.url.port);
+        options
+            .set_keep_alive(uplink.keep_alive)
+            .set_clean_session(true)
+            // One more than the driver's window: the status message.
+            .set_inflight(uplink.max_inflight.saturating_add(1))
+            .set_request_channel_capacity(window + 16)
+            .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+        if let Some(status_topic) = &status_topic {
+            options.set_last_will(LastWill::new(
+                status_topic,
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        if let Some(username) = &uplink.username {
+            let password = match &uplink.password_file {
+                Some(path) => read_secret(path)?,
+                None => String::new(),
+            };
+            options.set_credentials(username, password);
+        }
+        if uplink.url.tls {
+            let config = tls::client_config(uplink)?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Ok(Self {
+            options,
+            window,
+            topic_prefix,
+            status_topic,
+        })
+    }
+}
+
+impl Destination for MqttDestination {
+    type Connection = MqttConnection;
+
+    fn describe(&self) -> String {
+        let (host, port) = self.options.broker_address();
+        if host.contains(':') {
+            format!("mqtt://[{host}]:{port}")
+        } else {
+            format!("mqtt://{host}:{port}")
+        }
+    }
+
+    async fn connect(&mut self) -> Result<MqttConnection, DestinationError> {
+        let (client, event_loop) = AsyncClient::new(self.options.clone(), self.window + 16);
+        let mut events = event_stream(event_loop);
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                    if ack.code != rumqttc::ConnectReturnCode::Success {
+                        let refused = format!("broker refused the connection: {:?}", ack.code);
+                        return Err(match ack.code {
+                            rumqttc::ConnectReturnCode::BadUserNamePassword
+                            | rumqttc::ConnectReturnCode::NotAuthorized => {
+                                DestinationError::misconfigured(refused)
+                            }
+                            _ => DestinationError::transient(refused),
+                        });
+                    }
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(DestinationError::transient(error.to_string())),
+                None => return Err(DestinationError::transient("event loop stopped")),
+            }
+        }
+        let mut window = InflightWindow::new(self.window + 1);
+        if let Some(status_topic) = &self.status_topic
+            && client
+                .try_publish(status_topic, QoS::AtLeastOnce, true, "online")
+                .is_ok()
+        {
+            window.handed_over(InflightMessage::Status);
+        }
+        Ok(MqttConnection {
+            client,
+            events,
+            window,
+            topic_prefix: self.topic_prefix.clone(),
+            status_topic: self.status_topic.clone(),
+        })
+    }
+}
+
+/// A live MQTT connection.
+pub struct MqttConnection {
+    client: AsyncClient,
+    events: EventStream,
+    window: InflightWindow,
+    topic_prefix: String,
+    status_topic: Option<String>,
+}
+
+impl std::fmt::Debug for MqttConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConnection")
+            .field("in_flight", &self.window.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection for MqttConnection {
+    fn offer(&mut self, message: Outgoing) -> Result<(), DestinationError> {
+        let topic = match message.lane {
+            Lane::Alerts => format!("{}/alerts", self.topic_prefix),
+            Lane::Events => format!("{}/devices/{}/events", self.topic_prefix, message.row.device),
+        };
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, false, message.row.payload)
+            .map_err(|error| {
+                // The queue is sized above the window: this means the event loop is gone.
+                DestinationError::transient(format!("failed to queue a publish: {error}"))
+            })?;
+        self.window
+            .handed_over(InflightMessage::Row { tag: message.tag });
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<Confirmation, DestinationError> {
+        loop {
+            match self.events.next().await {
+                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                    match self.window.on_puback(ack.pkid) {
+                        Ok(InflightMessage::Row { tag }) => return Ok(Confirmation::Confirmed(tag)),
+                        Ok(InflightMessage::Status) => {}
+                        Err(error) => tracing::warn!(%error, "uplink bookkeeping"),
+                    }
+                }
+                Some(Ok(Event::Outgoing(MqttOutgoing::Publish(pkid)))) => {
+                    // Our view of the connection is wrong: start it over rather than confirm the
+                    // wrong rows.
+                    self.window
+                        .on_outgoing_publish(pkid)
+                        .map_err(|error| DestinationError::transient(error.to_string()))?;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(DestinationError::transient(error.to_string())),
+                None => return Err(DestinationError::transient("event loop stopped")),
+            }
+        }
+    }
+
+    async fn close(mut self, grace: Duration) -> Vec<Confirmation> {
+        let mut confirmed = Vec::new();
+        if let Some(status_topic) = &self.status_topic
+            && self
+                .client
+                .try_publish(status_topic, QoS::AtLeastOnce, true, "offline")
+                .is_ok()
+        {
+            self.window.handed_over(InflightMessage::Status);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.window.len() > 0 {
+            match tokio::time::timeout_at(deadline, self.events.next()).await {
+                Ok(Some(Ok(Event::Incoming(Packet::PubAck(ack))))) => {
+                    if let Ok(InflightMessage::Row { tag }) = self.window.on_puback(ack.pkid) {
+                        confirmed.push(Confirmation::Confirmed(tag));
+                    }
+                }
+                Ok(Some(Ok(Event::Outgoing(MqttOutgoing::Publish(pkid))))) => {
+                    let _ = self.window.on_outgoing_publish(pkid);
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) | Err(_) => break,
+            }
+        }
+        let _ = self.client.try_disconnect();
+        // The poller ends when the disconnect has gone out (the event loop reports it as an
+        // error).
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, self.events.next()).await {}
+        confirmed
+    }
+}
+
+/// The events of one connection.
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, rumqttc::ConnectionError>> + Send>>;
+
+/// The event loop as a stream: polling it through `next()` is cancel-safe, because an unfinished
+/// poll stays inside the stream. The stream ends after the first error: the connection is over.
+fn event_stream(event_loop: rumqttc::EventLoop) -> EventStream {
+    Box::pin(futures_util::stream::unfold(
+        Some(event_loop),
+        |state| async move {
+            let mut event_loop = state?;
+            let event = event_loop.poll().await;
+            let next = event.is_ok().then_some(event_loop);
+            Some((event, next))
+        },
+    ))
+}
