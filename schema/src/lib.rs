@@ -9,13 +9,16 @@
 //! - [`address`]: where each message goes on each backbone (MQTT topic, NATS subject, AMQP
 //!   routing key), and back from an address to the gateway and what the message is about.
 //! - [`error`]: why an address, an id or a status is not understood.
+//! - [`message_id`]: a message's id, read cheaply from its JSON.
 
 pub mod address;
 pub mod encode;
 pub mod error;
+mod id;
 pub mod message;
 
 pub use address::{Address, Lane};
 pub use encode::{EventFields, encode_event};
 pub use error::SchemaError;
+pub use id::message_id;
 pub use message::{AlertMessage, AlertState, EventMessage, GatewayStatus, Message};

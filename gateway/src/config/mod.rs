@@ -25,6 +25,6 @@ mod tests;
 pub use error::{ConfigError, Problem};
 pub use load::{load, parse};
 pub use model::{
-    AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, LocalBrokerConfig, SerialConfig,
-    Lanes, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, Lanes, LocalBrokerConfig,
+    SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };

@@ -103,7 +103,10 @@ impl<'de> Deserialize<'de> for RawUplinks {
                 formatter.write_str("a table ([uplink]) or an array of tables ([[uplink]])")
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawUplinks, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawUplinks, A::Error> {
                 RawUplink::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(RawUplinks::One)
             }

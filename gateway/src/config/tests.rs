@@ -65,14 +65,26 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
         config.uplinks[0].url.to_string(),
         "mqtts://broker.example.com:8883"
     );
-    assert_eq!(config.uplinks[0].topic_prefix, defaults.uplinks[0].topic_prefix);
+    assert_eq!(
+        config.uplinks[0].topic_prefix,
+        defaults.uplinks[0].topic_prefix
+    );
     assert_eq!(config.uplinks[0].client_id, defaults.uplinks[0].client_id);
     assert_eq!(config.uplinks[0].ca_file, None);
     assert_eq!(config.uplinks[0].username, None);
     assert_eq!(config.uplinks[0].keep_alive, defaults.uplinks[0].keep_alive);
-    assert_eq!(config.uplinks[0].max_inflight, defaults.uplinks[0].max_inflight);
-    assert_eq!(config.uplinks[0].reconnect_min, defaults.uplinks[0].reconnect_min);
-    assert_eq!(config.uplinks[0].reconnect_max, defaults.uplinks[0].reconnect_max);
+    assert_eq!(
+        config.uplinks[0].max_inflight,
+        defaults.uplinks[0].max_inflight
+    );
+    assert_eq!(
+        config.uplinks[0].reconnect_min,
+        defaults.uplinks[0].reconnect_min
+    );
+    assert_eq!(
+        config.uplinks[0].reconnect_max,
+        defaults.uplinks[0].reconnect_max
+    );
     assert_eq!(config.journal.max_size, defaults.journal.max_size);
     assert_eq!(config.journal.max_age, defaults.journal.max_age);
     assert_eq!(config.journal.when_full, WhenFull::DropOldest);
@@ -194,7 +206,10 @@ fn every_value_can_be_set() {
         config.uplinks[0].client_cert_file,
         Some(PathBuf::from("/c.pem"))
     );
-    assert_eq!(config.uplinks[0].client_key_file, Some(PathBuf::from("/c.key")));
+    assert_eq!(
+        config.uplinks[0].client_key_file,
+        Some(PathBuf::from("/c.key"))
+    );
     assert_eq!(config.uplinks[0].username.as_deref(), Some("u"));
     assert_eq!(config.uplinks[0].password_file, Some(PathBuf::from("/p")));
     assert_eq!(config.uplinks[0].keep_alive, Duration::from_secs(60));

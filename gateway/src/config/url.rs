@@ -163,9 +163,15 @@ mod tests {
     #[test]
     fn accepts_nats_and_amqp_with_their_default_ports_and_a_vhost() {
         let nats = parse_uplink_url("nats://bus").expect("nats");
-        assert_eq!((nats.kind, nats.tls, nats.port), (UplinkType::Nats, false, 4222));
+        assert_eq!(
+            (nats.kind, nats.tls, nats.port),
+            (UplinkType::Nats, false, 4222)
+        );
         let tls = parse_uplink_url("tls://bus:4443").expect("tls");
-        assert_eq!((tls.kind, tls.tls, tls.port), (UplinkType::Nats, true, 4443));
+        assert_eq!(
+            (tls.kind, tls.tls, tls.port),
+            (UplinkType::Nats, true, 4443)
+        );
         let amqp = parse_uplink_url("amqp://rabbit/%2f").expect("amqp");
         assert_eq!((amqp.kind, amqp.port), (UplinkType::Amqp, 5672));
         assert_eq!(amqp.vhost.as_deref(), Some("/"));
@@ -212,8 +218,14 @@ mod tests {
                 "broker:1883",
                 "expected scheme://host:port, e.g. mqtt://host:port",
             ),
-            ("http://x", "scheme must be mqtt, mqtts, nats, tls, amqp or amqps"),
-            ("ws://x:80", "scheme must be mqtt, mqtts, nats, tls, amqp or amqps"),
+            (
+                "http://x",
+                "scheme must be mqtt, mqtts, nats, tls, amqp or amqps",
+            ),
+            (
+                "ws://x:80",
+                "scheme must be mqtt, mqtts, nats, tls, amqp or amqps",
+            ),
             ("mqtt://", "missing host"),
             ("mqtt://:1883", "missing host"),
             ("mqtt://x:", "invalid port ``: expected 1 to 65535"),

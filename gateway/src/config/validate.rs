@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::error::{Issue, UnitError};
 use super::model::{
-    AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, LocalBrokerConfig, SerialConfig,
-    Lanes, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, Lanes, LocalBrokerConfig,
+    SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };
 use super::raw::{
     Integer, Number, RawAdmin, RawConfig, RawGateway, RawJournal, RawLocalBroker, RawRule,
@@ -229,7 +229,9 @@ impl Checker {
         // Names key delivery positions and metrics: they must be unique.
         let entries: Vec<&RawUplink> = match raw.uplink.as_ref().map(|section| section.get_ref()) {
             Some(RawUplinks::One(uplink)) => vec![uplink],
-            Some(RawUplinks::Many(uplinks)) => uplinks.iter().map(|uplink| uplink.get_ref()).collect(),
+            Some(RawUplinks::Many(uplinks)) => {
+                uplinks.iter().map(|uplink| uplink.get_ref()).collect()
+            }
             None => Vec::new(),
         };
         for (index, uplink) in uplinks.iter().enumerate() {
@@ -254,7 +256,13 @@ impl Checker {
         uplinks
     }
 
-    fn uplink(&mut self, uplink: &RawUplink, at: usize, key: &str, gateway_id: &str) -> UplinkConfig {
+    fn uplink(
+        &mut self,
+        uplink: &RawUplink,
+        at: usize,
+        key: &str,
+        gateway_id: &str,
+    ) -> UplinkConfig {
         let placeholder = UplinkUrl {
             kind: UplinkType::Mqtt,
             tls: false,
@@ -370,7 +378,11 @@ impl Checker {
         if let Some(text) = &uplink.ack_timeout
             && config.ack_timeout.is_zero()
         {
-            self.invalid(text, &format!("{key}.ack_timeout"), "must be above zero".to_owned());
+            self.invalid(
+                text,
+                &format!("{key}.ack_timeout"),
+                "must be above zero".to_owned(),
+            );
         }
 
         // Keys that belong to one protocol only.
@@ -379,7 +391,11 @@ impl Checker {
             (&uplink.topic_prefix, "topic_prefix", UplinkType::Mqtt),
             (&uplink.client_id, "client_id", UplinkType::Mqtt),
             (&uplink.keep_alive, "keep_alive", UplinkType::Mqtt),
-            (&uplink.client_cert_file, "client_cert_file", UplinkType::Mqtt),
+            (
+                &uplink.client_cert_file,
+                "client_cert_file",
+                UplinkType::Mqtt,
+            ),
             (&uplink.client_key_file, "client_key_file", UplinkType::Mqtt),
             (&uplink.subject_prefix, "subject_prefix", UplinkType::Nats),
             (&uplink.stream, "stream", UplinkType::Nats),
@@ -490,7 +506,11 @@ impl Checker {
         }
         if let Some(username) = &uplink.username {
             if username.get_ref().is_empty() {
-                self.invalid(username, &format!("{key}.username"), "must not be empty".to_owned());
+                self.invalid(
+                    username,
+                    &format!("{key}.username"),
+                    "must not be empty".to_owned(),
+                );
             }
             config.username = Some(username.get_ref().clone());
         }
@@ -504,8 +524,10 @@ impl Checker {
             uplink.client_key_file.as_ref(),
             &format!("{key}.client_key_file"),
         );
-        config.password_file =
-            self.optional_path(uplink.password_file.as_ref(), &format!("{key}.password_file"));
+        config.password_file = self.optional_path(
+            uplink.password_file.as_ref(),
+            &format!("{key}.password_file"),
+        );
         config.token_file =
             self.optional_path(uplink.token_file.as_ref(), &format!("{key}.token_file"));
         config.credentials_file = self.optional_path(
@@ -547,7 +569,10 @@ impl Checker {
             _ => {}
         }
         if let (Some(file), None) = (&uplink.password_file, &uplink.username) {
-            self.report(file, format!("`{key}.password_file` needs `{key}.username`"));
+            self.report(
+                file,
+                format!("`{key}.password_file` needs `{key}.username`"),
+            );
         }
         let logins = [
             uplink.username.as_ref(),
@@ -564,7 +589,8 @@ impl Checker {
         }
 
         if let Some(text) = &uplink.keep_alive {
-            let keep_alive = self.duration(Some(text), &format!("{key}.keep_alive"), config.keep_alive);
+            let keep_alive =
+                self.duration(Some(text), &format!("{key}.keep_alive"), config.keep_alive);
             if keep_alive < MIN_KEEP_ALIVE || keep_alive > MAX_KEEP_ALIVE {
                 self.invalid(
                     text,

@@ -51,7 +51,9 @@ mod writer;
 mod tests;
 
 pub use error::JournalError;
-pub use read::{DestinationBacklog, Inspection, JournalSummary, StoredDeadLetter, inspect, summarize};
+pub use read::{
+    DestinationBacklog, Inspection, JournalSummary, StoredDeadLetter, inspect, summarize,
+};
 pub use reader::JournalReader;
 pub use record::{
     AlertRecord, DeadLetter, DestinationRoute, FiringAlert, Lane, Record, StoredEvent,

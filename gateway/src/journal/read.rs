@@ -92,7 +92,10 @@ pub fn summarize(path: &Path, routes: &[DestinationRoute]) -> Result<JournalSumm
             }
             // Device patterns are globs of `*` and `?` over `[A-Za-z0-9._-]`: SQLite's GLOB
             // reads them the same way.
-            let pattern = route.devices.as_ref().map_or("*", |pattern| pattern.as_str());
+            let pattern = route
+                .devices
+                .as_ref()
+                .map_or("*", |pattern| pattern.as_str());
             let count: i64 = conn.query_row(
                 &format!(
                     "SELECT count(*) FROM {} WHERE id > ?1 AND device GLOB ?2",

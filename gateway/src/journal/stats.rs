@@ -119,7 +119,10 @@ impl JournalStats {
     /// Figures for the named destinations, in order.
     pub fn new(destinations: impl IntoIterator<Item = String>) -> Self {
         Self {
-            destinations: destinations.into_iter().map(DestinationStats::new).collect(),
+            destinations: destinations
+                .into_iter()
+                .map(DestinationStats::new)
+                .collect(),
             ..Self::default()
         }
     }

@@ -175,14 +175,22 @@ impl Store {
             Ok((store, mut report)) => {
                 (report.last_alert, report.firing_alerts) = store.alert_state()?;
                 report.recovered_rows = store.rows;
-                report.positions = store.positions.iter().map(|position| position.confirmed).collect();
+                report.positions = store
+                    .positions
+                    .iter()
+                    .map(|position| position.confirmed)
+                    .collect();
                 Ok((store, report))
             }
             Err(error) if error.is_corruption() => {
                 let moved_to = move_aside(&options.path)?;
                 let (store, mut report) = Self::open_existing(options)?;
                 report.moved_aside = Some(moved_to);
-                report.positions = store.positions.iter().map(|position| position.confirmed).collect();
+                report.positions = store
+                    .positions
+                    .iter()
+                    .map(|position| position.confirmed)
+                    .collect();
                 Ok((store, report))
             }
             Err(error) => Err(error),
@@ -289,7 +297,9 @@ impl Store {
                 .prepare("DELETE FROM positions WHERE destination = ?1")
                 .map_err(fail("forget positions in"))?;
             for name in &report.forgotten_destinations {
-                forget.execute([name]).map_err(fail("forget positions in"))?;
+                forget
+                    .execute([name])
+                    .map_err(fail("forget positions in"))?;
             }
         }
         let syncing = options.synchronous == Synchronous::Full;
@@ -300,8 +310,16 @@ impl Store {
             budget,
             next_id: [highest[0] + 1, highest[1] + 1],
             deleted_through: [
-                if alert_rows == 0 { highest[0] } else { first_alert - 1 },
-                if event_rows == 0 { highest[1] } else { first_event - 1 },
+                if alert_rows == 0 {
+                    highest[0]
+                } else {
+                    first_alert - 1
+                },
+                if event_rows == 0 {
+                    highest[1]
+                } else {
+                    first_event - 1
+                },
             ],
             positions,
             rows,
@@ -403,11 +421,8 @@ impl Store {
     /// Arrival time of the oldest event a destination has not confirmed.
     pub(crate) fn oldest_unconfirmed_ms(&self, destination: usize) -> Option<i64> {
         let index = Lane::Events.index();
-        let after = self
-            .positions
-            .get(destination)?
-            .confirmed[index]
-            .max(self.deleted_through[index]);
+        let after =
+            self.positions.get(destination)?.confirmed[index].max(self.deleted_through[index]);
         oldest_after(&self.conn, after).ok().flatten()
     }
 
@@ -468,7 +483,10 @@ impl Store {
                 source,
             }
         };
-        let tx = self.conn.transaction().map_err(fail("begin a transaction in"))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(fail("begin a transaction in"))?;
         let mut state = Accounting {
             options: &self.options,
             budget: self.budget,
@@ -485,7 +503,8 @@ impl Store {
         if batch.expire && !self.options.max_age.is_zero() {
             let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
             let cutoff = now_ms.saturating_sub(max_age_ms);
-            let expired = evict_head(&tx, Evict::OlderThan(cutoff)).map_err(fail("expire rows in"))?;
+            let expired =
+                evict_head(&tx, Evict::OlderThan(cutoff)).map_err(fail("expire rows in"))?;
             state.forget(Lane::Events, &expired, DropReason::Expired, &mut outcome);
         }
         if !batch.appends.is_empty() {
@@ -601,7 +620,9 @@ impl Accounting<'_> {
                     "DELETE FROM {} WHERE id <= ?1 RETURNING length(device), length(payload)",
                     lane.table()
                 ))?
-                .query_map([through], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?
+                .query_map([through], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             for (device_len, payload_len) in &removed {
                 self.remove_row(lane, row_cost(*device_len, *payload_len));
@@ -779,7 +800,11 @@ impl Accounting<'_> {
             [last_alert],
         )?;
         if !routed {
-            add_count(&mut outcome.dropped, DropReason::Unrouted, alerts.len() as u64);
+            add_count(
+                &mut outcome.dropped,
+                DropReason::Unrouted,
+                alerts.len() as u64,
+            );
         }
         // A flapping rule must not fill the journal: past MAX_ALERT_ROWS undelivered alerts,
         // the oldest give way (counted as evicted).

@@ -606,7 +606,6 @@ fn alerts_come_first_survive_reopen_and_are_bounded() {
     assert_eq!(held[0].payload, b"alert 3".to_vec());
 }
 
-
 fn two_destinations(dir: &tempfile::TempDir, max_size: u64) -> JournalOptions {
     JournalOptions {
         destinations: vec![DestinationRoute::all("cloud"), DestinationRoute::all("bus")],
@@ -633,11 +632,15 @@ fn a_row_leaves_once_every_destination_confirmed_it_and_positions_survive_reopen
     store
         .apply(appends((0..10).map(|n| record("a", n, 50)).collect()), 0)
         .expect("append");
-    let outcome = store.apply(confirm_for(0, Lane::Events, 8), 0).expect("confirm");
+    let outcome = store
+        .apply(confirm_for(0, Lane::Events, 8), 0)
+        .expect("confirm");
     assert_eq!(outcome.released, 0, "bus has confirmed nothing");
     assert_eq!(store.backlog(0, Lane::Events), 2);
     assert_eq!(store.backlog(1, Lane::Events), 10);
-    let outcome = store.apply(confirm_for(1, Lane::Events, 5), 0).expect("confirm");
+    let outcome = store
+        .apply(confirm_for(1, Lane::Events, 5), 0)
+        .expect("confirm");
     assert_eq!(outcome.released, 5, "rows both have confirmed leave");
     drop(store);
 
@@ -670,7 +673,10 @@ fn eviction_is_counted_for_each_destination_that_had_not_confirmed() {
     );
     // cloud has everything so far, bus nothing: the rows stay for bus.
     store
-        .apply(confirm_for(0, Lane::Events, *first.last().expect("rows")), 0)
+        .apply(
+            confirm_for(0, Lane::Events, *first.last().expect("rows")),
+            0,
+        )
         .expect("confirm");
     let mut dropped_total = 0;
     let mut dropped_for = [0u64; 2];
@@ -681,17 +687,16 @@ fn eviction_is_counted_for_each_destination_that_had_not_confirmed() {
                 0,
             )
             .expect("append");
-        dropped_total += outcome
-            .dropped
-            .iter()
-            .map(|(_, count)| count)
-            .sum::<u64>();
+        dropped_total += outcome.dropped.iter().map(|(_, count)| count).sum::<u64>();
         for (destination, reason, count) in outcome.dropped_for {
             assert_eq!(reason, DropReason::EvictedOldest);
             dropped_for[destination] += count;
         }
     }
-    assert!(dropped_total > 40, "the journal had to evict: {dropped_total}");
+    assert!(
+        dropped_total > 40,
+        "the journal had to evict: {dropped_total}"
+    );
     assert_eq!(dropped_for[1], dropped_total, "bus lost every evicted row");
     assert_eq!(
         dropped_for[0],
@@ -712,7 +717,11 @@ fn a_journal_of_the_first_release_is_migrated_with_its_backlog() {
     let (mut store, report) = Store::open(opts.clone()).expect("open");
     assert_eq!(report.migrated_from, Some(1));
     assert_eq!(report.recovered_rows, 113, "110 events and 3 alerts");
-    assert_eq!(report.positions, vec![[0, 0], [0, 0]], "every destination gets it all");
+    assert_eq!(
+        report.positions,
+        vec![[0, 0], [0, 0]],
+        "every destination gets it all"
+    );
     assert_eq!(report.last_alert, 3);
     assert!(report.firing_alerts.iter().any(|alert| alert.alert == 3));
     let conn = rusqlite::Connection::open(&path).expect("open");

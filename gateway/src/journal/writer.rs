@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::JournalError;
+use super::record::Lane;
 use super::record::{AlertRecord, DeadLetter, Record};
 use super::stats::{DropReason, JournalStats};
-use super::record::Lane;
 use super::store::{AppendResult, Batch, Confirm, JournalOptions, OpenReport, Store};
 
 /// Most rows applied in one transaction.
@@ -263,7 +263,6 @@ impl JournalHandle {
             .await
             .map_err(|_| JournalError::WriterStopped)
     }
-
 
     /// Keeps a rejected input for inspection.
     ///

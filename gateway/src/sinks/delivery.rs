@@ -326,7 +326,10 @@ mod tests {
         for tag in [sent[2].tag, sent[1].tag] {
             delivery.on_confirmation(Confirmation::Confirmed(tag), now);
         }
-        assert!(delivery.take_positions().is_empty(), "row 1 is not confirmed");
+        assert!(
+            delivery.take_positions().is_empty(),
+            "row 1 is not confirmed"
+        );
         delivery.on_confirmation(Confirmation::Confirmed(sent[0].tag), now);
         assert_eq!(delivery.take_positions(), vec![(Lane::Events, 3)]);
         delivery.on_confirmation(Confirmation::Confirmed(sent[3].tag), now);

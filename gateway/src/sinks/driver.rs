@@ -349,7 +349,9 @@ impl<D: Destination> Driver<D> {
     }
 }
 
-async fn poll_read(read: &mut Option<PendingRead>) -> (i64, Result<Vec<StoredEvent>, JournalError>) {
+async fn poll_read(
+    read: &mut Option<PendingRead>,
+) -> (i64, Result<Vec<StoredEvent>, JournalError>) {
     match read.as_mut() {
         Some(read) => read.await,
         None => std::future::pending().await,

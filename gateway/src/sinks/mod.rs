@@ -8,6 +8,7 @@ pub mod destination;
 pub mod driver;
 pub mod error;
 pub mod mqtt;
+pub mod nats;
 mod tls;
 pub mod uplinks;
 

@@ -12,6 +12,7 @@ use super::destination::Destination;
 use super::driver::{DeliverySettings, Driver};
 use super::error::SinkError;
 use super::mqtt::MqttDestination;
+use super::nats::NatsDestination;
 use crate::admin::Metrics;
 use crate::config::{Config, UplinkConfig, UplinkType};
 use crate::journal::JournalHandle;
@@ -43,9 +44,29 @@ pub fn spawn(
         match uplink.kind {
             UplinkType::Mqtt => {
                 let destination = MqttDestination::new(uplink, &config.gateway.id)?;
-                start_driver(&mut tasks, destination, settings, journal, stats, start, stopped)?;
+                start_driver(
+                    &mut tasks,
+                    destination,
+                    settings,
+                    journal,
+                    stats,
+                    start,
+                    stopped,
+                )?;
             }
-            UplinkType::Nats | UplinkType::Amqp => {
+            UplinkType::Nats => {
+                let destination = NatsDestination::new(uplink, &config.gateway.id)?;
+                start_driver(
+                    &mut tasks,
+                    destination,
+                    settings,
+                    journal,
+                    stats,
+                    start,
+                    stopped,
+                )?;
+            }
+            UplinkType::Amqp => {
                 unsupported(uplink);
             }
         }

@@ -161,7 +161,10 @@ impl Connection for MqttConnection {
     fn offer(&mut self, message: Outgoing) -> Result<(), DestinationError> {
         let topic = match message.lane {
             Lane::Alerts => format!("{}/alerts", self.topic_prefix),
-            Lane::Events => format!("{}/devices/{}/events", self.topic_prefix, message.row.device),
+            Lane::Events => format!(
+                "{}/devices/{}/events",
+                self.topic_prefix, message.row.device
+            ),
         };
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, message.row.payload)
@@ -179,7 +182,9 @@ impl Connection for MqttConnection {
             match self.events.next().await {
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     match self.window.on_puback(ack.pkid) {
-                        Ok(InflightMessage::Row { tag }) => return Ok(Confirmation::Confirmed(tag)),
+                        Ok(InflightMessage::Row { tag }) => {
+                            return Ok(Confirmation::Confirmed(tag));
+                        }
                         Ok(InflightMessage::Status) => {}
                         Err(error) => tracing::warn!(%error, "uplink bookkeeping"),
                     }

@@ -155,5 +155,4 @@ mod tests {
         );
         assert_eq!(window.on_puback(7), Err(WindowError::UnknownPacketId(7)));
     }
-
 }

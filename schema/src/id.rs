@@ -1,0 +1,53 @@
+//! A message's id, read from its JSON without parsing all of it: what a backbone that
+//! de-duplicates or labels messages (`Nats-Msg-Id`, AMQP `message_id`) carries beside the
+//! payload.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Id<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+/// The `id` of an uplink message (event or alert). Events start with it (the gateway's encoder
+/// writes it first, and ids need no escaping), so the common case is a prefix scan; anything
+/// else is parsed. `None` if the payload has no string `id`.
+pub fn message_id(payload: &[u8]) -> Option<Cow<'_, str>> {
+    if let Some(rest) = payload.strip_prefix(b"{\"id\":\"")
+        && let Some(end) = rest.iter().position(|&byte| byte == b'"' || byte == b'\\')
+        && rest[end] == b'"'
+        && let Ok(id) = std::str::from_utf8(&rest[..end])
+    {
+        return Some(Cow::Borrowed(id));
+    }
+    serde_json::from_slice::<Id<'_>>(payload)
+        .ok()
+        .map(|message| message.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_id_first_or_anywhere() {
+        assert_eq!(
+            message_id(br#"{"id":"dev:7:42","gateway":"gw"}"#).as_deref(),
+            Some("dev:7:42")
+        );
+        assert_eq!(
+            message_id(br#"{"at":1,"id":"gw:alert:3","state":"firing"}"#).as_deref(),
+            Some("gw:alert:3")
+        );
+        assert_eq!(
+            message_id(br#"{"id":"a\"b","x":1}"#).as_deref(),
+            Some("a\"b"),
+            "an escaped id is parsed, not cut"
+        );
+        assert_eq!(message_id(b"online"), None);
+        assert_eq!(message_id(br#"{"id":7}"#), None);
+    }
+}
