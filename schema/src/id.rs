@@ -12,6 +12,24 @@ struct Id<'a> {
     id: Cow<'a, str>,
 }
 
+#[derive(Deserialize)]
+struct AlertId<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    state: Cow<'a, str>,
+}
+
+/// What makes an alert transition unique: `{id}#{state}` (an alert's `firing` and `resolved`
+/// share its id, and are two messages). The key a backbone that de-duplicates (JetStream's
+/// `Nats-Msg-Id`) must be given, or it would take the `resolved` for a repeat of the `firing`
+/// and drop it; the same key [`crate::Message::key`] gives consumers.
+pub fn alert_key(payload: &[u8]) -> Option<String> {
+    serde_json::from_slice::<AlertId<'_>>(payload)
+        .ok()
+        .map(|alert| format!("{}#{}", alert.id, alert.state))
+}
+
 /// The `id` of an uplink message (event or alert). Events start with it (the gateway's encoder
 /// writes it first, and ids need no escaping), so the common case is a prefix scan; anything
 /// else is parsed. `None` if the payload has no string `id`.
@@ -48,6 +66,11 @@ mod tests {
             "an escaped id is parsed, not cut"
         );
         assert_eq!(message_id(b"online"), None);
+        assert_eq!(
+            alert_key(br#"{"id":"gw:alert:3","state":"resolved","at":1}"#).as_deref(),
+            Some("gw:alert:3#resolved")
+        );
+        assert_eq!(alert_key(br#"{"id":"dev:1:2"}"#), None);
         assert_eq!(message_id(br#"{"id":7}"#), None);
     }
 }

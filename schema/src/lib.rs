@@ -20,5 +20,5 @@ pub mod message;
 pub use address::{Address, Lane};
 pub use encode::{EventFields, encode_event};
 pub use error::SchemaError;
-pub use id::message_id;
+pub use id::{alert_key, message_id};
 pub use message::{AlertMessage, AlertState, EventMessage, GatewayStatus, Message};

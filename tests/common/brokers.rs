@@ -312,3 +312,133 @@ pub fn unique_name(prefix: &str) -> String {
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
+
+/// The machine's RabbitMQ (127.0.0.1:5672, guest/guest).
+pub const RABBITMQ_PORT: u16 = 5672;
+
+/// Reads what reaches an exchange into an [`Inbox`]: an exclusive queue bound to it with `#`,
+/// on a thread of its own; the exchange is declared (durable, topic) as the gateway declares it,
+/// and deleted when the reader is dropped.
+pub struct AmqpQueueReader {
+    pub inbox: Inbox,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AmqpQueueReader {
+    /// Starts reading; returns once the queue is bound.
+    pub fn start(exchange: &str) -> Self {
+        let inbox = Inbox::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = {
+            let (inbox, stop, exchange) = (inbox.clone(), Arc::clone(&stop), exchange.to_owned());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(read_queue(exchange, inbox, stop, ready_tx));
+            })
+        };
+        ready
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the queue is bound");
+        Self {
+            inbox,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for AmqpQueueReader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn read_queue(
+    exchange: String,
+    inbox: Inbox,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    use futures_util::StreamExt;
+    use lapin::options::*;
+    use lapin::types::FieldTable;
+    let connection = lapin::Connection::connect(
+        &format!("amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/%2f"),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect to RabbitMQ on 127.0.0.1:5672");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare queue");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind queue");
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "test-reader".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let _ = ready.send(());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                let key = delivery.routing_key.as_str();
+                let topic = edge_schema::Address::from_amqp_routing_key(key)
+                    .map(|address| address.mqtt_topic("edge"))
+                    .unwrap_or_else(|| key.to_owned());
+                inbox.push(&topic, &delivery.data);
+            }
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => {}
+        }
+    }
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -75,12 +75,9 @@ impl Uplink {
             .set("subject_prefix", prefix)
     }
 
-    /// An AMQP uplink to `127.0.0.1:port` (guest/guest), into `exchange`.
-    pub fn amqp(port: u16, exchange: &str, password_file: &Path) -> Self {
-        Self::quick(format!("amqp://127.0.0.1:{port}"))
-            .set("exchange", exchange)
-            .set("username", "guest")
-            .set("password_file", &password_file.display().to_string())
+    /// An AMQP uplink to `127.0.0.1:port` (RabbitMQ's default login, guest), into `exchange`.
+    pub fn amqp(port: u16, exchange: &str) -> Self {
+        Self::quick(format!("amqp://127.0.0.1:{port}")).set("exchange", exchange)
     }
 
     /// Sets a string setting.

@@ -88,7 +88,7 @@ pub(super) struct RawSerial {
 #[derive(Debug)]
 pub(super) enum RawUplinks {
     /// A single `[uplink]` table.
-    One(RawUplink),
+    One(Box<RawUplink>),
     /// `[[uplink]]` tables.
     Many(Vec<Spanned<RawUplink>>),
 }
@@ -108,7 +108,7 @@ impl<'de> Deserialize<'de> for RawUplinks {
                 map: A,
             ) -> Result<RawUplinks, A::Error> {
                 RawUplink::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RawUplinks::One)
+                    .map(|uplink| RawUplinks::One(Box::new(uplink)))
             }
 
             fn visit_seq<A: serde::de::SeqAccess<'de>>(

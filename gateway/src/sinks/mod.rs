@@ -3,6 +3,7 @@
 //! in order per lane and confirms rows to it only once the destination has confirmed them.
 //! Several destinations run at once ([`uplinks`]), each with its own delivery position.
 
+pub mod amqp;
 mod delivery;
 pub mod destination;
 pub mod driver;
@@ -13,3 +14,13 @@ mod tls;
 pub mod uplinks;
 
 pub use error::SinkError;
+
+/// The key a backbone de-duplicates or labels a row's message by: an event's id, or an alert
+/// transition's `{id}#{state}` (firing and resolved share the alert's id; JetStream would take
+/// the second for a repeat of the first).
+pub(crate) fn message_key(lane: crate::journal::Lane, payload: &[u8]) -> Option<String> {
+    match lane {
+        crate::journal::Lane::Alerts => edge_schema::alert_key(payload),
+        crate::journal::Lane::Events => edge_schema::message_id(payload).map(Into::into),
+    }
+}

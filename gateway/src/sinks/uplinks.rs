@@ -8,13 +8,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::amqp::AmqpDestination;
 use super::destination::Destination;
 use super::driver::{DeliverySettings, Driver};
 use super::error::SinkError;
 use super::mqtt::MqttDestination;
 use super::nats::NatsDestination;
 use crate::admin::Metrics;
-use crate::config::{Config, UplinkConfig, UplinkType};
+use crate::config::{Config, UplinkType};
 use crate::journal::JournalHandle;
 
 /// Starts a driver for each uplink of `config`. `positions` are where the journal says each
@@ -67,15 +68,20 @@ pub fn spawn(
                 )?;
             }
             UplinkType::Amqp => {
-                unsupported(uplink);
+                let destination = AmqpDestination::new(uplink, &config.gateway.id)?;
+                start_driver(
+                    &mut tasks,
+                    destination,
+                    settings,
+                    journal,
+                    stats,
+                    start,
+                    stopped,
+                )?;
             }
         }
     }
     Ok(tasks)
-}
-
-fn unsupported(uplink: &UplinkConfig) {
-    tracing::error!(uplink = %uplink.name, "uplink type {} is not available in this build", uplink.kind.as_str());
 }
 
 fn start_driver<D: Destination>(

@@ -339,8 +339,8 @@ impl Publisher {
         }
         .nats_subject(&self.subject_prefix);
         let mut publish = PublishMessage::build();
-        if let Some(id) = edge_schema::message_id(&message.row.payload) {
-            publish = publish.message_id(id);
+        if let Some(key) = crate::sinks::message_key(message.lane, &message.row.payload) {
+            publish = publish.message_id(key);
         }
         let publish = publish.payload(Bytes::from(message.row.payload));
         self.context
