@@ -1,125 +1,30 @@
-//! What a gateway's message means, from its topic and payload (the contracts in
-//! `docs/wire-protocol.md`):
+//! What a gateway's message means, from its address and payload. The messages themselves, and
+//! where each goes on each backbone, are `edge-schema`'s (the contracts in
+//! `docs/wire-protocol.md` and `docs/rules.md`); this adds the consumer's judgement: a payload
+//! must be the shape its address promises and name the gateway (and device) its address names.
 //!
-//! | topic | payload |
+//! | lane | payload |
 //! |---|---|
-//! | `{prefix}/{gateway}/devices/{device}/events` | JSON event: `id`, `gateway`, `device`, `boot`, `seq`, `received_at`, `readings`, optional `ts` |
-//! | `{prefix}/{gateway}/alerts` | JSON alert: `id`, `gateway`, `rule`, `device`, `state`, `severity`, `at`, `value`, `event`, `labels` |
-//! | `{prefix}/{gateway}/status` | `online` or `offline` (retained; `offline` is the last will) |
+//! | events of `{device}` | JSON event: `id`, `gateway`, `device`, `boot`, `seq`, `received_at`, `readings`, optional `ts`, `kind` |
+//! | alerts | JSON alert: `id`, `gateway`, `rule`, `device`, `state`, `severity`, `at`, `value`, `event`, `labels` |
+//! | status | `online` or `offline` (retained on MQTT; `offline` is the last will) |
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
-/// A gateway's message, understood.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Message {
-    /// A device event.
-    Event(EventMessage),
-    /// An alert transition.
-    Alert(AlertMessage),
-    /// A gateway's status.
-    Status {
-        /// The gateway.
-        gateway: String,
-        /// `online`, or `offline` (its last will).
-        online: bool,
-    },
-}
-
-impl Message {
-    /// The key that makes a message unique: what a redelivery repeats. Events by their id;
-    /// alert transitions by alert id and state (`firing` and `resolved` are two messages);
-    /// status is not deduplicated (the latest wins).
-    pub fn key(&self) -> Option<String> {
-        match self {
-            Self::Event(event) => Some(event.id.clone()),
-            Self::Alert(alert) => Some(format!("{}#{}", alert.id, alert.state.as_str())),
-            Self::Status { .. } => None,
-        }
-    }
-}
-
-/// A device event as the gateway forwards it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct EventMessage {
-    /// `{device}:{boot}:{seq}`.
-    pub id: String,
-    /// The gateway that forwarded it.
-    pub gateway: String,
-    /// The device.
-    pub device: String,
-    /// When the gateway received it, in ms since the Unix epoch.
-    pub received_at: i64,
-    /// The device's own time, if it has one.
-    #[serde(default)]
-    pub ts: Option<i64>,
-    /// Its readings.
-    pub readings: BTreeMap<String, f64>,
-}
-
-/// An alert transition as the gateway raises it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct AlertMessage {
-    /// `{gateway}:alert:{n}`, the same for an episode's `firing` and `resolved`.
-    pub id: String,
-    /// The gateway.
-    pub gateway: String,
-    /// The rule's name.
-    pub rule: String,
-    /// The device.
-    pub device: String,
-    /// `firing` or `resolved`.
-    pub state: AlertState,
-    /// `info`, `warning` or `critical` (absent for a rule removed before its alert resolved).
-    #[serde(default)]
-    pub severity: Option<String>,
-    /// When, in ms since the Unix epoch.
-    pub at: i64,
-    /// The value that decided it.
-    #[serde(default)]
-    pub value: Option<f64>,
-    /// The event that decided it.
-    #[serde(default)]
-    pub event: Option<String>,
-    /// The rule's labels.
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-}
-
-/// The two states an alert message reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    /// The alert started.
-    Firing,
-    /// The alert ended.
-    Resolved,
-}
-
-impl AlertState {
-    /// `firing` or `resolved`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        }
-    }
-}
+use edge_schema::Lane;
+pub use edge_schema::{Address, AlertMessage, AlertState, EventMessage, GatewayStatus, Message};
 
 /// Why a message was not understood: counted by reason, logged, skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    /// The topic is not one a gateway publishes.
-    #[error("unknown topic `{0}`")]
+    /// The topic (subject, routing key) is not one a gateway publishes on.
+    #[error("unknown address `{0}`")]
     Topic(String),
-    /// The payload is not the shape its topic promises.
-    #[error("{what} on `{topic}` is not understood: {detail}")]
+    /// The payload is not the shape its address promises.
+    #[error("{what} on `{address}` is not understood: {detail}")]
     Payload {
         /// Events, alert or status.
         what: &'static str,
-        /// The topic.
-        topic: String,
+        /// The topic, subject or routing key.
+        address: String,
         /// What is wrong.
         detail: String,
     },
@@ -135,24 +40,24 @@ impl Refused {
     }
 }
 
-/// Understands the message on `topic`. `prefix` is the gateways' `topic_prefix`.
+/// Understands the message on MQTT `topic`. `prefix` is the gateways' `topic_prefix`.
 pub fn interpret(prefix: &str, topic: &str, payload: &[u8]) -> Result<Message, Refused> {
-    let unknown = || Refused::Topic(topic.to_owned());
-    let rest = topic
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(unknown)?;
-    let (gateway, what) = rest.split_once('/').ok_or_else(unknown)?;
-    if gateway.is_empty() {
-        return Err(unknown());
-    }
+    let address =
+        Address::from_mqtt_topic(prefix, topic).ok_or_else(|| Refused::Topic(topic.to_owned()))?;
+    understand(&address, topic, payload)
+}
+
+/// Understands `payload`, which came to `address`; `origin` is that address as the backbone
+/// spelled it (a topic, subject or routing key), for the refusals.
+pub fn understand(address: &Address<'_>, origin: &str, payload: &[u8]) -> Result<Message, Refused> {
+    let gateway = &*address.gateway;
     let bad = |what: &'static str, detail: String| Refused::Payload {
         what,
-        topic: topic.to_owned(),
+        address: origin.to_owned(),
         detail,
     };
-    match what.split('/').collect::<Vec<_>>().as_slice() {
-        ["alerts"] => {
+    match &address.lane {
+        Lane::Alerts => {
             let alert: AlertMessage = serde_json::from_slice(payload)
                 .map_err(|error| bad("an alert", error.to_string()))?;
             if alert.gateway != gateway {
@@ -163,18 +68,14 @@ pub fn interpret(prefix: &str, topic: &str, payload: &[u8]) -> Result<Message, R
             }
             Ok(Message::Alert(alert))
         }
-        ["status"] => match payload {
-            b"online" => Ok(Message::Status {
+        Lane::Status => match GatewayStatus::from_payload(payload) {
+            Ok(status) => Ok(Message::Status {
                 gateway: gateway.to_owned(),
-                online: true,
+                online: status == GatewayStatus::Online,
             }),
-            b"offline" => Ok(Message::Status {
-                gateway: gateway.to_owned(),
-                online: false,
-            }),
-            _ => Err(bad("a status", "expected `online` or `offline`".to_owned())),
+            Err(error) => Err(bad("a status", error.to_string())),
         },
-        ["devices", device, "events"] => {
+        Lane::Events { device } => {
             let event: EventMessage = serde_json::from_slice(payload)
                 .map_err(|error| bad("an event", error.to_string()))?;
             if event.device != *device || event.gateway != gateway {
@@ -188,7 +89,6 @@ pub fn interpret(prefix: &str, topic: &str, payload: &[u8]) -> Result<Message, R
             }
             Ok(Message::Event(event))
         }
-        _ => Err(unknown()),
     }
 }
 
@@ -223,6 +123,19 @@ mod tests {
     }
 
     #[test]
+    fn an_address_from_any_backbone_is_held_to_its_payload() {
+        let payload = br#"{"id":"d.1:1:2","gateway":"gw.1","device":"d.1","boot":1,"seq":2,"received_at":5,"readings":{}}"#;
+        let subject = "edge.gw%2E1.devices.d%2E1.events";
+        let address = Address::from_nats_subject("edge", subject).unwrap();
+        let event = understand(&address, subject, payload).unwrap();
+        assert_eq!(event.gateway(), "gw.1");
+        // The same payload on another device's lane is refused.
+        let elsewhere = Address::events("gw.1", "d.2");
+        let refused = understand(&elsewhere, "gw%2E1.devices.d%2E2.events", payload).unwrap_err();
+        assert_eq!(refused.reason(), "bad_payload");
+    }
+
+    #[test]
     fn unknown_shapes_are_refused_with_a_reason() {
         for (topic, payload, reason) in [
             ("other/gw/alerts", &b"{}"[..], "unknown_topic"),
@@ -233,7 +146,7 @@ mod tests {
             ("edge/gw/status", b"maybe", "bad_payload"),
             (
                 "edge/gw/devices/d/events",
-                br#"{"id":"e:1:1","gateway":"gw","device":"e","received_at":1,"readings":{}}"#,
+                br#"{"id":"e:1:1","gateway":"gw","device":"e","boot":1,"seq":1,"received_at":1,"readings":{}}"#,
                 "bad_payload",
             ),
         ] {

@@ -1,4 +1,5 @@
-//! `edge-alerts`: consumes what Edge Gateways publish on the cloud broker and stores it.
+//! `edge-alerts`: consumes what Edge Gateways publish on the cloud broker (MQTT, NATS JetStream
+//! or AMQP) and stores it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use edge_alerts::api;
-use edge_alerts::consumer::{self, ConsumerConfig, ConsumerStats, Outlets, now_ms};
+use edge_alerts::consumer::{self, ConsumerStats, Outlets, now_ms};
 use edge_alerts::notify::{self, NotifyStats, Routes};
+use edge_alerts::source::config::{SourceConfig, SourceOptions, parse_duration};
 use edge_alerts::store::postgres::PostgresStore;
 use edge_alerts::store::sqlite::SqliteStore;
 use edge_alerts::store::{Store, StoreError};
@@ -19,16 +21,35 @@ use tokio::sync::{Notify, broadcast, watch};
 #[derive(Debug, Parser)]
 #[command(name = "edge-alerts", version, about)]
 struct Args {
-    /// Cloud broker host.
+    /// Where to consume from: mqtt://host:port, nats://[user:pass@]host:port or
+    /// amqp://user:pass@host:port[/vhost]. Without it: MQTT on --host and --port.
+    #[arg(long, conflicts_with_all = ["host", "port"])]
+    source: Option<String>,
+    /// Cloud broker host (MQTT).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Cloud broker port.
+    /// Cloud broker port (MQTT).
     #[arg(long, default_value_t = 1883)]
     port: u16,
-    /// The gateways' topic prefix.
+    /// The gateways' topic prefix (MQTT).
     #[arg(long, default_value = "edge")]
     prefix: String,
-    /// Share the subscription with the other instances of this group (scale-out).
+    /// The gateways' subject prefix (NATS).
+    #[arg(long, default_value = "edge")]
+    subject_prefix: String,
+    /// The JetStream stream, created if missing (NATS).
+    #[arg(long, default_value = "EDGE")]
+    stream: String,
+    /// How long a message may stay unacknowledged before it is delivered again, when this
+    /// instance creates the durable consumer (NATS), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    ack_wait: Duration,
+    /// The topic exchange the gateways publish to, declared if missing (AMQP).
+    #[arg(long, default_value = "edge")]
+    exchange: String,
+    /// The instances of a group share the work: the MQTT shared subscription (none: not
+    /// shared), the NATS durable consumer and the AMQP queue (both `edge-alerts` when not
+    /// given).
     #[arg(long)]
     group: Option<String>,
     /// MQTT client id, unique per instance.
@@ -83,6 +104,26 @@ fn main() -> ExitCode {
         None => Routes::default(),
     };
     let routes = Arc::new(routes);
+    let options = SourceOptions {
+        prefix: args.prefix.clone(),
+        subject_prefix: args.subject_prefix.clone(),
+        stream: args.stream.clone(),
+        ack_wait: args.ack_wait,
+        exchange: args.exchange.clone(),
+        group: args.group.clone(),
+        client_id: args.client_id.clone(),
+    };
+    let url = args
+        .source
+        .clone()
+        .unwrap_or_else(|| format!("mqtt://{}:{}", args.host, args.port));
+    let source = match SourceConfig::from_url(&url, &options) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -94,14 +135,14 @@ fn main() -> ExitCode {
         match &args.postgres {
             Some(config) => {
                 let store = PostgresStore::connect(config, args.schema.as_deref()).await?;
-                serve(&args, store, routes).await
+                serve(&args, source, store, routes).await
             }
             None => {
                 let path = args
                     .sqlite
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("edge-alerts.db"));
-                serve(&args, SqliteStore::open(&path)?, routes).await
+                serve(&args, source, SqliteStore::open(&path)?, routes).await
             }
         }
     });
@@ -114,22 +155,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve<S: Store>(args: &Args, store: S, routes: Arc<Routes>) -> Result<(), StoreError> {
+async fn serve<S: Store>(
+    args: &Args,
+    source: SourceConfig,
+    store: S,
+    routes: Arc<Routes>,
+) -> Result<(), StoreError> {
     let stats = Arc::new(ConsumerStats::default());
     let notify_stats = Arc::new(NotifyStats::default());
     let (changes, _) = broadcast::channel(1024);
     let queued = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
-    let config = ConsumerConfig {
-        host: args.host.clone(),
-        port: args.port,
-        prefix: args.prefix.clone(),
-        group: args.group.clone(),
-        client_id: args.client_id.clone(),
-    };
     let store = Arc::new(store);
     let task = tokio::spawn(consumer::run(
-        config,
+        source,
         Arc::clone(&store),
         Arc::clone(&stats),
         Outlets {

@@ -15,9 +15,12 @@ fn event(device: &str, seq: u32, at: i64, temp: f64) -> Message {
         id: format!("{device}:1:{seq}"),
         gateway: "gw".into(),
         device: device.into(),
+        boot: 1,
+        seq,
         received_at: at,
         ts: None,
         readings: BTreeMap::from([("temp_c".to_owned(), temp)]),
+        kind: None,
     })
 }
 

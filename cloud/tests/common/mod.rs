@@ -60,8 +60,15 @@ pub fn mosquitto(dir: &std::path::Path) -> (Running, u16) {
 }
 
 pub fn edge_alerts(port: u16, args: &[&str], log: &std::path::Path) -> Running {
+    let port = port.to_string();
+    let mut all = vec!["--port", &port];
+    all.extend_from_slice(args);
+    edge_alerts_with(&all, log)
+}
+
+/// Starts `edge-alerts` with `args` alone (which say where it consumes from).
+pub fn edge_alerts_with(args: &[&str], log: &std::path::Path) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_edge-alerts"))
-        .args(["--port", &port.to_string()])
         .args(args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
@@ -144,6 +151,15 @@ pub fn edge_alerts_with_api(
     dir: &std::path::Path,
     name: &str,
 ) -> (Running, u16) {
+    let port = port.to_string();
+    let mut all = vec!["--port", &port];
+    all.extend_from_slice(args);
+    edge_alerts_serving(&all, dir, name)
+}
+
+/// Starts `edge-alerts` with `args` alone (which say where it consumes from), serving its API
+/// on a port of its own with token `s3cret`; returns the process and the API port.
+pub fn edge_alerts_serving(args: &[&str], dir: &std::path::Path, name: &str) -> (Running, u16) {
     let token_file = dir.join("token");
     std::fs::write(&token_file, "s3cret\n").expect("write token");
     let api_port = free_port();
@@ -155,11 +171,90 @@ pub fn edge_alerts_with_api(
         token_file.to_str().expect("utf-8 path"),
     ];
     all.extend_from_slice(args);
-    let service = edge_alerts(port, &all, &dir.join(format!("{name}.log")));
+    let service = edge_alerts_with(&all, &dir.join(format!("{name}.log")));
     wait_until("the API", Duration::from_secs(20), || {
         TcpStream::connect(("127.0.0.1", api_port)).is_ok()
     });
     (service, api_port)
+}
+
+/// What an `edge-alerts` consumer has done, from its `/metrics` on `api_port`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerCounters {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub refused: u64,
+}
+
+pub fn consumer_counters(api_port: u16) -> ConsumerCounters {
+    let (_, text) = http_get(api_port, "/metrics", Some("s3cret"));
+    ConsumerCounters {
+        applied: metric(&text, "edge_alerts_messages_applied_total").unwrap_or(0),
+        duplicates: metric(&text, "edge_alerts_messages_duplicate_total").unwrap_or(0),
+        refused: metric(&text, "edge_alerts_messages_refused_total").unwrap_or(0),
+    }
+}
+
+/// The machine's PostgreSQL (127.0.0.1:5432, trust, database `test`).
+pub const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+/// A PostgreSQL schema of the test's own, dropped with this value.
+pub struct PostgresSchema {
+    pub name: String,
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl PostgresSchema {
+    pub fn new(label: &str) -> Self {
+        let name = format!("edge_alerts_{label}_{:08x}", rand::random::<u32>());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (client, connection) = runtime
+            .block_on(tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls))
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        runtime.spawn(connection);
+        Self {
+            name,
+            runtime,
+            client,
+        }
+    }
+
+    /// `SELECT count(*) FROM {table}`, or -1 while the table does not exist.
+    pub fn count(&self, table: &str) -> i64 {
+        self.count_where(table, "true")
+    }
+
+    /// `SELECT count(*) FROM {table} WHERE {condition}`, or -1 while the table does not exist.
+    pub fn count_where(&self, table: &str, condition: &str) -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM \"{}\".{table} WHERE {condition}",
+            self.name
+        );
+        self.runtime
+            .block_on(self.client.query_one(&sql, &[]))
+            .map(|row| row.get(0))
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for PostgresSchema {
+    fn drop(&mut self) {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let _ = self.runtime.block_on(self.client.batch_execute(&drop));
+    }
+}
+
+/// Sends `signal` (`STOP`, `KILL` …) to the process.
+pub fn signal(process: &Running, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), process.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} failed");
 }
 
 /// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`),
