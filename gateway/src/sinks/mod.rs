@@ -7,6 +7,8 @@ pub mod amqp;
 mod delivery;
 pub mod destination;
 pub mod driver;
+#[cfg(test)]
+mod driver_tests;
 pub mod error;
 pub mod mqtt;
 pub mod nats;
