@@ -6,6 +6,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct JournalSettings {
     pub max_size: String,
+    pub max_age: String,
     pub when_full: &'static str,
     pub synchronous: &'static str,
 }
@@ -14,6 +15,7 @@ impl Default for JournalSettings {
     fn default() -> Self {
         Self {
             max_size: "256MiB".into(),
+            max_age: "7d".into(),
             when_full: "drop_oldest",
             synchronous: "full",
         }
@@ -30,6 +32,8 @@ pub struct GatewaySetup {
     /// TOML lines added to `[local_broker]`.
     pub local_broker_extra: String,
     pub journal: JournalSettings,
+    /// TOML written at the end (e.g. `[[rule]]` tables).
+    pub extra: String,
 }
 
 impl GatewaySetup {
@@ -170,6 +174,7 @@ impl Gateway {
             single_uplink_table: true,
             local_broker_extra: local_broker_extra.to_owned(),
             journal,
+            extra: String::new(),
         });
         gateway.uplink_port = uplink_port;
         gateway
@@ -192,6 +197,7 @@ listen = "127.0.0.1:{device_port}"
 {local_broker_extra}
 [journal]
 max_size = "{max_size}"
+max_age = "{max_age}"
 when_full = "{when_full}"
 synchronous = "{synchronous}"
 
@@ -201,6 +207,7 @@ listen = "127.0.0.1:{admin_port}"
             data = dir.path().join("data").display(),
             local_broker_extra = setup.local_broker_extra,
             max_size = journal.max_size,
+            max_age = journal.max_age,
             when_full = journal.when_full,
             synchronous = journal.synchronous,
         );
@@ -212,6 +219,7 @@ listen = "127.0.0.1:{admin_port}"
             });
             config.push_str(&uplink.render());
         }
+        config.push_str(&setup.extra);
         std::fs::write(&config_path, config).expect("write config");
         Self {
             dir,
