@@ -647,3 +647,123 @@ for = "10s"
         ]
     );
 }
+
+#[test]
+fn several_uplinks_with_their_routing_and_protocol_settings() {
+    let config = valid(
+        r#"[gateway]
+id = "gw"
+
+[[uplink]]
+name = "cloud"
+url = "mqtts://broker.example.com"
+ca_file = "/ca.pem"
+
+[[uplink]]
+url = "nats://bus:4222"
+stream = "TELEMETRY"
+subject_prefix = "site.a"
+credentials_file = "/gw.creds"
+lanes = ["alerts", "status"]
+ack_timeout = "5s"
+
+[[uplink]]
+type = "amqp"
+name = "rabbit"
+url = "amqps://rabbit/site-a"
+exchange = "greenhouses"
+username = "gw"
+password_file = "/rabbit.pass"
+devices = "greenhouse-*"
+"#,
+    );
+    let names: Vec<&str> = config
+        .uplinks
+        .iter()
+        .map(|uplink| uplink.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["cloud", "nats", "rabbit"],
+        "a name defaults to the type"
+    );
+    let [cloud, nats, rabbit] = &config.uplinks[..] else {
+        panic!("three uplinks");
+    };
+    assert_eq!(cloud.kind, UplinkType::Mqtt);
+    assert_eq!(cloud.ack_timeout, Duration::from_secs(30));
+    assert_eq!(cloud.lanes, Lanes::default());
+    assert_eq!(nats.kind, UplinkType::Nats);
+    assert_eq!(
+        (nats.stream.as_str(), nats.subject_prefix.as_str()),
+        ("TELEMETRY", "site.a")
+    );
+    assert_eq!(nats.credentials_file, Some(PathBuf::from("/gw.creds")));
+    assert_eq!(
+        nats.lanes,
+        Lanes {
+            events: false,
+            alerts: true,
+            status: true
+        }
+    );
+    assert_eq!(nats.ack_timeout, Duration::from_secs(5));
+    assert_eq!(rabbit.kind, UplinkType::Amqp);
+    assert!(rabbit.url.tls);
+    assert_eq!(rabbit.url.vhost.as_deref(), Some("site-a"));
+    assert_eq!(rabbit.exchange, "greenhouses");
+    let route = rabbit.route();
+    assert!(route.takes(crate::journal::Lane::Events, "greenhouse-3"));
+    assert!(!route.takes(crate::journal::Lane::Events, "barn-1"));
+    assert_eq!(config.destination_routes().len(), 3);
+}
+
+#[test]
+fn uplink_tables_are_checked_each_at_its_place() {
+    let source = r#"[gateway]
+id = "gw"
+
+[[uplink]]
+url = "nats://bus"
+topic_prefix = "edge"
+lanes = ["events", "logs"]
+
+[[uplink]]
+name = "nats"
+type = "amqp"
+url = "nats://other"
+ack_timeout = "0s"
+devices = "bad/glob"
+
+[[uplink]]
+url = "amqp://rabbit"
+username = "gw"
+token_file = "/t"
+stream = "X"
+subject_prefix = "a..b"
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "6:16: `uplink[0].topic_prefix` is a setting of mqtt uplinks, and this one is nats",
+            "7:20: invalid value `logs` for `uplink[0].lanes`: expected events, alerts or status",
+            "10:8: duplicate uplink name `nats` in `uplink[1]`: already in `uplink[0]`; give each uplink its own `name`",
+            "11:8: `uplink[1].type` is `amqp` but its url's scheme `nats` is for nats",
+            "13:15: invalid value `0s` for `uplink[1].ack_timeout`: must be above zero",
+            "14:11: invalid value `bad/glob` for `uplink[1].devices`: expected a device id or a glob of A-Z a-z 0-9 . _ - * ?, 1 to 64 long",
+            "19:14: `uplink[2].token_file` is a setting of nats uplinks, and this one is amqp",
+            "19:14: `uplink[2]`: use one of username, token_file and credentials_file",
+            "20:10: `uplink[2].stream` is a setting of nats uplinks, and this one is amqp",
+            "21:18: `uplink[2].subject_prefix` is a setting of nats uplinks, and this one is amqp",
+            "21:18: invalid value `a..b` for `uplink[2].subject_prefix`: expected tokens of A-Z a-z 0-9 _ - separated by dots",
+        ]
+    );
+}
+
+#[test]
+fn an_empty_list_of_uplinks_is_missing_the_uplink() {
+    assert_eq!(
+        problems("uplink = []\n[gateway]\nid = \"gw\"\n"),
+        ["1:10: missing key `uplink.url`"]
+    );
+}
