@@ -168,3 +168,46 @@ fn kill_9_while_forwarding_then_restart_delivers_everything() {
     });
     assert_complete(&cloud.inbox);
 }
+
+#[test]
+fn a_broker_that_takes_publishes_and_never_acknowledges_is_left_after_ack_timeout() {
+    let broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let proxy = Proxy::start(broker.port);
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", proxy.port),
+        "ack_timeout = \"2s\"\n",
+        "",
+        JournalSettings::default(),
+    );
+    wait_until("the uplink to connect", Duration::from_secs(10), || {
+        gateway.metric("edge_uplink_connected") == 1.0
+    });
+    // The connection stays open, publishes go in, and nothing comes back.
+    proxy.swallow();
+    assert_eq!(publish_events(gateway.device_port, 5, 51), 255);
+    wait_until("the stall to be noticed", Duration::from_secs(30), || {
+        gateway.metric("edge_uplink_stalls_total") >= 1.0
+    });
+    let (status, body) = http_get(gateway.admin(), "/readyz").expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("mqtt"), "readyz names the uplink: {body}");
+    assert!(
+        gateway.log().contains("uplink stalled"),
+        "{}",
+        gateway.log()
+    );
+    proxy.pass();
+    wait_until("every event in the cloud", Duration::from_secs(60), || {
+        cloud.inbox.unique() == 255
+    });
+    let per_device = cloud.inbox.check_order_and_duplicates();
+    assert!(
+        per_device
+            .values()
+            .all(|seqs| seqs == &(0..51).collect::<Vec<u64>>())
+    );
+    wait_until("ready again", Duration::from_secs(10), || {
+        http_get(gateway.admin(), "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+}

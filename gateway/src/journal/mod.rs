@@ -2,7 +2,7 @@
 //!
 //! Accepted events are appended here before anything is sent upstream, and a row leaves the
 //! journal only when every destination it is routed to has confirmed it (or when a bound forces
-//! it out, which is counted). The write path ([`writer`], [`store`]), the read path ([`reader`],
+//! it out, which is counted). The write path ([`writer`], [`store`], [`batch`]), the read path ([`reader`],
 //! [`read`]) and the confirmation path (confirmations go back through the writer) are separate,
 //! as in Vector's disk buffer.
 //!
@@ -37,6 +37,7 @@
 //! - `alert_state(rule, device, alert)`: the alerts firing now, so they go on after a restart.
 //! - `meta(key, value)`: `last_alert`, the last alert number handed out.
 
+mod batch;
 mod error;
 mod eviction;
 mod read;
@@ -50,6 +51,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use batch::Confirm;
 pub use error::JournalError;
 pub use read::{
     DestinationBacklog, Inspection, JournalSummary, StoredDeadLetter, inspect, summarize,
@@ -59,5 +61,5 @@ pub use record::{
     AlertRecord, DeadLetter, DestinationRoute, FiringAlert, Lane, Record, StoredEvent,
 };
 pub use stats::{DestinationStats, DropReason, JournalStats};
-pub use store::{Confirm, JournalOptions, OpenReport};
+pub use store::{JournalOptions, OpenReport};
 pub use writer::{AppendError, AppendPermit, Commit, CommitFailed, Journal, JournalHandle};

@@ -3,8 +3,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::batch::{AppendResult, Batch};
 use super::eviction::Budget;
-use super::store::{AppendResult, Batch, Store};
+use super::store::Store;
 use super::*;
 use crate::config::{Synchronous, WhenFull};
 

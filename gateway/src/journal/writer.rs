@@ -13,11 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::batch::{AppendResult, Batch, Confirm};
 use super::error::JournalError;
 use super::record::Lane;
 use super::record::{AlertRecord, DeadLetter, Record};
 use super::stats::{DropReason, JournalStats};
-use super::store::{AppendResult, Batch, Confirm, JournalOptions, OpenReport, Store};
+use super::store::{JournalOptions, OpenReport, Store};
 
 /// Most rows applied in one transaction.
 pub(crate) const MAX_BATCH_ROWS: usize = 4096;

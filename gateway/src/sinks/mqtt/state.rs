@@ -9,7 +9,8 @@
 //!
 //! # Invariants
 //! 1. A message is in exactly one place: unassigned, or assigned to one packet id.
-//! 2. `len()` never exceeds the window: the caller checks [`InflightWindow::has_room`].
+//! 2. The delivery driver keeps at most its window in flight; with the status message, that is
+//!    what rumqttc's own in-flight limit is set to.
 //! 3. A connection's state is dropped with the connection: after a reconnect everything that was
 //!    in flight is offered again by the delivery driver, so a packet id never outlives the
 //!    connection that assigned it.
@@ -45,8 +46,6 @@ pub(crate) enum WindowError {
 /// The messages in flight on one connection.
 #[derive(Debug)]
 pub(crate) struct InflightWindow {
-    #[cfg_attr(not(test), allow(dead_code))]
-    capacity: usize,
     unassigned: VecDeque<InflightMessage>,
     assigned: HashMap<u16, InflightMessage>,
 }
@@ -54,7 +53,6 @@ pub(crate) struct InflightWindow {
 impl InflightWindow {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            capacity,
             unassigned: VecDeque::with_capacity(capacity),
             assigned: HashMap::with_capacity(capacity),
         }
@@ -63,12 +61,6 @@ impl InflightWindow {
     /// Messages handed over and not yet acknowledged.
     pub(crate) fn len(&self) -> usize {
         self.unassigned.len() + self.assigned.len()
-    }
-
-    /// Whether another message may be handed over.
-    #[cfg(test)]
-    pub(crate) fn has_room(&self) -> bool {
-        self.len() < self.capacity
     }
 
     /// A message was handed to the client.
@@ -118,14 +110,14 @@ mod tests {
         window.handed_over(InflightMessage::Status);
         window.handed_over(row(10));
         window.handed_over(row(11));
-        assert!(!window.has_room());
+        assert_eq!(window.len(), 3);
         assert_eq!(window.on_outgoing_publish(1), Ok(()));
         assert_eq!(window.on_outgoing_publish(2), Ok(()));
         assert_eq!(window.on_outgoing_publish(3), Ok(()));
         // acks may come in any order
         assert_eq!(window.on_puback(3).map(id_of), Ok(Some(11)));
         assert_eq!(window.on_puback(1), Ok(InflightMessage::Status));
-        assert!(window.has_room());
+        assert_eq!(window.len(), 1);
         assert_eq!(window.on_puback(2).map(id_of), Ok(Some(10)));
         assert_eq!(window.len(), 0);
     }
