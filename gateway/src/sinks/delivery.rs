@@ -278,6 +278,13 @@ impl Delivery {
         self.progress_at = now;
     }
 
+    /// Whether a position moved since it was last taken.
+    pub(crate) fn positions_moved(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|state| state.confirmed > state.reported)
+    }
+
     /// The positions that moved since the last call: `(lane, through)`.
     pub(crate) fn take_positions(&mut self) -> Vec<(Lane, i64)> {
         let mut moved = Vec::new();

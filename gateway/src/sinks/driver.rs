@@ -186,6 +186,9 @@ impl<D: Destination> Driver<D> {
             self.journal.committed(Lane::Events),
         ];
         let mut writer_gone = false;
+        let stall = tokio::time::sleep(self.settings.ack_timeout);
+        tokio::pin!(stall);
+        let mut armed_at: Option<Instant> = None;
         let mut flush = tokio::time::interval(CONFIRM_FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lost = |message: String| End::Lost {
@@ -214,7 +217,18 @@ impl<D: Destination> Driver<D> {
                     }));
                 }
             }
+            // The stall timer is armed at the deadline it last saw and only moved when it fires
+            // early (progress came meanwhile): not re-armed for every confirmation.
             let stall_at = delivery.stall_deadline(self.settings.ack_timeout);
+            match (stall_at, armed_at) {
+                (Some(deadline), None) => {
+                    stall.as_mut().reset(deadline);
+                    armed_at = Some(deadline);
+                }
+                (None, Some(_)) => armed_at = None,
+                _ => {}
+            }
+            let positions_moved = delivery.positions_moved();
             let [alert_read, event_read] = &mut reads;
             let [alerts_committed, events_committed] = &mut committed;
             tokio::select! {
@@ -247,8 +261,21 @@ impl<D: Destination> Driver<D> {
                         Err(_) => writer_gone = true,
                     }
                 }
-                _ = flush.tick() => self.flush(delivery),
-                () = sleep_until(stall_at) => {
+                _ = flush.tick(), if positions_moved => self.flush(delivery),
+                () = stall.as_mut(), if armed_at.is_some() => {
+                    let now = Instant::now();
+                    match delivery.stall_deadline(self.settings.ack_timeout) {
+                        Some(deadline) if deadline > now => {
+                            stall.as_mut().reset(deadline);
+                            armed_at = Some(deadline);
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => {
+                            armed_at = None;
+                            continue;
+                        }
+                    }
                     self.stats.record_stall();
                     tracing::warn!(
                         uplink = %self.settings.route.name,
@@ -354,13 +381,6 @@ async fn poll_read(
 ) -> (i64, Result<Vec<StoredEvent>, JournalError>) {
     match read.as_mut() {
         Some(read) => read.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

@@ -26,8 +26,7 @@ impl Link {
     async fn offered(&mut self, count: usize) -> Vec<Outgoing> {
         let mut offered = Vec::new();
         while offered.len() < count {
-            let offer = tokio::time::timeout(GIVE_UP, self.offers.recv()).await;
-            offered.push(offer.expect("an offer in time").expect("an offer"));
+            offered.push(next(&mut self.offers, "an offer").await);
         }
         offered
     }
@@ -161,19 +160,17 @@ impl Bench {
     }
 
     async fn link(&mut self) -> Link {
-        tokio::time::timeout(GIVE_UP, self.links.recv())
-            .await
-            .expect("a connection in time")
-            .expect("a connection")
+        next(&mut self.links, "a connection").await
     }
 
-    /// Waits (in virtual time) until the journal holds `rows` rows.
+    /// Waits until the journal holds `rows` rows.
     async fn journal_rows(&self, rows: u64) {
-        for _ in 0..10_000 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < GIVE_UP {
             if self.handle.stats().rows() == rows {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         panic!(
             "the journal holds {} rows, not {rows}",
@@ -196,8 +193,24 @@ fn ids(messages: &[Outgoing]) -> Vec<i64> {
 
 /// An ack timeout that does not come into play.
 const PATIENT: Duration = Duration::from_secs(3600);
-/// How long (virtual time) a test waits for the driver before it fails.
-const GIVE_UP: Duration = Duration::from_secs(2 * 3600);
+/// How long (real time) a test waits for the driver before it fails.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+/// The next item of `channel`. Time is paused, and the driver waits on the journal's threads
+/// too, which the runtime cannot see: the test lets virtual time pass a millisecond at a time
+/// (a single long timeout would be reached at once), for at most [`GIVE_UP`] of real time.
+async fn next<T>(channel: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match channel.try_recv() {
+            Ok(item) => return item,
+            Err(mpsc::error::TryRecvError::Disconnected) => panic!("no more: {what}"),
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        assert!(started.elapsed() < GIVE_UP, "waited in vain for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn confirmations_out_of_order_release_rows_only_as_a_contiguous_prefix() {
