@@ -529,7 +529,7 @@ impl Metrics {
             &mut out,
             "edge_journal_rows",
             "gauge",
-            "Events waiting in the journal.",
+            "Rows (events and alerts) waiting in the journal.",
             journal.rows(),
         );
         single(

@@ -767,3 +767,12 @@ fn an_empty_list_of_uplinks_is_missing_the_uplink() {
         ["1:10: missing key `uplink.url`"]
     );
 }
+
+#[test]
+fn two_bad_urls_are_reported_for_their_urls_only() {
+    let problems = problems(
+        "[gateway]\nid = \"gw\"\n[[uplink]]\nurl = \"http://a\"\n[[uplink]]\nurl = \"http://b\"\n",
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().all(|problem| problem.contains("invalid url")));
+}

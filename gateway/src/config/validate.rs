@@ -234,10 +234,25 @@ impl Checker {
             }
             None => Vec::new(),
         };
+        // An uplink whose url is unreadable has a placeholder type, hence a placeholder name:
+        // it is reported for its url, not as a duplicate.
+        let named = |index: usize| {
+            entries.get(index).is_some_and(|entry| {
+                entry.name.is_some()
+                    || entry
+                        .url
+                        .as_ref()
+                        .is_some_and(|url| parse_uplink_url(url.get_ref()).is_ok())
+            })
+        };
         for (index, uplink) in uplinks.iter().enumerate() {
+            if !named(index) {
+                continue;
+            }
             if let Some(first) = uplinks[..index]
                 .iter()
-                .position(|other| other.name == uplink.name)
+                .enumerate()
+                .position(|(other_index, other)| named(other_index) && other.name == uplink.name)
             {
                 let at = entries
                     .get(index)

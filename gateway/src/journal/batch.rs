@@ -291,11 +291,7 @@ impl Accounting<'_> {
         alerts: &[AlertRecord],
         outcome: &mut BatchOutcome,
     ) -> Result<(), rusqlite::Error> {
-        let routed = self
-            .options
-            .destinations
-            .iter()
-            .any(|route| route.takes_lane(Lane::Alerts));
+        let mut unrouted = 0;
         let mut insert = tx.prepare_cached(
             "INSERT INTO alerts (id, device, received_at, payload) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -307,9 +303,17 @@ impl Accounting<'_> {
         let index = Lane::Alerts.index();
         let mut last_alert = 0;
         // Alerts are few and matter most: they are never evicted by events, and always stored
-        // (unless no destination takes alerts at all).
+        // (unless no destination takes alerts of their device). The rule state is kept either
+        // way.
         for alert in alerts {
-            if routed {
+            let routed = self
+                .options
+                .destinations
+                .iter()
+                .any(|route| route.takes(Lane::Alerts, &alert.device));
+            if !routed {
+                unrouted += 1;
+            } else {
                 let id = self.next_id[index];
                 insert.execute(params![id, alert.device, alert.at_ms, alert.payload])?;
                 self.next_id[index] += 1;
@@ -331,12 +335,8 @@ impl Accounting<'_> {
              ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
             [last_alert],
         )?;
-        if !routed {
-            add_count(
-                &mut outcome.dropped,
-                DropReason::Unrouted,
-                alerts.len() as u64,
-            );
+        if unrouted > 0 {
+            add_count(&mut outcome.dropped, DropReason::Unrouted, unrouted);
         }
         // A flapping rule must not fill the journal: past MAX_ALERT_ROWS undelivered alerts,
         // the oldest give way (counted as evicted).

@@ -150,9 +150,9 @@ pub(crate) fn oldest_after(conn: &Connection, after: i64) -> Result<Option<i64>,
 pub struct StoredDeadLetter {
     /// When it arrived, in ms since the Unix epoch.
     pub received_at_ms: i64,
-    /// Which source it came from (or `uplink:{name}` for what a destination refused).
+    /// Which source it came from (`uplink` for what a destination refused).
     pub source: String,
-    /// The MQTT topic or serial port (or where the destination was asked to put it).
+    /// The MQTT topic or serial port (for what a destination refused: `{uplink}/{lane}/{device}`).
     pub topic: String,
     /// The rejection reason.
     pub reason: String,

@@ -74,8 +74,23 @@ impl JournalReader {
     }
 }
 
-fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadRequest>) {
+fn serve(mut conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadRequest>) {
+    let mut file = file_id(&path);
     while let Ok(request) = incoming.recv() {
+        // The writer moves an unreadable journal aside and starts a fresh one under the same
+        // name: an open connection would go on reading the old file. Follow the name.
+        let now = file_id(&path);
+        if now.is_some() && now != file {
+            match open(&path) {
+                Ok(reopened) => {
+                    conn = reopened;
+                    file = now;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "failed to reopen the replaced journal for reading")
+                }
+            }
+        }
         let read = read_lane(&conn, request.lane, request.after, request.limit);
         let result = read.map_err(|source| JournalError::Sqlite {
             action: "read from",
@@ -85,6 +100,14 @@ fn serve(conn: Connection, path: PathBuf, incoming: std_mpsc::Receiver<ReadReque
         // The sink may have gone away meanwhile: nothing to do then.
         let _ = request.reply.send(result);
     }
+}
+
+/// The file behind `path` (device and inode), to notice when it is replaced.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {

@@ -764,3 +764,36 @@ fn a_journal_from_a_later_release_is_refused_not_damaged() {
     let error = Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect_err("refused");
     assert!(error.to_string().contains("schema version 99"), "{error}");
 }
+
+#[test]
+fn events_no_destination_takes_are_not_stored_but_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = JournalOptions {
+        destinations: vec![DestinationRoute {
+            devices: crate::rules::DevicePattern::new("a-*"),
+            ..DestinationRoute::all("cloud")
+        }],
+        ..options(&dir, 64 << 20, WhenFull::DropOldest)
+    };
+    let (mut store, _) = Store::open(opts).expect("open");
+    let outcome = store
+        .apply(
+            appends(vec![
+                record("a-1", 0, 10),
+                record("b-1", 0, 10),
+                record("a-2", 0, 10),
+            ]),
+            0,
+        )
+        .expect("append");
+    assert_eq!(
+        outcome.results,
+        [
+            AppendResult::Stored(1),
+            AppendResult::Unrouted,
+            AppendResult::Stored(2)
+        ]
+    );
+    assert_eq!(outcome.dropped, [(DropReason::Unrouted, 1)]);
+    assert_eq!(store.rows(), 2);
+}

@@ -526,11 +526,19 @@ impl Writer {
         let lost = self.store.rows();
         let next_ids = self.store.next_ids();
         let options = self.store.options().clone();
+        let lost_for: Vec<u64> = (0..options.destinations.len())
+            .map(|index| {
+                self.store.backlog(index, Lane::Alerts) + self.store.backlog(index, Lane::Events)
+            })
+            .collect();
         match Store::open(options) {
             Ok((mut store, report)) => {
                 store.continue_ids_from(next_ids);
                 self.stats.record_corruption();
                 self.stats.add_dropped(DropReason::Corrupt, lost);
+                for (stats, lost) in self.stats.destinations().iter().zip(lost_for) {
+                    stats.add_dropped(DropReason::Corrupt, lost);
+                }
                 tracing::error!(
                     lost_rows = lost,
                     moved_to = ?report.moved_aside,

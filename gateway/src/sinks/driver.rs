@@ -80,7 +80,10 @@ enum End {
     Lost {
         error: DestinationError,
         /// Whether it had been up (then the backoff starts over).
-        was_connected: bool,
+        /// Whether the connection was worth keeping: it confirmed something, or lived at least
+        /// `reconnect_max`. Only then does the backoff start over; a broker that takes the
+        /// connection and refuses (or never confirms) every message is retried ever more slowly.
+        healthy: bool,
     },
 }
 
@@ -126,9 +129,15 @@ impl<D: Destination> Driver<D> {
                     self.stats.set_connected(true);
                     tracing::info!(uplink = %name, to = %target, "uplink connected");
                     delivery.restart(Instant::now());
-                    let end = self
+                    let connected_at = Instant::now();
+                    let confirmed = self.stats.confirmed();
+                    let mut end = self
                         .serve(&mut connection, &mut delivery, &mut shutdown)
                         .await;
+                    if let End::Lost { healthy, .. } = &mut end {
+                        *healthy = self.stats.confirmed() > confirmed
+                            || connected_at.elapsed() >= self.settings.reconnect_max;
+                    }
                     self.stats.set_connected(false);
                     if let End::Shutdown = end {
                         for confirmation in connection.close(SHUTDOWN_GRACE).await {
@@ -141,18 +150,14 @@ impl<D: Destination> Driver<D> {
                 }
                 Err(error) => End::Lost {
                     error,
-                    was_connected: false,
+                    healthy: false,
                 },
             };
             self.flush(&mut delivery);
-            let End::Lost {
-                error,
-                was_connected,
-            } = end
-            else {
+            let End::Lost { error, healthy } = end else {
                 return;
             };
-            if was_connected {
+            if healthy {
                 backoff.reset();
                 failures = 0;
             }
@@ -193,7 +198,7 @@ impl<D: Destination> Driver<D> {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lost = |message: String| End::Lost {
             error: DestinationError::transient(message),
-            was_connected: true,
+            healthy: false,
         };
         loop {
             let now = Instant::now();

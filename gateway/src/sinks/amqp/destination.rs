@@ -61,13 +61,21 @@ impl AmqpDestination {
             // RabbitMQ's default login, as AMQP URLs without credentials mean.
             None => ("guest".to_owned(), "guest".to_owned()),
         };
+        // The CA file is added to the system's roots (lapin's rustls set-up).
         let ca_chain = match &uplink.ca_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path).map_err(|error| SinkError::Tls {
+            Some(path) => {
+                let chain = std::fs::read_to_string(path).map_err(|error| SinkError::Tls {
                     path: path.clone(),
                     message: format!("failed to read certificates: {error}"),
-                })?,
-            ),
+                })?;
+                if !chain.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(SinkError::Tls {
+                        path: path.clone(),
+                        message: "no certificate in file".into(),
+                    });
+                }
+                Some(chain)
+            }
             None => None,
         };
         let uri = AMQPUri {
@@ -227,10 +235,15 @@ async fn publish_status(
         .map_err(|error| {
             DestinationError::transient(format!("failed to publish status: {error}"))
         })?;
-    confirm
-        .await
-        .map(|_| ())
-        .map_err(|error| DestinationError::transient(format!("status was not confirmed: {error}")))
+    match confirm.await {
+        Ok(confirmation) if confirmation.is_ack() => Ok(()),
+        Ok(_) => Err(DestinationError::transient(
+            "status was refused by the broker (nack)",
+        )),
+        Err(error) => Err(DestinationError::transient(format!(
+            "status was not confirmed: {error}"
+        ))),
+    }
 }
 
 /// A live AMQP connection.

@@ -54,6 +54,7 @@ pub struct NatsDestination {
     subject_prefix: String,
     gateway: String,
     stream: String,
+    lanes: crate::config::Lanes,
     status: bool,
     window: usize,
     ack_timeout: Duration,
@@ -92,6 +93,7 @@ impl NatsDestination {
             subject_prefix: uplink.subject_prefix.clone(),
             gateway: gateway_id.to_owned(),
             stream: uplink.stream.clone(),
+            lanes: uplink.lanes,
             status: uplink.lanes.status,
             window: usize::from(uplink.max_inflight.max(1)),
             ack_timeout: uplink.ack_timeout,
@@ -171,10 +173,13 @@ impl Destination for NatsDestination {
             .max_ack_inflight(self.window + 2)
             .build(client);
         let filter = edge_schema::address::nats_filter(&self.subject_prefix);
-        let mut subjects = vec![
-            self.subject(edge_schema::Lane::Events { device: "*".into() }),
-            self.subject(edge_schema::Lane::Alerts),
-        ];
+        let mut subjects = Vec::new();
+        if self.lanes.events {
+            subjects.push(self.subject(edge_schema::Lane::Events { device: "*".into() }));
+        }
+        if self.lanes.alerts {
+            subjects.push(self.subject(edge_schema::Lane::Alerts));
+        }
         if self.status {
             subjects.push(self.subject(edge_schema::Lane::Status));
         }
