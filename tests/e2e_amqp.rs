@@ -12,18 +12,6 @@ const DEVICES: usize = 50;
 const PER_DEVICE: u32 = 400;
 const TOTAL: usize = DEVICES * PER_DEVICE as usize;
 
-fn assert_complete(inbox: &Inbox, devices: usize, per_device: u32) {
-    let seen = inbox.check_order_and_duplicates();
-    assert_eq!(seen.len(), devices, "every device arrived");
-    for (device, seqs) in seen {
-        assert_eq!(
-            seqs,
-            (0..u64::from(per_device)).collect::<Vec<_>>(),
-            "{device} is missing events"
-        );
-    }
-}
-
 /// A gateway sending through `proxy` to RabbitMQ, into an exchange of its own.
 fn gateway_through(proxy: &Proxy, exchange: &str, extra: &[(&str, &str)]) -> Gateway {
     let mut uplink = Uplink::amqp(proxy.port, exchange).set("name", "rabbit");
@@ -46,7 +34,7 @@ fn twenty_thousand_events_from_fifty_devices_reach_a_bound_queue_in_order() {
     wait_until("all events in the queue", Duration::from_secs(90), || {
         reader.inbox.unique() == TOTAL
     });
-    assert_complete(&reader.inbox, DEVICES, PER_DEVICE);
+    reader.inbox.assert_complete(DEVICES, PER_DEVICE);
     wait_until("the journal to drain", Duration::from_secs(10), || {
         gateway.metric("edge_journal_rows") == 0.0
     });
@@ -83,7 +71,7 @@ fn the_broker_away_while_events_come_in_then_back_gets_all_of_them() {
     wait_until("all events in the queue", Duration::from_secs(90), || {
         reader.inbox.unique() == TOTAL
     });
-    assert_complete(&reader.inbox, DEVICES, PER_DEVICE);
+    reader.inbox.assert_complete(DEVICES, PER_DEVICE);
 }
 
 #[test]
@@ -106,7 +94,7 @@ fn kill_9_with_a_backlog_loses_no_acknowledged_event() {
     wait_until("all events in the queue", Duration::from_secs(90), || {
         reader.inbox.unique() == TOTAL
     });
-    assert_complete(&reader.inbox, DEVICES, PER_DEVICE);
+    reader.inbox.assert_complete(DEVICES, PER_DEVICE);
 }
 
 #[test]
@@ -130,7 +118,7 @@ fn a_stalled_broker_is_left_within_ack_timeout_and_nothing_is_lost() {
     wait_until("every event in the queue", Duration::from_secs(60), || {
         reader.inbox.unique() == 1000
     });
-    assert_complete(&reader.inbox, 10, 100);
+    reader.inbox.assert_complete(10, 100);
 }
 
 #[test]
@@ -158,7 +146,7 @@ fn a_message_no_queue_takes_is_retried_never_acknowledged_into_nothing() {
         Duration::from_secs(60),
         || reader.inbox.unique() == 20,
     );
-    assert_complete(&reader.inbox, 2, 10);
+    reader.inbox.assert_complete(2, 10);
     wait_until("the journal to drain", Duration::from_secs(10), || {
         gateway.metric("edge_journal_rows") == 0.0
     });

@@ -12,18 +12,6 @@ const DEVICES: usize = 50;
 const PER_DEVICE: u32 = 400;
 const TOTAL: usize = DEVICES * PER_DEVICE as usize;
 
-fn assert_complete(inbox: &Inbox, devices: usize, per_device: u32) {
-    let seen = inbox.check_order_and_duplicates();
-    assert_eq!(seen.len(), devices, "every device arrived");
-    for (device, seqs) in seen {
-        assert_eq!(
-            seqs,
-            (0..u64::from(per_device)).collect::<Vec<_>>(),
-            "{device} is missing events"
-        );
-    }
-}
-
 /// Three destinations: `cloud` (MQTT), `bus` (NATS), `rabbit` (RabbitMQ), each with a reader.
 struct Three {
     mosquitto: Mosquitto,
@@ -77,8 +65,8 @@ fn a_destination_away_does_not_hold_up_the_others_and_gets_everything_back() {
         Duration::from_secs(90),
         || three.subscriber.inbox.unique() == TOTAL && three.rabbit.inbox.unique() == TOTAL,
     );
-    assert_complete(&three.subscriber.inbox, DEVICES, PER_DEVICE);
-    assert_complete(&three.rabbit.inbox, DEVICES, PER_DEVICE);
+    three.subscriber.inbox.assert_complete(DEVICES, PER_DEVICE);
+    three.rabbit.inbox.assert_complete(DEVICES, PER_DEVICE);
     // The journal holds what NATS has not confirmed, and says whose backlog it is.
     wait_until("the backlog to be NATS's", Duration::from_secs(20), || {
         gateway.metric("edge_uplink_backlog_rows{uplink=\"bus\",lane=\"events\"}") == TOTAL as f64
@@ -107,7 +95,7 @@ fn a_destination_away_does_not_hold_up_the_others_and_gets_everything_back() {
         Duration::from_secs(90),
         || bus.inbox.unique() == TOTAL,
     );
-    assert_complete(&bus.inbox, DEVICES, PER_DEVICE);
+    bus.inbox.assert_complete(DEVICES, PER_DEVICE);
     wait_until("the journal to drain", Duration::from_secs(20), || {
         gateway.metric("edge_journal_rows") == 0.0
     });
@@ -138,7 +126,7 @@ fn kill_9_in_the_middle_still_gets_every_event_to_every_destination() {
     );
     // Duplicates (resent after the crash) carry the same id and content as the original.
     for inbox in [&three.subscriber.inbox, &bus.inbox, &three.rabbit.inbox] {
-        assert_complete(inbox, DEVICES, PER_DEVICE);
+        inbox.assert_complete(DEVICES, PER_DEVICE);
     }
 }
 

@@ -12,18 +12,6 @@ const DEVICES: usize = 50;
 const PER_DEVICE: u32 = 400;
 const TOTAL: usize = DEVICES * PER_DEVICE as usize;
 
-fn assert_complete(inbox: &Inbox) {
-    let per_device = inbox.check_order_and_duplicates();
-    assert_eq!(per_device.len(), DEVICES, "every device arrived");
-    for (device, seqs) in per_device {
-        assert_eq!(
-            seqs,
-            (0..u64::from(PER_DEVICE)).collect::<Vec<_>>(),
-            "{device} is missing events"
-        );
-    }
-}
-
 /// A gateway sending to `port` through a stream and prefix of its own.
 fn gateway_to(port: u16, extra: &[(&str, &str)]) -> (Gateway, String, String) {
     let stream = unique_name("EDGE").replace('-', "_");
@@ -48,7 +36,7 @@ fn twenty_thousand_events_from_fifty_devices_reach_jetstream_in_order() {
     wait_until("all events in the stream", Duration::from_secs(90), || {
         reader.inbox.unique() == TOTAL
     });
-    assert_complete(&reader.inbox);
+    reader.inbox.assert_complete(DEVICES, PER_DEVICE);
     wait_until("the journal to drain", Duration::from_secs(10), || {
         gateway.metric("edge_journal_rows") == 0.0
     });
@@ -90,7 +78,7 @@ fn the_broker_away_while_events_come_in_then_back_gets_all_of_them() {
     wait_until("all events in the stream", Duration::from_secs(90), || {
         reader.inbox.unique() == TOTAL
     });
-    assert_complete(&reader.inbox);
+    reader.inbox.assert_complete(DEVICES, PER_DEVICE);
     wait_until("the journal to drain", Duration::from_secs(10), || {
         gateway.metric("edge_journal_rows") == 0.0
     });
@@ -115,7 +103,7 @@ fn kill_9_with_a_backlog_loses_no_acknowledged_event() {
     wait_until("all events in the stream", Duration::from_secs(90), || {
         reader.inbox.unique() == TOTAL
     });
-    assert_complete(&reader.inbox);
+    reader.inbox.assert_complete(DEVICES, PER_DEVICE);
 }
 
 #[test]

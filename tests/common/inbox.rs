@@ -88,6 +88,20 @@ impl Inbox {
             .len()
     }
 
+    /// Asserts that `devices` devices each arrived with seqs `0..per_device`, in order, and that
+    /// duplicates share their id and content.
+    pub fn assert_complete(&self, devices: usize, per_device: u32) {
+        let seen = self.check_order_and_duplicates();
+        assert_eq!(seen.len(), devices, "every device arrived");
+        for (device, seqs) in seen {
+            assert_eq!(
+                seqs,
+                (0..u64::from(per_device)).collect::<Vec<_>>(),
+                "{device} is missing events"
+            );
+        }
+    }
+
     /// Checks what the cloud got: duplicates share their id *and* content; after dropping
     /// duplicates, every device's events are in order. Returns the seqs per device.
     pub fn check_order_and_duplicates(&self) -> BTreeMap<String, Vec<u64>> {

@@ -12,6 +12,7 @@ mod driver_tests;
 pub mod error;
 pub mod mqtt;
 pub mod nats;
+mod pipeline;
 mod tls;
 pub mod uplinks;
 

@@ -4,7 +4,7 @@
 //!    the order of publishes); the exchange is declared (durable, topic) if missing, and a clear
 //!    error is given if it exists with another type; `online` is published to the status routing
 //!    key if the uplink takes the status lane (not mandatory: nobody need listen to status).
-//! 2. Offering hands the row to the connection's publisher task over a bounded channel, so it
+//! 2. Offering hands the row to the connection's [publisher task](crate::sinks::pipeline), so it
 //!    never waits; the task publishes in order and awaits every confirm concurrently.
 //! 3. A confirm with the message returned (no queue bound for its routing key) and a Nack are
 //!    retryable rejections: the driver starts over after a backoff, keeping per-device order;
@@ -14,14 +14,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::config::UplinkConfig;
 use crate::journal::Lane;
@@ -29,6 +25,7 @@ use crate::sinks::destination::{
     Confirmation, Connection, Destination, DestinationError, Outgoing, Rejection, RejectionKind,
 };
 use crate::sinks::error::{SinkError, read_secret};
+use crate::sinks::pipeline::{Pipeline, Publish, Published};
 
 /// How long connecting may take, in ms.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -197,21 +194,19 @@ impl Destination for AmqpDestination {
         if let Some(key) = &status_key {
             publish_status(&channel, &self.exchange, key, "online").await?;
         }
-        let (offers, pending) = mpsc::channel(self.window);
-        let (confirmations_tx, confirmations) = mpsc::channel(self.window + 1);
-        let publisher = Publisher {
-            channel: channel.clone(),
-            exchange: self.exchange.clone(),
-            gateway: self.gateway.clone(),
-        };
-        let task = tokio::spawn(publisher.run(pending, confirmations_tx));
+        let pipeline = Pipeline::start(
+            Publisher {
+                channel: channel.clone(),
+                exchange: self.exchange.clone(),
+                gateway: self.gateway.clone(),
+            },
+            self.window,
+        );
         Ok(AmqpConnection {
             connection,
             channel,
             exchange: self.exchange.clone(),
-            offers,
-            confirmations,
-            task,
+            pipeline,
             status_key,
         })
     }
@@ -251,9 +246,7 @@ pub struct AmqpConnection {
     connection: lapin::Connection,
     channel: Channel,
     exchange: String,
-    offers: mpsc::Sender<Outgoing>,
-    confirmations: mpsc::Receiver<Result<Confirmation, DestinationError>>,
-    task: JoinHandle<()>,
+    pipeline: Pipeline,
     status_key: Option<String>,
 }
 
@@ -265,36 +258,18 @@ impl std::fmt::Debug for AmqpConnection {
     }
 }
 
-impl Drop for AmqpConnection {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 impl Connection for AmqpConnection {
     fn offer(&mut self, message: Outgoing) -> Result<(), DestinationError> {
-        self.offers.try_send(message).map_err(|error| {
-            DestinationError::transient(format!("the publisher is gone or behind: {error}"))
-        })
+        self.pipeline.offer(message)
     }
 
     async fn next(&mut self) -> Result<Confirmation, DestinationError> {
-        match self.confirmations.recv().await {
-            Some(result) => result,
-            None => Err(DestinationError::transient("the publisher stopped")),
-        }
+        self.pipeline.next().await
     }
 
     async fn close(mut self, grace: Duration) -> Vec<Confirmation> {
         let deadline = tokio::time::Instant::now() + grace;
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.offers, closed));
-        let mut confirmed = Vec::new();
-        while let Ok(Some(Ok(confirmation))) =
-            tokio::time::timeout_at(deadline, self.confirmations.recv()).await
-        {
-            confirmed.push(confirmation);
-        }
+        let confirmed = self.pipeline.drain(grace).await;
         if let Some(key) = self.status_key.take() {
             let _ = tokio::time::timeout_at(
                 deadline,
@@ -311,71 +286,16 @@ impl Connection for AmqpConnection {
     }
 }
 
-/// Publishes what is offered, in order, and reports each confirm.
+/// Publishes each row, persistent and mandatory; its publisher confirm settles it.
 struct Publisher {
     channel: Channel,
     exchange: String,
     gateway: String,
 }
 
-impl Publisher {
-    async fn run(
-        self,
-        mut offers: mpsc::Receiver<Outgoing>,
-        confirmations: mpsc::Sender<Result<Confirmation, DestinationError>>,
-    ) {
-        let mut confirms = FuturesUnordered::new();
-        let mut open = true;
-        loop {
-            tokio::select! {
-                offer = offers.recv(), if open => match offer {
-                    Some(message) => {
-                        let tag = message.tag;
-                        match self.publish(message).await {
-                            Ok(confirm) => confirms.push(async move { (tag, confirm.await) }),
-                            Err(error) => {
-                                let _ = confirmations.send(Err(error)).await;
-                                return;
-                            }
-                        }
-                    }
-                    None => open = false,
-                },
-                Some((tag, confirm)) = confirms.next(), if !confirms.is_empty() => {
-                    let confirmation = match confirm {
-                        Ok(lapin::Confirmation::Ack(None)) => Ok(Confirmation::Confirmed(tag)),
-                        Ok(lapin::Confirmation::Ack(Some(returned))) => Ok(Confirmation::Rejected(tag, Rejection {
-                            kind: RejectionKind::Retryable,
-                            reason: format!(
-                                "no queue took it (returned: {} {})",
-                                returned.reply_code, returned.reply_text
-                            ),
-                        })),
-                        Ok(lapin::Confirmation::Nack(_)) => Ok(Confirmation::Rejected(tag, Rejection {
-                            kind: RejectionKind::Retryable,
-                            reason: "the broker did not store it (nack)".to_owned(),
-                        })),
-                        Ok(lapin::Confirmation::NotRequested) => Err(DestinationError::transient(
-                            "the channel is not in confirm mode",
-                        )),
-                        Err(error) => Err(DestinationError::transient(format!(
-                            "confirm failed: {error}"
-                        ))),
-                    };
-                    let failed = confirmation.is_err();
-                    if confirmations.send(confirmation).await.is_err() || failed {
-                        return;
-                    }
-                }
-                else => return,
-            }
-        }
-    }
-
-    async fn publish(
-        &self,
-        message: Outgoing,
-    ) -> Result<lapin::PublisherConfirm, DestinationError> {
+impl Publish for Publisher {
+    async fn publish(&self, message: Outgoing) -> Published {
+        let tag = message.tag;
         let lane = match message.lane {
             Lane::Alerts => edge_schema::Lane::Alerts,
             Lane::Events => edge_schema::Lane::Events {
@@ -389,7 +309,8 @@ impl Publisher {
         if let Some(key) = crate::sinks::message_key(message.lane, &message.row.payload) {
             properties = properties.with_message_id(key.into());
         }
-        self.channel
+        let sent = self
+            .channel
             .basic_publish(
                 self.exchange.as_str().into(),
                 key.into(),
@@ -400,7 +321,45 @@ impl Publisher {
                 &message.row.payload,
                 properties,
             )
-            .await
-            .map_err(|error| DestinationError::transient(format!("failed to publish: {error}")))
+            .await;
+        match sent {
+            Ok(confirm) => Published::Sent(Box::pin(async move { settle(tag, confirm.await) })),
+            Err(error) => Published::Settled(Err(DestinationError::transient(format!(
+                "failed to publish: {error}"
+            )))),
+        }
+    }
+}
+
+/// What a publisher confirm means for the message it confirms.
+fn settle(
+    tag: u64,
+    confirm: Result<lapin::Confirmation, lapin::Error>,
+) -> Result<Confirmation, DestinationError> {
+    match confirm {
+        Ok(lapin::Confirmation::Ack(None)) => Ok(Confirmation::Confirmed(tag)),
+        Ok(lapin::Confirmation::Ack(Some(returned))) => Ok(Confirmation::Rejected(
+            tag,
+            Rejection {
+                kind: RejectionKind::Retryable,
+                reason: format!(
+                    "no queue took it (returned: {} {})",
+                    returned.reply_code, returned.reply_text
+                ),
+            },
+        )),
+        Ok(lapin::Confirmation::Nack(_)) => Ok(Confirmation::Rejected(
+            tag,
+            Rejection {
+                kind: RejectionKind::Retryable,
+                reason: "the broker did not store it (nack)".to_owned(),
+            },
+        )),
+        Ok(lapin::Confirmation::NotRequested) => Err(DestinationError::transient(
+            "the channel is not in confirm mode",
+        )),
+        Err(error) => Err(DestinationError::transient(format!(
+            "confirm failed: {error}"
+        ))),
     }
 }

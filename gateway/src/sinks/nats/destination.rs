@@ -3,7 +3,7 @@
 //! 1. A connection is one NATS client: connected, authenticated (user and password, token, or a
 //!    `.creds` file), over TLS for `tls://`; its stream checked ([`super::stream`]); `online`
 //!    published to the status subject (awaiting its PubAck) if the uplink takes the status lane.
-//! 2. Offering hands the row to the connection's publisher task over a bounded channel, so it
+//! 2. Offering hands the row to the connection's [publisher task](crate::sinks::pipeline), so it
 //!    never waits. The task publishes in order on the one client (per-device order on the wire)
 //!    and awaits every PubAck concurrently; each PubAck (or failure) goes back as a
 //!    confirmation.
@@ -19,10 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::stream;
 use crate::config::UplinkConfig;
@@ -31,6 +28,7 @@ use crate::sinks::destination::{
     Confirmation, Connection, Destination, DestinationError, Outgoing, Rejection, RejectionKind,
 };
 use crate::sinks::error::{SinkError, read_secret};
+use crate::sinks::pipeline::{Pipeline, Publish, Published};
 use crate::sinks::tls;
 
 /// How long connecting may take.
@@ -188,20 +186,18 @@ impl Destination for NatsDestination {
         if let Some(subject) = &status_subject {
             publish_status(&context, subject, "online").await?;
         }
-        let (offers, pending) = mpsc::channel(self.window);
-        let (confirmations_tx, confirmations) = mpsc::channel(self.window + 1);
-        let publisher = Publisher {
-            context: context.clone(),
-            gateway: self.gateway.clone(),
-            subject_prefix: self.subject_prefix.clone(),
-        };
-        let task = tokio::spawn(publisher.run(pending, confirmations_tx));
+        let pipeline = Pipeline::start(
+            Publisher {
+                context: context.clone(),
+                gateway: self.gateway.clone(),
+                subject_prefix: self.subject_prefix.clone(),
+            },
+            self.window,
+        );
         Ok(NatsConnection {
             context,
-            offers,
-            confirmations,
+            pipeline,
             disconnected,
-            task,
             status_subject,
         })
     }
@@ -227,32 +223,19 @@ async fn publish_status(
 #[derive(Debug)]
 pub struct NatsConnection {
     context: jetstream::Context,
-    offers: mpsc::Sender<Outgoing>,
-    confirmations: mpsc::Receiver<Result<Confirmation, DestinationError>>,
+    pipeline: Pipeline,
     disconnected: mpsc::UnboundedReceiver<String>,
-    task: JoinHandle<()>,
     status_subject: Option<String>,
-}
-
-impl Drop for NatsConnection {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Connection for NatsConnection {
     fn offer(&mut self, message: Outgoing) -> Result<(), DestinationError> {
-        self.offers.try_send(message).map_err(|error| {
-            DestinationError::transient(format!("the publisher is gone or behind: {error}"))
-        })
+        self.pipeline.offer(message)
     }
 
     async fn next(&mut self) -> Result<Confirmation, DestinationError> {
         tokio::select! {
-            confirmation = self.confirmations.recv() => match confirmation {
-                Some(result) => result,
-                None => Err(DestinationError::transient("the publisher stopped")),
-            },
+            confirmation = self.pipeline.next() => confirmation,
             Some(event) = self.disconnected.recv() => {
                 Err(DestinationError::transient(format!("connection {event}")))
             }
@@ -261,15 +244,7 @@ impl Connection for NatsConnection {
 
     async fn close(mut self, grace: Duration) -> Vec<Confirmation> {
         let deadline = tokio::time::Instant::now() + grace;
-        // No more offers: the publisher finishes what it has and its channel closes.
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.offers, closed));
-        let mut confirmed = Vec::new();
-        while let Ok(Some(Ok(confirmation))) =
-            tokio::time::timeout_at(deadline, self.confirmations.recv()).await
-        {
-            confirmed.push(confirmation);
-        }
+        let confirmed = self.pipeline.drain(grace).await;
         if let Some(subject) = self.status_subject.take() {
             let _ = tokio::time::timeout_at(
                 deadline,
@@ -281,57 +256,16 @@ impl Connection for NatsConnection {
     }
 }
 
-/// Publishes what is offered, in order, and reports each PubAck.
+/// Publishes each row to its subject; its PubAck confirms it.
 struct Publisher {
     context: jetstream::Context,
     gateway: String,
     subject_prefix: String,
 }
 
-impl Publisher {
-    async fn run(
-        self,
-        mut offers: mpsc::Receiver<Outgoing>,
-        confirmations: mpsc::Sender<Result<Confirmation, DestinationError>>,
-    ) {
-        let mut acks = FuturesUnordered::new();
-        let mut open = true;
-        loop {
-            tokio::select! {
-                offer = offers.recv(), if open => match offer {
-                    Some(message) => {
-                        let tag = message.tag;
-                        match self.publish(message).await {
-                            Ok(ack) => acks.push(async move { (tag, ack.await) }),
-                            Err(rejected) => {
-                                if confirmations.send(rejected.map(|rejection| Confirmation::Rejected(tag, rejection))).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    None => open = false,
-                },
-                Some((tag, ack)) = acks.next(), if !acks.is_empty() => {
-                    let confirmation = match ack {
-                        // A duplicate means the stream already has it: delivered.
-                        Ok(_) => Confirmation::Confirmed(tag),
-                        Err(error) => Confirmation::Rejected(tag, rejection(error.kind(), &error.to_string())),
-                    };
-                    if confirmations.send(Ok(confirmation)).await.is_err() {
-                        return;
-                    }
-                }
-                else => return,
-            }
-        }
-    }
-
-    /// Sends one message; its PubAck comes through the returned future.
-    async fn publish(
-        &self,
-        message: Outgoing,
-    ) -> Result<jetstream::context::PublishAckFuture, Result<Rejection, DestinationError>> {
+impl Publish for Publisher {
+    async fn publish(&self, message: Outgoing) -> Published {
+        let tag = message.tag;
         let lane = match message.lane {
             Lane::Alerts => edge_schema::Lane::Alerts,
             Lane::Events => edge_schema::Lane::Events {
@@ -348,18 +282,26 @@ impl Publisher {
             publish = publish.message_id(key);
         }
         let publish = publish.payload(Bytes::from(message.row.payload));
-        self.context
-            .send_publish(subject, publish)
-            .await
-            .map_err(|error| match error.kind() {
-                PublishErrorKind::MaxPayloadExceeded => Ok(Rejection {
-                    kind: RejectionKind::Permanent,
-                    reason: error.to_string(),
-                }),
-                _ => Err(DestinationError::transient(format!(
-                    "failed to publish: {error}"
-                ))),
-            })
+        match self.context.send_publish(subject, publish).await {
+            Ok(ack) => Published::Sent(Box::pin(async move {
+                Ok(match ack.await {
+                    // A duplicate means the stream already has it: delivered.
+                    Ok(_) => Confirmation::Confirmed(tag),
+                    Err(error) => {
+                        Confirmation::Rejected(tag, rejection(error.kind(), &error.to_string()))
+                    }
+                })
+            })),
+            Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                Published::Settled(Ok(Confirmation::Rejected(
+                    tag,
+                    rejection(error.kind(), &error.to_string()),
+                )))
+            }
+            Err(error) => Published::Settled(Err(DestinationError::transient(format!(
+                "failed to publish: {error}"
+            )))),
+        }
     }
 }
 
