@@ -449,3 +449,47 @@ fn run_refuses_missing_secret_files_and_names_them() {
     );
     assert_run_refuses(&gateway, &missing);
 }
+
+#[test]
+fn a_nats_uplink_over_tls_verifies_the_server_with_ca_file() {
+    let pki = Pki::new();
+    let cert = pki.path("server.pem").display().to_string();
+    let key = pki.path("server.key").display().to_string();
+    let server = NatsServer::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    let stream = unique_name("TLS").replace('-', "_");
+    let trusted = |ca: &str| {
+        let uplink = Uplink {
+            url: format!("tls://127.0.0.1:{}", server.port),
+            ..Uplink::nats(server.port, &stream, "edge")
+        }
+        .set("name", "bus")
+        .set("ca_file", &pki.path(ca).display().to_string());
+        Gateway::start_setup(GatewaySetup::with([uplink]))
+    };
+
+    // The wrong CA: the server is not believed, nothing is sent, everything waits.
+    let stranger = trusted("other-ca.pem");
+    assert_eq!(
+        publish_events(stranger.device_port, DEVICES, PER_DEVICE),
+        EVENTS
+    );
+    wait_until("the refused handshake", Duration::from_secs(20), || {
+        stranger.log().contains("uplink connection lost")
+    });
+    assert_eq!(stranger.metric("edge_uplink_connections_total"), 0.0);
+    assert_eq!(stranger.metric("edge_journal_rows"), EVENTS as f64);
+    drop(stranger);
+
+    // The right CA: connected over TLS, every event in the stream.
+    let gateway = trusted("ca.pem");
+    assert_eq!(
+        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
+        EVENTS
+    );
+    wait_until(
+        "the journal to drain over TLS",
+        Duration::from_secs(30),
+        || gateway.metric("edge_journal_rows") == 0.0,
+    );
+    assert!(gateway.metric("edge_uplink_acked_total{uplink=\"bus\"}") >= EVENTS as f64);
+}

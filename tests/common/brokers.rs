@@ -154,14 +154,21 @@ pub struct NatsServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with more command-line options (e.g. `--tls --tlscert FILE --tlskey FILE`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut server = Self {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.resume();
         server
@@ -181,6 +188,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.path().join("store"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
