@@ -83,11 +83,30 @@ pub fn firmware_image() -> PathBuf {
 }
 
 /// An unused TCP port on 127.0.0.1.
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default):
+/// a port from that range can be taken, between this call and the listener's bind, by the local
+/// end of any outgoing connection on the machine (a gateway reconnecting to a broker makes many).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    // Start each test process somewhere else in the range, then walk it.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        FIRST + (std::process::id() % u32::from(LAST - FIRST)) as u16,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in FIRST..LAST {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + port.saturating_sub(FIRST) % (LAST - FIRST);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {LAST}")
 }
 
 /// The value of `series` in a Prometheus text exposition. A family name without labels that
