@@ -774,5 +774,9 @@ fn two_bad_urls_are_reported_for_their_urls_only() {
         "[gateway]\nid = \"gw\"\n[[uplink]]\nurl = \"http://a\"\n[[uplink]]\nurl = \"http://b\"\n",
     );
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems.iter().all(|problem| problem.contains("invalid url")));
+    assert!(
+        problems
+            .iter()
+            .all(|problem| problem.contains("invalid url"))
+    );
 }
