@@ -1,16 +1,24 @@
 //! `edge-bench`: drives a forwarder (the gateway, or a Mosquitto bridge) with simulated devices
-//! and measures what a cloud subscriber receives.
+//! and measures what consumers at the far end receive: on the cloud MQTT broker, on a NATS
+//! JetStream stream, on a RabbitMQ queue (the last two with the `nats` and `amqp` features). The
+//! `bare-*` commands publish the gateway's messages straight to NATS or RabbitMQ with the
+//! gateway's guarantee, as the reference the gateway is measured against.
 //!
 //! Every result is printed as one line, `result name=… value=… unit=…`, for scripts to read
-//! (`scripts/bench.sh`); everything else goes to stderr.
+//! (`scripts/bench.sh`, `scripts/bench-uplinks.sh`); a consumer's results end in `via=mqtt`,
+//! `via=nats` or `via=amqp`. Everything else goes to stderr.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use edge_sim::bench::{
-    CloudSubscriber, FleetConfig, Pace, SubscriberConfig, now_us, quantile, run_fleet,
-};
+use edge_sim::bench::mqtt::MqttConsumerConfig;
+use edge_sim::bench::{Consumer, FleetConfig, Pace, now_us, quantile, run_fleet};
+
+/// What to do when the binary was built without a backbone's feature.
+#[cfg(not(all(feature = "nats", feature = "amqp")))]
+const NOT_BUILT: &str = "edge-bench was built without this backbone: \
+                         cargo build --release -p edge-sim --features nats,amqp --bin edge-bench";
 
 /// Load generator and measuring subscriber for forwarding benchmarks.
 #[derive(Debug, Parser)]
@@ -22,7 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Publish as fast as the device broker acknowledges; report the rate at the cloud.
+    /// Publish as fast as the device broker acknowledges; report the rate at the consumers.
     Saturate {
         #[command(flatten)]
         devices: DeviceArgs,
@@ -32,7 +40,7 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         events: u64,
     },
-    /// Publish at a fixed total rate; report the latency percentiles at the cloud.
+    /// Publish at a fixed total rate; report the latency percentiles at the consumers.
     Latency {
         #[command(flatten)]
         devices: DeviceArgs,
@@ -45,6 +53,43 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// `saturate` without the gateway: one bare client publishes the gateway's messages to the
+    /// NATS stream or the AMQP exchange (whichever is given), awaiting each confirmation with at
+    /// most `--window` in flight.
+    BareSaturate {
+        #[command(flatten)]
+        bare: BareArgs,
+        #[command(flatten)]
+        cloud: CloudArgs,
+        /// Events in total.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+    },
+    /// `latency` without the gateway: the bare client publishes at a fixed rate.
+    BareLatency {
+        #[command(flatten)]
+        bare: BareArgs,
+        #[command(flatten)]
+        cloud: CloudArgs,
+        /// Events per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// How long to publish.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Delete AMQP queues and the exchange a benchmark declared.
+    AmqpDelete {
+        /// The broker.
+        #[arg(long, default_value = "amqp://127.0.0.1:5672")]
+        amqp_url: String,
+        /// The exchange to delete.
+        #[arg(long)]
+        exchange: String,
+        /// A queue to delete (repeatable).
+        #[arg(long)]
+        queue: Vec<String>,
+    },
     /// Publish only (nobody listens at the cloud): builds a backlog in the forwarder.
     Fill {
         #[command(flatten)]
@@ -56,7 +101,8 @@ enum Command {
         #[arg(long)]
         rate: Option<u64>,
     },
-    /// Subscribe only, and time the arrival of `events` distinct events of `--boot`.
+    /// Subscribe only (on the cloud MQTT broker), and time the arrival of `events` distinct
+    /// events of `--boot`.
     ///
     /// Prints `ready` once subscribed. With `--session`, the subscription survives a restart of
     /// the cloud broker, so the subscriber can be started before the broker is stopped.
@@ -119,17 +165,57 @@ struct DeviceArgs {
 }
 
 #[derive(Debug, Args)]
+struct BareArgs {
+    /// The gateway id the messages name, as in the gateway's `[gateway] id`.
+    #[arg(long, default_value = "bench-gw")]
+    gateway: String,
+    /// Device names the events are spread over.
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
+    /// Device name prefix (names are `{prefix}-{index}`).
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// Boot sent with every event (default: derived from the clock, so runs do not mix).
+    #[arg(long)]
+    boot: Option<u32>,
+    /// Publishes awaiting their confirmation at most: the gateway's `max_inflight`.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+}
+
+/// Where the consumers are: any of the cloud MQTT broker, a NATS stream, a RabbitMQ exchange
+/// (one consumer on each given).
+#[derive(Debug, Args)]
 struct CloudArgs {
-    /// Cloud broker host.
+    /// Cloud MQTT broker host.
     #[arg(long, default_value = "127.0.0.1")]
     cloud_host: String,
-    /// Cloud broker port.
+    /// Cloud MQTT broker port: consume there.
     #[arg(long)]
-    cloud_port: u16,
+    cloud_port: Option<u16>,
     /// Topic filter on the cloud broker: `edge/#` behind the gateway, `devices/#` behind a
     /// bridge.
     #[arg(long, default_value = "edge/#")]
     filter: String,
+    /// NATS server (`nats://host:port`): consume from the JetStream stream `--stream` there.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// The JetStream stream (created with subjects `{subject-prefix}.>` if missing).
+    #[arg(long, default_value = "EDGE")]
+    stream: String,
+    /// The uplink's `subject_prefix`.
+    #[arg(long, default_value = "edge")]
+    subject_prefix: String,
+    /// RabbitMQ (`amqp://host:port`): consume from `--queue`, bound to `--exchange`, there.
+    #[arg(long)]
+    amqp_url: Option<String>,
+    /// The uplink's `exchange` (durable, topic; declared if missing).
+    #[arg(long, default_value = "edge")]
+    exchange: String,
+    /// The durable queue to declare, bind and consume from; deleted at the end (default:
+    /// `edge-bench-{pid}`).
+    #[arg(long)]
+    queue: Option<String>,
 }
 
 impl DeviceArgs {
@@ -145,15 +231,129 @@ impl DeviceArgs {
 }
 
 impl CloudArgs {
-    fn subscriber(&self, boot: u32, session: Option<String>) -> SubscriberConfig {
-        SubscriberConfig {
+    fn mqtt(&self, boot: u32, session: Option<String>) -> anyhow::Result<MqttConsumerConfig> {
+        let Some(port) = self.cloud_port else {
+            bail!("--cloud-port is required");
+        };
+        Ok(MqttConsumerConfig {
             host: self.cloud_host.clone(),
-            port: self.cloud_port,
+            port,
             filter: self.filter.clone(),
             boot,
             session,
+        })
+    }
+
+    fn queue(&self) -> String {
+        self.queue
+            .clone()
+            .unwrap_or_else(|| format!("edge-bench-{}", std::process::id()))
+    }
+
+    /// Starts a consumer on every backbone given; returns once each is ready to count.
+    async fn consumers(&self, boot: u32) -> anyhow::Result<Consumers> {
+        let mut consumers = Vec::new();
+        if self.cloud_port.is_some() {
+            consumers.push(edge_sim::bench::mqtt::consume(self.mqtt(boot, None)?).await?);
+        }
+        if let Some(url) = &self.nats_url {
+            consumers.push(nats_consumer(self, url, boot).await?);
+        }
+        if let Some(url) = &self.amqp_url {
+            consumers.push(amqp_consumer(self, url, boot).await?);
+        }
+        if consumers.is_empty() {
+            bail!("no consumer: give --cloud-port, --nats-url or --amqp-url");
+        }
+        Ok(Consumers {
+            consumers,
+            amqp_queue: self
+                .amqp_url
+                .as_ref()
+                .map(|url| (url.clone(), self.queue())),
+            exchange: self.exchange.clone(),
+        })
+    }
+}
+
+/// The consumers of one command.
+struct Consumers {
+    consumers: Vec<Consumer>,
+    /// The AMQP queue declared for the run, deleted at the end.
+    amqp_queue: Option<(String, String)>,
+    exchange: String,
+}
+
+impl Consumers {
+    /// Waits until each consumer has `events` distinct events, or none came for a while.
+    async fn wait_for(&self, events: u64) {
+        for consumer in &self.consumers {
+            consumer
+                .wait_for(events, Duration::from_secs(60), Duration::from_secs(30))
+                .await;
         }
     }
+
+    /// Deletes the AMQP queue, if any.
+    async fn finish(self) -> anyhow::Result<()> {
+        match self.amqp_queue {
+            Some((url, queue)) => amqp_delete(&url, &self.exchange, &[queue], false).await,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+fn nats_config(cloud: &CloudArgs, url: &str) -> edge_sim::bench::nats::NatsConfig {
+    edge_sim::bench::nats::NatsConfig {
+        url: url.to_owned(),
+        stream: cloud.stream.clone(),
+        subject_prefix: cloud.subject_prefix.clone(),
+    }
+}
+
+#[cfg(feature = "nats")]
+async fn nats_consumer(cloud: &CloudArgs, url: &str, boot: u32) -> anyhow::Result<Consumer> {
+    edge_sim::bench::nats::consume(&nats_config(cloud, url), boot).await
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_consumer(_: &CloudArgs, _: &str, _: u32) -> anyhow::Result<Consumer> {
+    bail!(NOT_BUILT)
+}
+
+#[cfg(feature = "amqp")]
+fn amqp_config(url: &str, exchange: &str) -> edge_sim::bench::amqp::AmqpConfig {
+    edge_sim::bench::amqp::AmqpConfig {
+        url: url.to_owned(),
+        exchange: exchange.to_owned(),
+    }
+}
+
+#[cfg(feature = "amqp")]
+async fn amqp_consumer(cloud: &CloudArgs, url: &str, boot: u32) -> anyhow::Result<Consumer> {
+    let config = amqp_config(url, &cloud.exchange);
+    edge_sim::bench::amqp::consume(&config, &cloud.queue(), boot).await
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn amqp_consumer(_: &CloudArgs, _: &str, _: u32) -> anyhow::Result<Consumer> {
+    bail!(NOT_BUILT)
+}
+
+#[cfg(feature = "amqp")]
+async fn amqp_delete(
+    url: &str,
+    exchange: &str,
+    queues: &[String],
+    with_exchange: bool,
+) -> anyhow::Result<()> {
+    edge_sim::bench::amqp::delete(&amqp_config(url, exchange), queues, with_exchange).await
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn amqp_delete(_: &str, _: &str, _: &[String], _: bool) -> anyhow::Result<()> {
+    bail!(NOT_BUILT)
 }
 
 /// A boot number that differs between runs a second apart.
@@ -163,6 +363,11 @@ fn clock_boot() -> u32 {
 
 fn result(name: &str, value: impl std::fmt::Display, unit: &str) {
     println!("result name={name} value={value} unit={unit}");
+}
+
+/// A result of one consumer.
+fn result_via(name: &str, value: impl std::fmt::Display, unit: &str, via: &str) {
+    println!("result name={name} value={value} unit={unit} via={via}");
 }
 
 /// The interval between one device's events for a fleet total of `rate` events per second.
@@ -192,6 +397,22 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
         } => latency(&devices, &cloud, rate, seconds).await,
+        Command::BareSaturate {
+            bare,
+            cloud,
+            events,
+        } => bare_run(&bare, &cloud, events, None).await,
+        Command::BareLatency {
+            bare,
+            cloud,
+            rate,
+            seconds,
+        } => bare_run(&bare, &cloud, rate * seconds, Some(rate)).await,
+        Command::AmqpDelete {
+            amqp_url,
+            exchange,
+            queue,
+        } => amqp_delete(&amqp_url, &exchange, &queue, true).await,
         Command::Fill {
             devices,
             events,
@@ -225,7 +446,7 @@ async fn main() -> anyhow::Result<()> {
 async fn saturate(devices: &DeviceArgs, cloud: &CloudArgs, events: u64) -> anyhow::Result<()> {
     let fleet = devices.fleet();
     let per_device = per_device(events, fleet.devices)?;
-    let subscriber = CloudSubscriber::start(cloud.subscriber(fleet.boot, None)).await?;
+    let consumers = cloud.consumers(fleet.boot).await?;
     eprintln!(
         "saturate: {events} events from {} devices to port {}",
         fleet.devices, fleet.port
@@ -237,31 +458,10 @@ async fn saturate(devices: &DeviceArgs, cloud: &CloudArgs, events: u64) -> anyho
         format!("{:.0}", report.acked as f64 / report.elapsed.as_secs_f64()),
         "events/s",
     );
-    subscriber
-        .wait_for(events, Duration::from_secs(60), Duration::from_secs(30))
-        .await;
-    let inbox = subscriber.lock();
-    let span = inbox.span().as_secs_f64();
-    result("saturate_received", inbox.distinct(), "events");
-    result(
-        "saturate_lost",
-        events - inbox.distinct().min(events),
-        "events",
-    );
-    result(
-        "saturate_duplicates",
-        inbox.received() - inbox.distinct(),
-        "events",
-    );
-    result(
-        "saturate_rate",
-        format!("{:.0}", inbox.distinct() as f64 / span.max(1e-9)),
-        "events/s",
-    );
-    if inbox.distinct() < events {
-        bail!("only {} of {events} events arrived", inbox.distinct());
-    }
-    Ok(())
+    consumers.wait_for(events).await;
+    let complete = report_saturation(&consumers.consumers, events);
+    consumers.finish().await?;
+    complete
 }
 
 async fn latency(
@@ -274,7 +474,7 @@ async fn latency(
     let events = rate * seconds;
     let per_device = per_device(events, fleet.devices)?;
     let interval = paced_interval(fleet.devices, rate);
-    let subscriber = CloudSubscriber::start(cloud.subscriber(fleet.boot, None)).await?;
+    let consumers = cloud.consumers(fleet.boot).await?;
     eprintln!(
         "latency: {rate} events/s for {seconds} s from {} devices to port {}",
         fleet.devices, fleet.port
@@ -291,31 +491,183 @@ async fn latency(
         format!("{:.0}", report.sent as f64 / report.elapsed.as_secs_f64()),
         "events/s",
     );
-    subscriber
-        .wait_for(events, Duration::from_secs(60), Duration::from_secs(30))
-        .await;
-    let inbox = subscriber.lock();
-    let latencies = inbox.sorted_latencies();
-    result("latency_received", inbox.distinct(), "events");
-    result(
-        "latency_lost",
-        events - inbox.distinct().min(events),
-        "events",
-    );
-    for (name, q) in [
-        ("latency_p50", 0.5),
-        ("latency_p99", 0.99),
-        ("latency_p999", 0.999),
-        ("latency_max", 1.0),
-    ] {
-        result(
-            name,
-            format!("{:.2}", quantile(&latencies, q) / 1000.0),
-            "ms",
-        );
+    consumers.wait_for(events).await;
+    let complete = report_latency(&consumers.consumers, events);
+    consumers.finish().await?;
+    complete
+}
+
+/// The bare client's run: `rate` paces it (a latency run), `None` saturates.
+async fn bare_run(
+    bare: &BareArgs,
+    cloud: &CloudArgs,
+    events: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
+    let plan = edge_sim::bench::bare::BarePlan {
+        gateway: bare.gateway.clone(),
+        prefix: bare.prefix.clone(),
+        devices: bare.devices.max(1),
+        boot: bare.boot.unwrap_or_else(clock_boot),
+        events,
+        rate,
+        window: bare.window.max(1),
+    };
+    let consumers = cloud.consumers(plan.boot).await?;
+    let report = match (&cloud.nats_url, &cloud.amqp_url) {
+        (Some(url), None) => bare_nats(cloud, url, &plan).await?,
+        (None, Some(url)) => bare_amqp(cloud, url, &plan).await?,
+        _ => bail!("give one of --nats-url and --amqp-url for the bare client"),
+    };
+    let stage = if rate.is_some() {
+        "latency"
+    } else {
+        "saturate"
+    };
+    result(&format!("{stage}_acked"), report.confirmed, "events");
+    result("bare_failed", report.failed, "events");
+    if let Some(failure) = &report.first_failure {
+        eprintln!("bare: {} refused, the first: {failure}", report.failed);
     }
-    if inbox.distinct() < events {
-        bail!("only {} of {events} events arrived", inbox.distinct());
+    let name = if rate.is_some() {
+        "latency_offered_rate"
+    } else {
+        "saturate_publish_rate"
+    };
+    result(
+        name,
+        format!("{:.0}", report.sent as f64 / report.elapsed.as_secs_f64()),
+        "events/s",
+    );
+    consumers.wait_for(events).await;
+    let complete = if rate.is_some() {
+        report_latency(&consumers.consumers, events)
+    } else {
+        report_saturation(&consumers.consumers, events)
+    };
+    consumers.finish().await?;
+    complete
+}
+
+#[cfg(feature = "nats")]
+async fn bare_nats(
+    cloud: &CloudArgs,
+    url: &str,
+    plan: &edge_sim::bench::bare::BarePlan,
+) -> anyhow::Result<edge_sim::bench::bare::BareReport> {
+    use edge_sim::bench::nats::NatsPublisher;
+    let config = nats_config(cloud, url);
+    let mut publisher = NatsPublisher::connect(&config, &plan.gateway, plan.window).await?;
+    eprintln!(
+        "bare: {} events to {url} stream {}, window {}",
+        plan.events, config.stream, plan.window
+    );
+    edge_sim::bench::bare::run(&mut publisher, plan).await
+}
+
+#[cfg(not(feature = "nats"))]
+async fn bare_nats(
+    _: &CloudArgs,
+    _: &str,
+    _: &edge_sim::bench::bare::BarePlan,
+) -> anyhow::Result<edge_sim::bench::bare::BareReport> {
+    bail!(NOT_BUILT)
+}
+
+#[cfg(feature = "amqp")]
+async fn bare_amqp(
+    cloud: &CloudArgs,
+    url: &str,
+    plan: &edge_sim::bench::bare::BarePlan,
+) -> anyhow::Result<edge_sim::bench::bare::BareReport> {
+    use edge_sim::bench::amqp::AmqpPublisher;
+    let mut publisher =
+        AmqpPublisher::connect(&amqp_config(url, &cloud.exchange), &plan.gateway).await?;
+    eprintln!(
+        "bare: {} events to {url} exchange {}, window {}",
+        plan.events, cloud.exchange, plan.window
+    );
+    edge_sim::bench::bare::run(&mut publisher, plan).await
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn bare_amqp(
+    _: &CloudArgs,
+    _: &str,
+    _: &edge_sim::bench::bare::BarePlan,
+) -> anyhow::Result<edge_sim::bench::bare::BareReport> {
+    bail!(NOT_BUILT)
+}
+
+/// Prints what each consumer received of a saturation run; an error if any missed events.
+fn report_saturation(consumers: &[Consumer], events: u64) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for consumer in consumers {
+        let via = consumer.via();
+        let inbox = consumer.lock();
+        let span = inbox.span().as_secs_f64();
+        result_via("saturate_received", inbox.distinct(), "events", via);
+        result_via(
+            "saturate_lost",
+            events - inbox.distinct().min(events),
+            "events",
+            via,
+        );
+        result_via(
+            "saturate_duplicates",
+            inbox.received() - inbox.distinct(),
+            "events",
+            via,
+        );
+        result_via(
+            "saturate_rate",
+            format!("{:.0}", inbox.distinct() as f64 / span.max(1e-9)),
+            "events/s",
+            via,
+        );
+        if inbox.distinct() < events {
+            missing.push(format!("{via}: only {} of {events}", inbox.distinct()));
+        }
+    }
+    if !missing.is_empty() {
+        bail!("events did not arrive ({})", missing.join(", "));
+    }
+    Ok(())
+}
+
+/// Prints each consumer's latency percentiles; an error if any missed events.
+fn report_latency(consumers: &[Consumer], events: u64) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for consumer in consumers {
+        let via = consumer.via();
+        let inbox = consumer.lock();
+        let latencies = inbox.sorted_latencies();
+        result_via("latency_received", inbox.distinct(), "events", via);
+        result_via(
+            "latency_lost",
+            events - inbox.distinct().min(events),
+            "events",
+            via,
+        );
+        for (name, q) in [
+            ("latency_p50", 0.5),
+            ("latency_p99", 0.99),
+            ("latency_p999", 0.999),
+            ("latency_max", 1.0),
+        ] {
+            result_via(
+                name,
+                format!("{:.2}", quantile(&latencies, q) / 1000.0),
+                "ms",
+                via,
+            );
+        }
+        if inbox.distinct() < events {
+            missing.push(format!("{via}: only {} of {events}", inbox.distinct()));
+        }
+    }
+    if !missing.is_empty() {
+        bail!("events did not arrive ({})", missing.join(", "));
     }
     Ok(())
 }
@@ -354,16 +706,16 @@ async fn drain(
     session: Option<String>,
     first_within: u64,
 ) -> anyhow::Result<()> {
-    let subscriber = CloudSubscriber::start(cloud.subscriber(boot, session)).await?;
+    let consumer = edge_sim::bench::mqtt::consume(cloud.mqtt(boot, session)?).await?;
     println!("ready");
-    subscriber
+    consumer
         .wait_for(
             events,
             Duration::from_secs(first_within),
             Duration::from_secs(60),
         )
         .await;
-    let inbox = subscriber.lock();
+    let inbox = consumer.lock();
     let span = inbox.span().as_secs_f64();
     result("drain_received", inbox.distinct(), "events");
     result(
