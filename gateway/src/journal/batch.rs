@@ -15,7 +15,7 @@
 use rusqlite::params;
 
 use super::eviction::{Budget, EVICTION_CHUNK_DIVISOR, Evict, Evicted, evict_head};
-use super::record::{AlertRecord, DeadLetter, Lane, ROW_OVERHEAD, Record, row_cost};
+use super::record::{AlertRecord, DeadLetter, Lane, ROW_OVERHEAD, Record, StoredEvent, row_cost};
 use super::stats::DropReason;
 use super::store::{JournalOptions, MAX_ALERT_ROWS, Position};
 use crate::config::WhenFull;
@@ -48,6 +48,8 @@ pub(crate) struct BatchOutcome {
     pub(crate) dropped_for: Vec<(usize, DropReason, u64)>,
     /// The highest alert row id stored, if alerts were.
     pub(crate) last_alert_row: Option<i64>,
+    /// The rows stored, per lane ([`Lane::index`]), in id order: what the tail takes.
+    pub(crate) stored: [Vec<StoredEvent>; 2],
 }
 
 /// What became of one appended record.
@@ -275,6 +277,12 @@ impl Accounting<'_> {
             *self.rows += 1;
             *self.row_bytes += cost;
             outcome.results.push(AppendResult::Stored(id));
+            outcome.stored[index].push(StoredEvent {
+                id,
+                device: record.device,
+                received_at_ms: record.received_at_ms,
+                payload: record.payload,
+            });
         }
         if refused > 0 {
             add_count(&mut outcome.dropped, DropReason::RejectedNewest, refused);
@@ -321,6 +329,12 @@ impl Accounting<'_> {
                 *self.alert_rows += 1;
                 *self.row_bytes += (alert.device.len() + alert.payload.len()) as u64 + ROW_OVERHEAD;
                 outcome.last_alert_row = Some(id);
+                outcome.stored[index].push(StoredEvent {
+                    id,
+                    device: alert.device.clone(),
+                    received_at_ms: alert.at_ms,
+                    payload: alert.payload.clone(),
+                });
             }
             let number = i64::try_from(alert.alert).unwrap_or(i64::MAX);
             if alert.firing {

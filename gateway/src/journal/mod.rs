@@ -2,9 +2,10 @@
 //!
 //! Accepted events are appended here before anything is sent upstream, and a row leaves the
 //! journal only when every destination it is routed to has confirmed it (or when a bound forces
-//! it out, which is counted). The write path ([`writer`], [`store`], [`batch`]), the read path ([`reader`],
-//! [`read`]) and the confirmation path (confirmations go back through the writer) are separate,
-//! as in Vector's disk buffer.
+//! it out, which is counted). The write path ([`writer`], [`store`], [`batch`]), the read path
+//! ([`tail`] for the rows committed last, in memory; [`reader`] and [`read`] for the rest) and the
+//! confirmation path (confirmations go back through the writer) are separate, as in Vector's disk
+//! buffer.
 //!
 //! # Invariants
 //! 1. One thread owns the write connection; every change happens in a transaction that it
@@ -46,6 +47,7 @@ mod record;
 pub(crate) mod schema;
 mod stats;
 mod store;
+mod tail;
 mod writer;
 
 #[cfg(test)]

@@ -297,6 +297,11 @@ impl Store {
         self.next_id
     }
 
+    /// Per lane: rows with ids up to here are gone.
+    pub(crate) fn deleted_through(&self) -> [i64; 2] {
+        self.deleted_through
+    }
+
     /// Makes ids continue from `next_ids` (after a journal was replaced while running, so that
     /// sinks' read positions stay valid).
     pub(crate) fn continue_ids_from(&mut self, next_ids: [i64; 2]) {

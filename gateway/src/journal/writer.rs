@@ -16,9 +16,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::batch::{AppendResult, Batch, Confirm};
 use super::error::JournalError;
 use super::record::Lane;
+use super::record::StoredEvent;
 use super::record::{AlertRecord, DeadLetter, Record};
 use super::stats::{DropReason, JournalStats};
 use super::store::{JournalOptions, OpenReport, Store};
+use super::tail::Tail;
 
 /// Most rows applied in one transaction.
 pub(crate) const MAX_BATCH_ROWS: usize = 4096;
@@ -116,6 +118,8 @@ pub struct JournalHandle {
     stats: Arc<JournalStats>,
     /// Per lane ([`Lane::index`]): the highest row id committed.
     committed: [watch::Receiver<i64>; 2],
+    /// The rows committed last.
+    tail: Arc<Tail>,
     path: std::path::PathBuf,
 }
 
@@ -166,10 +170,12 @@ impl Journal {
         let (alerts_committed_tx, alerts_committed) =
             watch::channel(next_ids[Lane::Alerts.index()] - 1);
         let path = store.path().to_path_buf();
+        let tail = Arc::new(Tail::new(next_ids.map(|next| next - 1)));
         let writer = Writer {
             store,
             stats: Arc::clone(&stats),
             committed: [alerts_committed_tx, committed_tx],
+            tail: Arc::clone(&tail),
             appends: append_rx,
             alerts: alert_rx,
             controls: control_rx,
@@ -187,6 +193,7 @@ impl Journal {
             controls,
             stats,
             committed: [alerts_committed, committed],
+            tail,
             path,
         };
         Ok((
@@ -317,6 +324,14 @@ impl JournalHandle {
         self.committed[lane.index()].clone()
     }
 
+    /// Up to `limit` rows of `lane` with ids above `after`, in id order, from the rows committed
+    /// last, kept in memory; `None` when some of them are only on disk, to be read with a
+    /// [`super::JournalReader`]. A destination that keeps up reads here and never touches the
+    /// database.
+    pub fn read_recent(&self, lane: Lane, after: i64, limit: usize) -> Option<Vec<StoredEvent>> {
+        self.tail.read(lane, after, limit)
+    }
+
     /// Live figures.
     pub fn stats(&self) -> &Arc<JournalStats> {
         &self.stats
@@ -332,6 +347,7 @@ struct Writer {
     store: Store,
     stats: Arc<JournalStats>,
     committed: [watch::Sender<i64>; 2],
+    tail: Arc<Tail>,
     appends: mpsc::Receiver<AppendRequest>,
     alerts: mpsc::Receiver<AlertRecord>,
     controls: mpsc::UnboundedReceiver<Control>,
@@ -469,7 +485,7 @@ impl Writer {
     fn commit(&mut self, batch: Batch, waiters: &mut VecDeque<Waiter>) -> Vec<Record> {
         let appended = batch.appends.len();
         let now_ms = now_ms();
-        let outcome = match self.store.apply(batch, now_ms) {
+        let mut outcome = match self.store.apply(batch, now_ms) {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.stats.record_commit(false);
@@ -507,6 +523,13 @@ impl Writer {
                 AppendResult::Stored(id) => Some(*id),
                 AppendResult::Refused | AppendResult::Unrouted => None,
             });
+        // The rows go to the tail before anyone hears of them.
+        let deleted_through = self.store.deleted_through();
+        for lane in Lane::ALL {
+            let rows = std::mem::take(&mut outcome.stored[lane.index()]);
+            self.tail
+                .committed(lane, rows, deleted_through[lane.index()]);
+        }
         if let Some(highest) = highest {
             self.committed[Lane::Events.index()].send_replace(highest);
         }
@@ -534,6 +557,7 @@ impl Writer {
         match Store::open(options) {
             Ok((mut store, report)) => {
                 store.continue_ids_from(next_ids);
+                self.tail.reset(store.next_ids().map(|next| next - 1));
                 self.stats.record_corruption();
                 self.stats.add_dropped(DropReason::Corrupt, lost);
                 for (stats, lost) in self.stats.destinations().iter().zip(lost_for) {

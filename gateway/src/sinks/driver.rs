@@ -2,8 +2,9 @@
 //! it, whatever its protocol.
 //!
 //! # Delivery
-//! 1. Each lane is read in id order from the destination's position, on a read connection of the
-//!    driver's own; alerts are read and offered before events.
+//! 1. Each lane is read in id order from the destination's position: from the journal's tail in
+//!    memory while the destination keeps up, else on a read connection of the driver's own;
+//!    alerts are read and offered before events.
 //! 2. While connected and the in-flight window has room, rows are offered to the connection
 //!    without waiting ([`Connection::offer`]).
 //! 3. Each confirmation settles its row; the position (every row confirmed up to it) is handed
@@ -200,26 +201,41 @@ impl<D: Destination> Driver<D> {
             error: DestinationError::transient(message),
             healthy: false,
         };
+        let limit = self.settings.window.clamp(64, READ_LIMIT);
         loop {
-            let now = Instant::now();
-            while let Some(message) = delivery.next_message(now) {
-                if let Err(error) = connection.offer(message) {
-                    return lost(error.message);
+            // Offer and read until the window is full or the journal has nothing more: rows
+            // just committed come from the journal's tail in memory at once, the rest from
+            // the database on the reader's thread.
+            loop {
+                let now = Instant::now();
+                while let Some(message) = delivery.next_message(now) {
+                    if let Err(error) = connection.offer(message) {
+                        return lost(error.message);
+                    }
+                    self.stats.add_published(1);
                 }
-                self.stats.add_published(1);
-            }
-            for lane in Lane::ALL {
-                // Events wait while alerts are being read: the priority lane goes first.
-                let alerts_busy = lane == Lane::Events && reads[Lane::Alerts.index()].is_some();
-                if reads[lane.index()].is_none()
-                    && !alerts_busy
-                    && let Some(after) = delivery.read_from(lane)
-                {
-                    let reader = self.reader.clone();
-                    let limit = self.settings.window.clamp(64, READ_LIMIT);
-                    reads[lane.index()] = Some(Box::pin(async move {
-                        (after, reader.read(lane, after, limit).await)
-                    }));
+                let mut read_now = false;
+                for lane in Lane::ALL {
+                    // Events wait while alerts are being read: the priority lane goes first.
+                    let alerts_busy = lane == Lane::Events && reads[Lane::Alerts.index()].is_some();
+                    if reads[lane.index()].is_some() || alerts_busy {
+                        continue;
+                    }
+                    let Some(after) = delivery.read_from(lane) else {
+                        continue;
+                    };
+                    if let Some(rows) = self.journal.read_recent(lane, after, limit) {
+                        delivery.on_read(lane, after, rows);
+                        read_now = true;
+                    } else {
+                        let reader = self.reader.clone();
+                        reads[lane.index()] = Some(Box::pin(async move {
+                            (after, reader.read(lane, after, limit).await)
+                        }));
+                    }
+                }
+                if !read_now {
+                    break;
                 }
             }
             // The stall timer is armed at the deadline it last saw and only moved when it fires
@@ -346,10 +362,13 @@ impl<D: Destination> Driver<D> {
     /// Keeps a row the destination refused for good, before its position passes over it.
     async fn dead_letter(&self, lane: Lane, id: i64, reason: &str) {
         let name = &self.settings.route.name;
-        let row = match self.reader.read(lane, id - 1, 1).await {
-            Ok(rows) => rows.into_iter().find(|row| row.id == id),
-            Err(_) => None,
+        let rows = match self.journal.read_recent(lane, id - 1, 1) {
+            Some(rows) => Ok(rows),
+            None => self.reader.read(lane, id - 1, 1).await,
         };
+        let row = rows
+            .ok()
+            .and_then(|rows| rows.into_iter().find(|row| row.id == id));
         tracing::warn!(uplink = %name, lane = lane.as_str(), row = id, %reason, "the uplink refused a message for good: kept as a dead letter");
         let (device, received_at_ms, payload) = row.map_or((String::new(), 0, Vec::new()), |row| {
             (row.device, row.received_at_ms, row.payload)
