@@ -36,7 +36,7 @@ cat > "$work/gateway.toml" <<CONFIG
 [gateway]
 id = "bench-gw"
 data_dir = "$work/data"
-[local_broker]
+[devices]
 listen = "127.0.0.1:$device_port"
 [uplink]
 url = "mqtt://127.0.0.1:$broker_port"

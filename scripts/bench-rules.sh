@@ -88,7 +88,7 @@ run_once() { # label, with_rules (0/1), run number
   admin_port=$("$bench_bin" free-port)
   {
     printf '[gateway]\nid = "bench-gw"\ndata_dir = "%s/data"\n\n' "$dir"
-    printf '[local_broker]\nlisten = "127.0.0.1:%s"\n\n' "$device_port"
+    printf '[devices]\nlisten = "127.0.0.1:%s"\n\n' "$device_port"
     printf '[uplink]\nurl = "mqtt://127.0.0.1:%s"\n\n' "$cloud_port"
     printf '[journal]\nmax_size = "1GiB"\nsynchronous = "full"\n\n'
     printf '[admin]\nlisten = "127.0.0.1:%s"\n\n' "$admin_port"

@@ -51,7 +51,7 @@ for baud in $BAUDS; do
 id = "bench-serial"
 data_dir = "$dir/data"
 
-[local_broker]
+[devices]
 listen = "127.0.0.1:$("$bench_bin" free-port)"
 
 [[serial]]

@@ -200,7 +200,7 @@ start_gateway() {
 id = "bench-gw"
 data_dir = "$dir/data"
 
-[local_broker]
+[devices]
 listen = "127.0.0.1:$device_port"
 
 [journal]

@@ -139,7 +139,7 @@ cat >"$work/gateway/gateway.toml" <<EOF
 id = "bench-gw"
 data_dir = "$work/gateway/data"
 
-[local_broker]
+[devices]
 listen = "127.0.0.1:$device_port"
 
 [uplink]

@@ -58,7 +58,7 @@ gateway_config() {
 [gateway]
 id = "pi-smoke"
 data_dir = "$dir/data"
-[local_broker]
+[devices]
 listen = "127.0.0.1:$devices"
 [uplink]
 url = "mqtt://127.0.0.1:$broker"

@@ -445,3 +445,51 @@ fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn check_config_refuses_an_open_door_and_warns_of_the_old_table_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let output = edge_gateway()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        (
+            path.display().to_string(),
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let head = "[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://127.0.0.1\"\n";
+    // Every interface, no logins, nothing said: refused at the listen address.
+    let (file, code, stderr) = check(
+        "open.toml",
+        &format!("{head}[devices]\nlisten = \"0.0.0.0:1883\"\n"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{file}:6:10: `devices.listen` is 0.0.0.0:1883")),
+        "{stderr}"
+    );
+    // Said out loud: accepted.
+    let (_, code, stderr) = check(
+        "anonymous.toml",
+        &format!("{head}[devices]\nlisten = \"0.0.0.0:1883\"\nallow_anonymous = true\n"),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // The first release's table name: accepted, with a warning at its place.
+    let (file, code, stderr) = check(
+        "old.toml",
+        &format!("{head}[local_broker]\nlisten = \"127.0.0.1:1883\"\n"),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{file}:5:1: warning: `[local_broker]` is deprecated: rename the table `[devices]` (same keys)"
+        )
+    );
+}

@@ -493,3 +493,190 @@ fn a_nats_uplink_over_tls_verifies_the_server_with_ca_file() {
     );
     assert!(gateway.metric("edge_uplink_acked_total{uplink=\"bus\"}") >= EVENTS as f64);
 }
+
+/// Connects as `client_id` with `credentials` and waits for the CONNACK: the event loop of an
+/// accepted connection (to go on polling), or the refusal's return code.
+async fn connect_as(
+    device_port: u16,
+    client_id: &str,
+    credentials: (&str, &str),
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectReturnCode> {
+    let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", device_port);
+    options.set_credentials(credentials.0, credentials.1);
+    let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 16);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, event_loop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
+                return if ack.code == rumqttc::ConnectReturnCode::Success {
+                    Ok((client, event_loop))
+                } else {
+                    Err(ack.code)
+                };
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => return Err(code),
+            Ok(Err(error)) => panic!("{client_id} failed to connect: {error}"),
+            Err(_) => panic!("{client_id} got no CONNACK"),
+        }
+    }
+}
+
+#[test]
+fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = |name: &str| {
+        let file = dir.path().join(format!("{name}.pass"));
+        std::fs::write(&file, format!("{name}-secret\n")).expect("write");
+        file.display().to_string()
+    };
+    // No cloud: whatever gets in stays in the journal, where it can be counted.
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        "",
+        &format!(
+            "users = [\n  {{ name = \"sensor-1\", password_file = \"{}\" }},\n  \
+             {{ name = \"sensor-2\", password_file = \"{}\" }},\n  \
+             {{ name = \"bridge\", password_file = \"{}\", devices = [\"gh-*\"] }},\n]\n",
+            secret("sensor-1"),
+            secret("sensor-2"),
+            secret("bridge"),
+        ),
+        JournalSettings::default(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // The owner of client id `sensor-2` is connected and stays so throughout.
+        let (owner, mut owner_loop) = connect_as(
+            gateway.device_port,
+            "sensor-2",
+            ("sensor-2", "sensor-2-secret"),
+        )
+        .await
+        .expect("the owner connects");
+
+        // sensor-1 tries to take the client id over: refused, the owner keeps it.
+        let refused = connect_as(
+            gateway.device_port,
+            "sensor-2",
+            ("sensor-1", "sensor-1-secret"),
+        )
+        .await
+        .err();
+        assert_eq!(refused, Some(rumqttc::ConnectReturnCode::BadClientId));
+        wait_until("the refusal counted", Duration::from_secs(10), || {
+            gateway.metric("edge_device_client_ids_refused_total") == 1.0
+        });
+
+        // sensor-1, as itself, publishes for itself and for sensor-2: every publish gets its
+        // PUBACK (nothing is resent forever), only its own events are stored.
+        let (intruder, mut intruder_loop) = connect_as(
+            gateway.device_port,
+            "sensor-1",
+            ("sensor-1", "sensor-1-secret"),
+        )
+        .await
+        .expect("sensor-1 connects");
+        let mut messages: Vec<_> = (0..5).map(|seq| event("sensor-1", seq)).collect();
+        messages.extend((0..5).map(|seq| event("sensor-2", seq)));
+        for (topic, payload) in &messages {
+            intruder
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .expect("queue");
+        }
+        let mut acked = 0;
+        while acked < messages.len() {
+            match tokio::time::timeout(Duration::from_secs(20), intruder_loop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                other => panic!("sensor-1 lost its connection after {acked} PUBACKs: {other:?}"),
+            }
+        }
+
+        // The owner was not pushed off: its own event goes through on the same connection.
+        let (topic, payload) = event("sensor-2", 0);
+        owner
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queue");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), owner_loop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => break,
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => {
+                    panic!("the owner of the client id had to connect again")
+                }
+                Ok(Ok(_)) => {}
+                other => panic!("the owner of the client id lost its connection: {other:?}"),
+            }
+        }
+
+        // A login with a glob speaks for the devices it matches, and no others.
+        let (bridge, mut bridge_loop) =
+            connect_as(gateway.device_port, "bridge", ("bridge", "bridge-secret"))
+                .await
+                .expect("the bridge connects");
+        for (topic, payload) in [event("gh-1", 0), event("gh-2", 0), event("sensor-1", 9)] {
+            bridge
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("queue");
+        }
+        let mut acked = 0;
+        while acked < 3 {
+            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) =
+                tokio::time::timeout(Duration::from_secs(20), bridge_loop.poll()).await
+            {
+                acked += 1;
+            }
+        }
+    });
+
+    wait_until("the journal rows", Duration::from_secs(10), || {
+        gateway.metric("edge_journal_rows") == 8.0
+    });
+    assert_eq!(
+        gateway.metric("edge_events_rejected_total{reason=\"not_authorized\"}"),
+        6.0
+    );
+    let output = edge_gateway()
+        .args(["journal", "stats", "--config"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run journal stats");
+    let stats = String::from_utf8_lossy(&output.stdout);
+    let count = |device: &str| {
+        stats.lines().find_map(|line| {
+            let words: Vec<_> = line.split_whitespace().collect();
+            (words.len() == 2 && words[0] == device).then(|| words[1].to_owned())
+        })
+    };
+    assert_eq!(count("sensor-1").as_deref(), Some("5"), "{stats}");
+    assert_eq!(
+        count("sensor-2").as_deref(),
+        Some("1"),
+        "only the owner's own event: {stats}"
+    );
+    assert_eq!(count("gh-1").as_deref(), Some("1"), "{stats}");
+    assert_eq!(count("gh-2").as_deref(), Some("1"), "{stats}");
+    // Each refusal is kept as a dead letter with what was refused and why.
+    let output = edge_gateway()
+        .args(["journal", "inspect", "--config"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run journal inspect");
+    let inspection = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        inspection.contains("login `sensor-1` may not publish for device `sensor-2`")
+            && inspection.contains("login `bridge` may not publish for device `sensor-1`"),
+        "{inspection}"
+    );
+    assert!(
+        gateway.log().contains("not_authorized"),
+        "the refusal is logged: {}",
+        gateway.log()
+    );
+}

@@ -102,7 +102,16 @@ pub async fn run(
         Arc::clone(&metrics),
     )
     .with_rules(rules.clone());
-    let devices = DeviceListener::bind(&config.local_broker, ingest)?;
+    let devices = DeviceListener::bind(&config.devices, ingest)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if config.devices.anonymous() {
+        tracing::warn!(
+            listen = %config.devices.listen,
+            "devices connect without a login: whoever reaches this address may publish as any device"
+        );
+    }
 
     let reloader = config_path.map(|path| Arc::new(Reloader::new(path, rules.clone())));
     let hangup_task = reloader.clone().map(|reloader| {
@@ -155,7 +164,7 @@ pub async fn run(
         .join(", ");
     tracing::info!(
         gateway = %config.gateway.id,
-        devices = %config.local_broker.listen,
+        devices = %config.devices.listen,
         admin = %config.admin.listen,
         %uplinks,
         journal = %config.journal_path().display(),

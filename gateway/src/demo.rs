@@ -114,7 +114,7 @@ pub async fn run(
         },
     );
     config.gateway.data_dir = data_dir;
-    config.local_broker.listen = localhost(args.device_port);
+    config.devices.listen = localhost(args.device_port);
     config.admin.listen = localhost(args.admin_port);
     for uplink in &mut config.uplinks {
         uplink.reconnect_max = Duration::from_secs(5);

@@ -85,7 +85,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match config::load(&config) {
-            Ok(_) => {
+            Ok(checked) => {
+                for warning in &checked.warnings {
+                    eprintln!("{warning}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -29,8 +29,8 @@ pub struct GatewaySetup {
     pub uplinks: Vec<Uplink>,
     /// Write the one uplink as the single `[uplink]` table of the first release.
     pub single_uplink_table: bool,
-    /// TOML lines added to `[local_broker]`.
-    pub local_broker_extra: String,
+    /// TOML lines added to `[devices]`.
+    pub devices_extra: String,
     pub journal: JournalSettings,
     /// TOML written at the end (e.g. `[[rule]]` tables).
     pub extra: String,
@@ -138,15 +138,15 @@ impl Gateway {
     }
 
     /// Writes a config forwarding to `uplink_url`, with `uplink_extra` added to its `[uplink]`
-    /// section and `local_broker_extra` to its `[local_broker]` section (TOML lines), and starts
+    /// section and `devices_extra` to its `[devices]` section (TOML lines), and starts
     /// the gateway.
     pub fn start_with(
         uplink_url: &str,
         uplink_extra: &str,
-        local_broker_extra: &str,
+        devices_extra: &str,
         journal: JournalSettings,
     ) -> Self {
-        let mut gateway = Self::prepare(uplink_url, uplink_extra, local_broker_extra, journal);
+        let mut gateway = Self::prepare(uplink_url, uplink_extra, devices_extra, journal);
         gateway.spawn();
         gateway
     }
@@ -156,7 +156,7 @@ impl Gateway {
     pub fn prepare(
         uplink_url: &str,
         uplink_extra: &str,
-        local_broker_extra: &str,
+        devices_extra: &str,
         journal: JournalSettings,
     ) -> Self {
         let uplink = Uplink {
@@ -172,7 +172,7 @@ impl Gateway {
         let mut gateway = Self::prepare_with(GatewaySetup {
             uplinks: vec![uplink],
             single_uplink_table: true,
-            local_broker_extra: local_broker_extra.to_owned(),
+            devices_extra: devices_extra.to_owned(),
             journal,
             extra: String::new(),
         });
@@ -192,9 +192,9 @@ impl Gateway {
 id = "test-gw"
 data_dir = "{data}"
 
-[local_broker]
+[devices]
 listen = "127.0.0.1:{device_port}"
-{local_broker_extra}
+{devices_extra}
 [journal]
 max_size = "{max_size}"
 max_age = "{max_age}"
@@ -205,7 +205,7 @@ synchronous = "{synchronous}"
 listen = "127.0.0.1:{admin_port}"
 "#,
             data = dir.path().join("data").display(),
-            local_broker_extra = setup.local_broker_extra,
+            devices_extra = setup.devices_extra,
             max_size = journal.max_size,
             max_age = journal.max_age,
             when_full = journal.when_full,

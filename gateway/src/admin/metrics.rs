@@ -14,7 +14,7 @@ use crate::journal::{DropReason, JournalStats, Lane};
 /// Where events enter the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The embedded MQTT broker.
+    /// The MQTT endpoint devices publish to.
     Mqtt,
     /// A serial port.
     Serial,
@@ -237,6 +237,7 @@ pub struct Metrics {
     rejected: LabeledCounter,
     dead_letters_dropped: AtomicU64,
     device_logins_refused: AtomicU64,
+    device_client_ids_refused: AtomicU64,
     device_connections: AtomicU64,
     device_connections_refused: AtomicU64,
     device_protocol_errors: AtomicU64,
@@ -341,6 +342,7 @@ impl Metrics {
             rejected: LabeledCounter::with_labels(reject_reasons),
             dead_letters_dropped: AtomicU64::new(0),
             device_logins_refused: AtomicU64::new(0),
+            device_client_ids_refused: AtomicU64::new(0),
             device_connections: AtomicU64::new(0),
             device_connections_refused: AtomicU64::new(0),
             device_protocol_errors: AtomicU64::new(0),
@@ -379,6 +381,13 @@ impl Metrics {
     /// Counts a device login the device listener refused.
     pub fn add_device_login_refused(&self) {
         self.device_logins_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a device connection refused because its client id is held by a connection of
+    /// another login.
+    pub fn add_device_client_id_refused(&self) {
+        self.device_client_ids_refused
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an open device connection until the returned guard is dropped.
@@ -484,6 +493,13 @@ impl Metrics {
         );
         single(
             &mut out,
+            "edge_device_client_ids_refused_total",
+            "counter",
+            "Device connections refused because their client id is held by a connection of another login.",
+            self.device_client_ids_refused.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
             "edge_device_connections",
             "gauge",
             "Device MQTT connections open now.",
@@ -493,7 +509,7 @@ impl Metrics {
             &mut out,
             "edge_device_connections_refused_total",
             "counter",
-            "Device connections turned away because local_broker.max_connections were open.",
+            "Device connections turned away because devices.max_connections were open.",
             self.device_connections_refused.load(Ordering::Relaxed),
         );
         single(

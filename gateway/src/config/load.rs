@@ -51,7 +51,19 @@ pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
         }
     };
     match validate(&raw) {
-        Ok(config) if issues.is_empty() => Ok(config),
+        Ok((mut config, warnings)) if issues.is_empty() => {
+            config.warnings = ConfigError::from_issues(file_name, source, warnings)
+                .problems
+                .into_iter()
+                .map(|problem| {
+                    format!(
+                        "{file_name}:{}:{}: warning: {}",
+                        problem.line, problem.column, problem.message
+                    )
+                })
+                .collect();
+            Ok(config)
+        }
         Ok(_) => Err(fail(issues)),
         Err(more) => {
             issues.extend(more);

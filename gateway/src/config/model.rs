@@ -16,8 +16,8 @@ const DEFAULT_TOPIC_PREFIX: &str = "edge";
 pub struct Config {
     /// `[gateway]`: who this gateway is and where it keeps its state.
     pub gateway: GatewayConfig,
-    /// `[local_broker]`: the embedded MQTT broker devices publish to.
-    pub local_broker: LocalBrokerConfig,
+    /// `[devices]` (`[local_broker]` in the first release): the MQTT endpoint devices publish to.
+    pub devices: DevicesConfig,
     /// `[[serial]]`: serial ports devices are attached to; none by default.
     pub serial: Vec<SerialConfig>,
     /// `[[uplink]]` (or a single `[uplink]`): the destinations events and alerts are forwarded
@@ -29,6 +29,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[[rule]]`: alert rules, evaluated on every event; none by default.
     pub rules: Vec<crate::rules::Rule>,
+    /// What works but should change (a deprecated name, say), each as `file:line:col: warning:
+    /// message`: `check-config` prints them and the gateway logs them at start.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -38,12 +41,13 @@ impl Config {
         let uplink = UplinkConfig::new(uplink_url, &gateway.id);
         Self {
             gateway,
-            local_broker: LocalBrokerConfig::default(),
+            devices: DevicesConfig::default(),
             serial: Vec::new(),
             uplinks: vec![uplink],
             journal: JournalConfig::default(),
             admin: AdminConfig::default(),
             rules: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -78,28 +82,42 @@ impl GatewayConfig {
     }
 }
 
-/// `[local_broker]`: the MQTT endpoint devices connect to.
+/// `[devices]`: the MQTT endpoint devices connect to.
 #[derive(Debug, Clone)]
-pub struct LocalBrokerConfig {
+pub struct DevicesConfig {
     /// `listen` (default `0.0.0.0:1883`): `ip:port` to accept device connections on.
     pub listen: SocketAddr,
-    /// `users` (default none, meaning no authentication): device logins, names unique.
+    /// `users` (default none): device logins, names unique. With none, devices connect without
+    /// a login and may publish as any device: allowed only on a loopback address, or with
+    /// `allow_anonymous = true`.
     pub users: Vec<DeviceUser>,
     /// `max_connections` (default 1000, at least 1): device connections accepted at once.
     pub max_connections: usize,
+    /// `allow_anonymous` (default false): whether devices may connect without a login while
+    /// listening beyond loopback. Says out loud that anyone who reaches the port may publish as
+    /// any device; the gateway logs a warning at start.
+    pub allow_anonymous: bool,
 }
 
-impl Default for LocalBrokerConfig {
+impl DevicesConfig {
+    /// Whether devices connect without a login (and may speak for any device).
+    pub fn anonymous(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+impl Default for DevicesConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             users: Vec::new(),
             max_connections: 1000,
+            allow_anonymous: false,
         }
     }
 }
 
-/// One device login of the local broker: `{ name = "...", password_file = "..." }`.
+/// One device login: `{ name = "...", password_file = "...", devices = ["..."] }`.
 #[derive(Debug, Clone)]
 pub struct DeviceUser {
     /// `name` (required): the MQTT username.
@@ -107,6 +125,9 @@ pub struct DeviceUser {
     /// `password_file` (required): a file holding the password, so that it stays out of the
     /// configuration; read at start-up.
     pub password_file: PathBuf,
+    /// `devices` (default: the login's own name): the devices this login may publish for, ids or
+    /// globs. A publish for any other device is refused.
+    pub devices: Vec<crate::rules::DevicePattern>,
 }
 
 /// One `[[serial]]` port.

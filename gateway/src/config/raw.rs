@@ -19,7 +19,9 @@ pub(super) type Integer = Spanned<i64>;
 #[serde(default, expecting = "a table")]
 pub(super) struct RawConfig {
     pub(super) gateway: Option<Spanned<RawGateway>>,
-    pub(super) local_broker: RawLocalBroker,
+    pub(super) devices: Option<Spanned<RawDevices>>,
+    /// The first release's name for `[devices]`, still read.
+    pub(super) local_broker: Option<Spanned<RawDevices>>,
     pub(super) serial: Vec<Spanned<RawSerial>>,
     pub(super) uplink: Option<Spanned<RawUplinks>>,
     pub(super) journal: RawJournal,
@@ -59,21 +61,23 @@ pub(super) struct RawGateway {
     pub(super) data_dir: Option<Text>,
 }
 
-/// `[local_broker]`.
+/// `[devices]` (or `[local_broker]`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, expecting = "a table")]
-pub(super) struct RawLocalBroker {
+pub(super) struct RawDevices {
     pub(super) listen: Option<Text>,
     pub(super) users: Vec<Spanned<RawDeviceUser>>,
     pub(super) max_connections: Option<Integer>,
+    pub(super) allow_anonymous: Option<Spanned<bool>>,
 }
 
-/// One entry of `local_broker.users`.
+/// One entry of `devices.users`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, expecting = "a table")]
 pub(super) struct RawDeviceUser {
     pub(super) name: Option<Text>,
     pub(super) password_file: Option<Text>,
+    pub(super) devices: Option<Spanned<Vec<Text>>>,
 }
 
 /// One `[[serial]]`.

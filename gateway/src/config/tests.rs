@@ -8,6 +8,8 @@ use super::*;
 
 const EXAMPLE: &str = include_str!("../../../config/gateway.toml");
 
+/// The least a configuration needs: an id and an uplink. (Without device logins, devices are
+/// served on loopback only: [`valid`] and [`problems`] add that.)
 const MINIMAL: &str = r#"
 [gateway]
 id = "gw-1"
@@ -16,8 +18,25 @@ id = "gw-1"
 url = "mqtt://127.0.0.1"
 "#;
 
-/// `LINE:COL: message` for each problem in `source`; panics if it is valid.
+/// `source`, with devices served on loopback unless it has a devices table of its own: without
+/// device logins, listening beyond loopback is refused, and most tests are about other things.
+/// The table goes last, so that every place in `source` stays where it is.
+fn on_loopback(source: &str) -> String {
+    if source.contains("[devices") || source.contains("[local_broker") {
+        source.to_owned()
+    } else {
+        format!("{source}\n[devices]\nlisten = \"127.0.0.1:1883\"\n")
+    }
+}
+
+/// `LINE:COL: message` for each problem in `source` (served on loopback, see [`on_loopback`]);
+/// panics if it is valid.
 fn problems(source: &str) -> Vec<String> {
+    problems_as_written(&on_loopback(source))
+}
+
+/// `LINE:COL: message` for each problem in `source` exactly as written.
+fn problems_as_written(source: &str) -> Vec<String> {
     match parse(source, "test.toml") {
         Ok(config) => panic!("expected problems, got {config:?}"),
         Err(error) => {
@@ -32,7 +51,7 @@ fn problems(source: &str) -> Vec<String> {
 }
 
 fn valid(source: &str) -> Config {
-    match parse(source, "test.toml") {
+    match parse(&on_loopback(source), "test.toml") {
         Ok(config) => config,
         Err(error) => panic!("expected a valid config, got:\n{error}"),
     }
@@ -49,12 +68,15 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
 
     assert_eq!(config.gateway.id, "greenhouse-pi");
     assert_eq!(config.gateway.data_dir, defaults.gateway.data_dir);
-    assert_eq!(config.local_broker.listen, defaults.local_broker.listen);
-    assert_eq!(config.local_broker.max_connections, 1000);
-    assert_eq!(config.local_broker.users.len(), 1);
-    assert_eq!(config.local_broker.users[0].name, "sensor-1");
+    assert_eq!(config.devices.listen, defaults.devices.listen);
+    assert_eq!(config.devices.max_connections, 1000);
+    assert_eq!(config.devices.users.len(), 2);
+    assert_eq!(config.devices.users[0].name, "sensor-1");
+    assert_eq!(config.devices.users[0].devices[0].as_str(), "sensor-1");
+    assert_eq!(config.devices.users[1].devices[0].as_str(), "gh-*");
+    assert!(config.warnings.is_empty());
     assert_eq!(
-        config.local_broker.users[0].password_file,
+        config.devices.users[0].password_file,
         Path::new("/etc/edge-gateway/sensor-1.pass")
     );
     assert!(
@@ -104,9 +126,11 @@ fn only_gateway_id_and_uplink_url_are_required() {
     let config = valid(MINIMAL);
     assert_eq!(config.gateway.id, "gw-1");
     assert_eq!(config.gateway.data_dir, Path::new("/var/lib/edge-gateway"));
-    assert_eq!(config.local_broker.listen, address("0.0.0.0:1883"));
-    assert!(config.local_broker.users.is_empty());
-    assert_eq!(config.local_broker.max_connections, 1000);
+    assert_eq!(config.devices.listen, address("127.0.0.1:1883"));
+    assert!(config.devices.users.is_empty());
+    assert!(!config.devices.allow_anonymous);
+    assert!(config.warnings.is_empty());
+    assert_eq!(config.devices.max_connections, 1000);
     assert!(config.serial.is_empty());
     assert_eq!(
         config.uplinks[0].url,
@@ -150,13 +174,13 @@ fn every_value_can_be_set() {
         [gateway]
         id = "a.b_c-1"
         data_dir = "/tmp/gw"
-        [local_broker]
+        [devices]
         listen = "[::]:2883"
         max_connections = 5
-        [[local_broker.users]]
+        [[devices.users]]
         name = "s1"
         password_file = "/s1"
-        [[local_broker.users]]
+        [[devices.users]]
         name = "s2"
         password_file = "/s2"
         [[serial]]
@@ -187,10 +211,10 @@ fn every_value_can_be_set() {
         "#,
     );
     assert_eq!(config.journal_path(), Path::new("/tmp/gw/journal.db"));
-    assert_eq!(config.local_broker.listen, address("[::]:2883"));
-    assert_eq!(config.local_broker.max_connections, 5);
+    assert_eq!(config.devices.listen, address("[::]:2883"));
+    assert_eq!(config.devices.max_connections, 5);
     let names: Vec<&str> = config
-        .local_broker
+        .devices
         .users
         .iter()
         .map(|u| u.name.as_str())
@@ -241,7 +265,7 @@ port = "/dev/a"
 port = "/dev/b"
   speed = 9600
 
-[local_broker]
+[devices]
 users = [{ name = "a", password_file = "/a", pasword = "x" }]
 
 [[rule]]
@@ -256,7 +280,7 @@ colour = "red"
             "3:1: unknown key `gateway.colour`",
             "9:1: unknown key `journal.max_sise`",
             "15:3: unknown key `serial[1].speed`",
-            "18:46: unknown key `local_broker.users[0].pasword`",
+            "18:46: unknown key `devices.users[0].pasword`",
             "24:1: unknown key `rule[0].colour`",
         ]
     );
@@ -280,7 +304,7 @@ topic_prefix = "t"
 [[serial]]
 baud = 9600
 
-[local_broker]
+[devices]
 users = [{ name = "a" }]
 "#;
     assert_eq!(
@@ -289,7 +313,7 @@ users = [{ name = "a" }]
             "1:1: missing key `gateway.id`",
             "4:1: missing key `uplink.url`",
             "7:1: missing key `serial[0].port`",
-            "11:10: missing key `local_broker.users[0].password_file`",
+            "11:10: missing key `devices.users[0].password_file`",
         ]
     );
 }
@@ -336,7 +360,7 @@ fn every_bad_value_is_reported_at_once() {
 id = "green house"
 data_dir = ""
 
-[local_broker]
+[devices]
 listen = "localhost:1883"
 max_connections = 0
 users = [
@@ -373,9 +397,9 @@ listen = "127.0.0.1"
         [
             "2:6: invalid value `green house` for `gateway.id`: expected 1 to 64 of A-Z a-z 0-9 . _ -",
             "3:12: invalid value `` for `gateway.data_dir`: must not be empty",
-            "6:10: invalid address `localhost:1883` for `local_broker.listen`: expected ip:port, e.g. 0.0.0.0:1883",
-            "7:19: invalid value `0` for `local_broker.max_connections`: must be from 1 to 4294967295",
-            "10:14: duplicate user `a` in `local_broker.users[1].name`: already in `local_broker.users[0]`",
+            "6:10: invalid address `localhost:1883` for `devices.listen`: expected ip:port, e.g. 0.0.0.0:1883",
+            "7:19: invalid value `0` for `devices.max_connections`: must be from 1 to 4294967295",
+            "10:14: duplicate user `a` in `devices.users[1].name`: already in `devices.users[0]`",
             "15:8: invalid value `-1` for `serial[0].baud`: must be from 1 to 4294967295",
             "17:8: duplicate port `/dev/ttyUSB0` in `serial[1].port`: already in `serial[0]`",
             "20:7: invalid url `http://x` for `uplink.url`: scheme must be mqtt, mqtts, nats, tls, amqp or amqps",
@@ -465,8 +489,11 @@ fn columns_count_characters_not_bytes() {
 
 #[test]
 fn display_prints_one_line_per_problem() {
-    let error =
-        parse("[gateway]\nid = \"gw\"\nextra = 1\n", "gw.toml").expect_err("invalid config");
+    let error = parse(
+        &on_loopback("[gateway]\nid = \"gw\"\nextra = 1\n"),
+        "gw.toml",
+    )
+    .expect_err("invalid config");
     assert_eq!(
         error.to_string(),
         "gw.toml:1:1: missing key `uplink.url`\ngw.toml:3:1: unknown key `gateway.extra`"
@@ -492,7 +519,9 @@ fn an_unreadable_file_is_one_problem_about_the_file() {
 #[test]
 fn a_config_built_in_code_has_the_same_defaults_as_an_empty_file() {
     let parsed = valid(MINIMAL);
-    let built = Config::new("gw-1", parsed.uplinks[0].url.clone());
+    let mut built = Config::new("gw-1", parsed.uplinks[0].url.clone());
+    // The one value MINIMAL sets beyond the required ones.
+    built.devices.listen = address("127.0.0.1:1883");
     assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
 }
 
@@ -778,5 +807,102 @@ fn two_bad_urls_are_reported_for_their_urls_only() {
         problems
             .iter()
             .all(|problem| problem.contains("invalid url"))
+    );
+}
+
+#[test]
+fn devices_without_logins_beyond_loopback_must_be_allowed_explicitly() {
+    let open = |devices: &str| {
+        format!("[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://127.0.0.1\"\n{devices}")
+    };
+    // Left out, the table listens on every interface: that is refused, pointing at the file.
+    assert_eq!(
+        problems_as_written(&open("")),
+        [
+            "1:1: `devices.listen` is 0.0.0.0:1883, beyond this machine, and no device logs in: add `devices.users`, listen on 127.0.0.1, or set `devices.allow_anonymous = true` to let anyone on the network publish as any device"
+        ]
+    );
+    let problem = problems(&open("[devices]\nlisten = \"192.168.1.5:1883\"\n"));
+    assert_eq!(problem.len(), 1);
+    assert!(
+        problem[0].starts_with("6:10: `devices.listen` is 192.168.1.5:1883"),
+        "{problem:?}"
+    );
+    let problem = problems(&open("[devices]\nmax_connections = 5\n"));
+    assert!(
+        problem[0].starts_with("5:1: `devices.listen` is 0.0.0.0:1883"),
+        "{problem:?}"
+    );
+    // Said out loud, on loopback, or with logins: fine.
+    let config = valid(&open("[devices]\nallow_anonymous = true\n"));
+    assert!(config.devices.allow_anonymous && config.devices.anonymous());
+    valid(&open("[devices]\nlisten = \"[::1]:1883\"\n"));
+    let config = valid(&open(
+        "[devices]\nusers = [{ name = \"sensor-1\", password_file = \"/p\" }]\n",
+    ));
+    assert!(!config.devices.anonymous());
+}
+
+#[test]
+fn a_login_speaks_for_its_own_device_unless_it_names_others() {
+    let config = valid(
+        r#"
+        [gateway]
+        id = "gw"
+        [uplink]
+        url = "mqtt://127.0.0.1"
+        [devices]
+        users = [
+            { name = "sensor-1", password_file = "/a" },
+            { name = "bridge", password_file = "/b", devices = ["gh-*", "pump"] },
+        ]
+        "#,
+    );
+    let names = |index: usize| -> Vec<String> {
+        config.devices.users[index]
+            .devices
+            .iter()
+            .map(|pattern| pattern.as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(names(0), ["sensor-1"]);
+    assert_eq!(names(1), ["gh-*", "pump"]);
+
+    let source = r#"[gateway]
+id = "gw"
+[uplink]
+url = "mqtt://127.0.0.1"
+[devices]
+users = [
+    { name = "ops@site", password_file = "/a" },
+    { name = "b", password_file = "/b", devices = [] },
+    { name = "c", password_file = "/c", devices = ["ok", "no/slash"] },
+]
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "7:14: user `ops@site` in `devices.users[0].name` is not a device id, so it speaks for no device: list the devices it may speak for in `devices.users[0].devices`",
+            "8:51: `devices.users[1].devices` must name at least one device id or glob",
+            "9:58: invalid value `no/slash` for `devices.users[2].devices[1]`: expected a device id or a glob of A-Z a-z 0-9 . _ - * ?, 1 to 64 long",
+        ]
+    );
+}
+
+#[test]
+fn the_first_release_name_of_the_devices_table_still_works_with_a_warning() {
+    let source = "[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://127.0.0.1\"\n[local_broker]\nlisten = \"127.0.0.1:2883\"\n";
+    let config = valid(source);
+    assert_eq!(config.devices.listen, address("127.0.0.1:2883"));
+    assert_eq!(
+        config.warnings,
+        [
+            "test.toml:5:1: warning: `[local_broker]` is deprecated: rename the table `[devices]` (same keys)"
+        ]
+    );
+    let problem = problems(&format!("{source}[devices]\nlisten = \"127.0.0.1:2883\"\n"));
+    assert_eq!(
+        problem,
+        ["5:1: `[local_broker]` and `[devices]` are the same table: keep `[devices]` only"]
     );
 }

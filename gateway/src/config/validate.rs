@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use super::error::{Issue, UnitError};
 use super::model::{
-    AdminConfig, Config, DeviceUser, GatewayConfig, JournalConfig, Lanes, LocalBrokerConfig,
+    AdminConfig, Config, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
     SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };
 use super::raw::{
-    Integer, Number, RawAdmin, RawConfig, RawGateway, RawJournal, RawLocalBroker, RawRule,
-    RawSerial, RawUplink, RawUplinks, Text,
+    Integer, Number, RawAdmin, RawConfig, RawDevices, RawGateway, RawJournal, RawRule, RawSerial,
+    RawUplink, RawUplinks, Text,
 };
 use super::units::{parse_duration, parse_size};
 use super::url::parse_uplink_url;
@@ -35,26 +35,29 @@ const U32_MAX: i64 = u32::MAX as i64;
 /// Smallest journal: a few pages of SQLite plus room for events.
 const MIN_JOURNAL_SIZE: u64 = 64 << 10;
 
-/// Checks everything in `raw`; returns the configuration, or every problem found.
-pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Issue>> {
+/// Checks everything in `raw`; returns the configuration with what deserves a warning (it works,
+/// but should change), or every problem found.
+pub(super) fn validate(raw: &RawConfig) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
     let mut check = Checker::default();
     let gateway = check.gateway(raw);
-    let local_broker = check.local_broker(&raw.local_broker);
+    let devices = check.devices(raw);
     let serial = check.serial(&raw.serial);
     let uplinks = check.uplinks(raw, &gateway.id);
     let journal = check.journal(&raw.journal);
     let admin = check.admin(&raw.admin);
     let rules = check.rules(&raw.rule);
     if check.issues.is_empty() {
-        Ok(Config {
+        let config = Config {
             gateway,
-            local_broker,
+            devices,
             serial,
             uplinks,
             journal,
             admin,
             rules,
-        })
+            warnings: Vec::new(),
+        };
+        Ok((config, check.warnings))
     } else {
         Err(check.issues)
     }
@@ -64,6 +67,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Issue>> {
 #[derive(Debug, Default)]
 struct Checker {
     issues: Vec<Issue>,
+    warnings: Vec<Issue>,
 }
 
 impl Checker {
@@ -105,14 +109,39 @@ impl Checker {
         GatewayConfig { id, data_dir }
     }
 
-    fn local_broker(&mut self, raw: &RawLocalBroker) -> LocalBrokerConfig {
-        let default = LocalBrokerConfig::default();
-        let listen = self.address(raw.listen.as_ref(), "local_broker.listen", default.listen);
+    /// `[devices]`, or `[local_broker]` as the first release called it (with a warning).
+    fn devices(&mut self, raw: &RawConfig) -> DevicesConfig {
+        let (table, section) = match (&raw.devices, &raw.local_broker) {
+            (Some(devices), Some(old)) => {
+                self.issues.push(Issue::new(
+                    old.span().start,
+                    "`[local_broker]` and `[devices]` are the same table: keep `[devices]` only",
+                ));
+                ("devices", Some(devices))
+            }
+            (Some(devices), None) => ("devices", Some(devices)),
+            (None, Some(old)) => {
+                self.warnings.push(Issue::new(
+                    old.span().start,
+                    "`[local_broker]` is deprecated: rename the table `[devices]` (same keys)",
+                ));
+                ("local_broker", Some(old))
+            }
+            (None, None) => ("devices", None),
+        };
+        let empty = RawDevices::default();
+        let raw = section.map_or(&empty, |section| section.get_ref());
+        let default = DevicesConfig::default();
+        let listen = self.address(
+            raw.listen.as_ref(),
+            &format!("{table}.listen"),
+            default.listen,
+        );
         let mut users: Vec<DeviceUser> = Vec::new();
         for (index, user) in raw.users.iter().enumerate() {
             let at = user.span().start;
             let user = user.get_ref();
-            let key = format!("local_broker.users[{index}]");
+            let key = format!("{table}.users[{index}]");
             let name = match &user.name {
                 None => {
                     self.missing(&format!("{key}.name"), at);
@@ -129,7 +158,7 @@ impl Checker {
                             name,
                             format!(
                                 "duplicate user `{}` in `{name_key}`: already in \
-                                 `local_broker.users[{first}]`",
+                                 `{table}.users[{first}]`",
                                 name.get_ref()
                             ),
                         );
@@ -144,21 +173,85 @@ impl Checker {
                 }
                 Some(file) => self.path(file, &format!("{key}.password_file")),
             };
+            let devices = match &user.devices {
+                // By default a login speaks for the device of its own name.
+                None => match (DevicePattern::new(&name), &user.name) {
+                    (Some(own), _) => vec![own],
+                    (None, Some(text)) if !name.is_empty() => {
+                        self.report(
+                            text,
+                            format!(
+                                "user `{name}` in `{key}.name` is not a device id, so it speaks \
+                                 for no device: list the devices it may speak for in \
+                                 `{key}.devices`"
+                            ),
+                        );
+                        Vec::new()
+                    }
+                    _ => Vec::new(),
+                },
+                Some(list) => {
+                    if list.get_ref().is_empty() {
+                        self.issues.push(Issue::new(
+                            list.span().start,
+                            format!("`{key}.devices` must name at least one device id or glob"),
+                        ));
+                    }
+                    let mut patterns = Vec::new();
+                    for (at, pattern) in list.get_ref().iter().enumerate() {
+                        match DevicePattern::new(pattern.get_ref()) {
+                            Some(pattern) => patterns.push(pattern),
+                            None => self.invalid(
+                                pattern,
+                                &format!("{key}.devices[{at}]"),
+                                "expected a device id or a glob of A-Z a-z 0-9 . _ - * ?, 1 to \
+                                 64 long"
+                                    .to_owned(),
+                            ),
+                        }
+                    }
+                    patterns
+                }
+            };
             users.push(DeviceUser {
                 name,
                 password_file,
+                devices,
             });
         }
         let max_connections = self.integer(
             raw.max_connections.as_ref(),
-            "local_broker.max_connections",
+            &format!("{table}.max_connections"),
             default.max_connections,
             1..=U32_MAX,
         );
-        LocalBrokerConfig {
+        let allow_anonymous = raw
+            .allow_anonymous
+            .as_ref()
+            .is_some_and(|allow| *allow.get_ref());
+        // No open door by default: anyone who can reach the port could speak for any device.
+        if users.is_empty() && !allow_anonymous && !listen.ip().is_loopback() {
+            let at = raw
+                .listen
+                .as_ref()
+                .map(|listen| listen.span().start)
+                .or_else(|| section.map(|section| section.span().start))
+                .unwrap_or(0);
+            self.issues.push(Issue::new(
+                at,
+                format!(
+                    "`{table}.listen` is {listen}, beyond this machine, and no device logs in: \
+                     add `{table}.users`, listen on 127.0.0.1, or set \
+                     `{table}.allow_anonymous = true` to let anyone on the network publish as \
+                     any device"
+                ),
+            ));
+        }
+        DevicesConfig {
             listen,
             users,
             max_connections,
+            allow_anonymous,
         }
     }
 

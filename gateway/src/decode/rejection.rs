@@ -17,17 +17,20 @@ pub enum RejectReason {
     DeviceMismatch,
     /// The topic is not `devices/{device}/events` with a valid device id.
     InvalidTopic,
+    /// The connection's login may not speak for the device the topic names.
+    NotAuthorized,
 }
 
 impl RejectReason {
     /// Every reason, so that metrics can be registered at zero before the first rejection.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Oversized,
         Self::InvalidJson,
         Self::InvalidCbor,
         Self::InvalidEvent,
         Self::DeviceMismatch,
         Self::InvalidTopic,
+        Self::NotAuthorized,
     ];
 
     /// The stable, snake_case metric label of this reason.
@@ -39,6 +42,7 @@ impl RejectReason {
             Self::InvalidEvent => "invalid_event",
             Self::DeviceMismatch => "device_mismatch",
             Self::InvalidTopic => "invalid_topic",
+            Self::NotAuthorized => "not_authorized",
         }
     }
 }
@@ -99,7 +103,8 @@ mod tests {
                 "invalid_cbor",
                 "invalid_event",
                 "device_mismatch",
-                "invalid_topic"
+                "invalid_topic",
+                "not_authorized"
             ]
         );
     }

@@ -153,6 +153,8 @@ mod tests {
 id = "gw"
 [uplink]
 url = "mqtt://127.0.0.1"
+[devices]
+listen = "127.0.0.1:1883"
 
 [[rule]]
 name = "hot"

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admin::{Metrics, Source};
-use crate::decode::{self, DeviceEvent, Rejection};
+use crate::decode::{self, DeviceEvent, RejectReason, Rejection};
 use crate::journal::{DeadLetter, JournalHandle, Record};
 use crate::rules::{Observed, RulesHandle};
+use crate::sources::Grant;
 
 /// At most one WARN per reason in this interval; the rest are counted and summarised.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -87,11 +88,25 @@ impl Ingest {
         &self.journal
     }
 
-    /// Decodes one payload that arrived on `topic`: the record to journal, or `None` when it
-    /// was rejected (then it is already counted, logged and dead-lettered).
-    pub async fn accept(&self, topic: &str, payload: &[u8]) -> Option<Record> {
+    /// Decodes one payload that arrived on `topic` from a connection with `grant`: the record
+    /// to journal, or `None` when it was rejected (then it is already counted, logged and
+    /// dead-lettered). A device the grant does not cover is refused before its payload is read.
+    pub async fn accept(&self, grant: &Grant, topic: &str, payload: &[u8]) -> Option<Record> {
         let received_at_ms = now_ms();
         let decoded = decode::device_from_topic(topic)
+            .and_then(|device| {
+                if grant.speaks_for(device) {
+                    Ok(device)
+                } else {
+                    Err(Rejection::new(
+                        RejectReason::NotAuthorized,
+                        format!(
+                            "login `{}` may not publish for device `{device}`",
+                            grant.login().unwrap_or_default()
+                        ),
+                    ))
+                }
+            })
             .and_then(|device| decode::decode_payload(device, payload));
         match decoded {
             Ok(event) => Some(self.record(event, received_at_ms)),

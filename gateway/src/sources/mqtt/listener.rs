@@ -1,5 +1,5 @@
-//! Accepting device connections: the connection cap, logins, one task per connection, and
-//! session takeover by client id.
+//! Accepting device connections: the connection cap, logins and what each may speak for, one
+//! task per connection, and session takeover by client id (by the same login only).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::LocalBrokerConfig;
-use crate::sources::Ingest;
+use crate::config::DevicesConfig;
+use crate::rules::DevicePattern;
+use crate::sources::{Grant, Ingest};
 
 use super::session;
 
@@ -62,11 +63,31 @@ pub struct DeviceListener {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) ingest: Ingest,
-    logins: HashMap<String, String>,
-    sessions: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+    logins: HashMap<String, Account>,
+    /// Per client id: the connection holding it, its login, and how to tell it to go.
+    sessions: Mutex<HashMap<String, Session>>,
     next_session: AtomicU64,
     connections: Arc<Semaphore>,
 }
+
+/// A device login.
+#[derive(Debug)]
+struct Account {
+    password: String,
+    grant: Grant,
+}
+
+/// The connection holding a client id.
+#[derive(Debug)]
+struct Session {
+    number: u64,
+    login: Option<Arc<str>>,
+    taken_over: Arc<Notify>,
+}
+
+/// A client id held by a connection of another login: it cannot be taken over.
+#[derive(Debug)]
+pub(super) struct ClientIdTaken;
 
 /// A connection's claim on its client id; a newer connection with the same id takes it over.
 #[derive(Debug)]
@@ -78,7 +99,7 @@ pub(super) struct Registration {
 impl DeviceListener {
     /// Binds `config.listen` and reads the device password files. Must be called within a tokio
     /// runtime.
-    pub fn bind(config: &LocalBrokerConfig, ingest: Ingest) -> Result<Self, ListenerError> {
+    pub fn bind(config: &DevicesConfig, ingest: Ingest) -> Result<Self, ListenerError> {
         let mut logins = HashMap::new();
         for user in &config.users {
             let password = std::fs::read_to_string(&user.password_file).map_err(|source| {
@@ -88,10 +109,18 @@ impl DeviceListener {
                     source,
                 }
             })?;
-            logins.insert(
-                user.name.clone(),
-                password.trim_end_matches(['\r', '\n']).to_owned(),
-            );
+            let account = Account {
+                password: password.trim_end_matches(['\r', '\n']).to_owned(),
+                grant: Grant::Login {
+                    name: user.name.as_str().into(),
+                    devices: user
+                        .devices
+                        .iter()
+                        .cloned()
+                        .collect::<Arc<[DevicePattern]>>(),
+                },
+            };
+            logins.insert(user.name.clone(), account);
         }
         let listen_error = |source| ListenerError::Listen {
             listen: config.listen,
@@ -142,7 +171,7 @@ impl DeviceListener {
                                 tracing::warn!(
                                     %peer,
                                     suppressed,
-                                    "refused a device connection: local_broker.max_connections are open"
+                                    "refused a device connection: devices.max_connections are open"
                                 );
                             }
                             let _ = stream.try_write(&CONNACK_UNAVAILABLE);
@@ -182,18 +211,21 @@ impl DeviceListener {
 }
 
 impl Shared {
-    /// Whether a login may connect: `Ok` when no logins are configured, or when the user is
-    /// known and the password matches.
-    pub(super) fn check_login(&self, login: Option<&Login>) -> Result<(), ConnectReturnCode> {
+    /// Whether a login may connect, and what it may then do: any device when no logins are
+    /// configured; else the devices of the login, when the user is known and the password
+    /// matches.
+    pub(super) fn check_login(&self, login: Option<&Login>) -> Result<Grant, ConnectReturnCode> {
         if self.logins.is_empty() {
-            return Ok(());
+            return Ok(Grant::AnyDevice);
         }
         let Some(login) = login else {
             return Err(ConnectReturnCode::NotAuthorized);
         };
         match self.logins.get(&login.username) {
-            Some(expected) if constant_time_eq(expected.as_bytes(), login.password.as_bytes()) => {
-                Ok(())
+            Some(account)
+                if constant_time_eq(account.password.as_bytes(), login.password.as_bytes()) =>
+            {
+                Ok(account.grant.clone())
             }
             _ => Err(ConnectReturnCode::BadUserNamePassword),
         }
@@ -204,25 +236,49 @@ impl Shared {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Claims `client_id` for connection `number`; an older connection with the same id is told
-    /// to close (MQTT 3.1.1, 3.1.4-2).
-    pub(super) fn register(&self, client_id: &str, number: u64) -> Registration {
-        let taken_over = Arc::new(Notify::new());
-        let previous = self.sessions.lock().ok().and_then(|mut sessions| {
-            sessions.insert(client_id.to_owned(), (number, Arc::clone(&taken_over)))
-        });
-        if let Some((_, previous)) = previous {
-            previous.notify_one();
+    /// Claims `client_id` for connection `number` of `login`. An older connection of the same
+    /// login with the same id is told to close (MQTT 3.1.1, 3.1.4-2); one of another login keeps
+    /// it, and this claim is refused: a login cannot push another's device off the gateway.
+    pub(super) fn register(
+        &self,
+        client_id: &str,
+        number: u64,
+        login: Option<&str>,
+    ) -> Result<Registration, ClientIdTaken> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = sessions.get(client_id)
+            && held.login.as_deref() != login
+        {
+            return Err(ClientIdTaken);
         }
-        Registration { number, taken_over }
+        let taken_over = Arc::new(Notify::new());
+        let previous = sessions.insert(
+            client_id.to_owned(),
+            Session {
+                number,
+                login: login.map(Arc::from),
+                taken_over: Arc::clone(&taken_over),
+            },
+        );
+        drop(sessions);
+        if let Some(previous) = previous {
+            previous.taken_over.notify_one();
+        }
+        Ok(Registration { number, taken_over })
     }
 
     /// Gives up `client_id` unless a newer connection has claimed it.
     pub(super) fn unregister(&self, client_id: &str, number: u64) {
-        if let Ok(mut sessions) = self.sessions.lock()
-            && sessions
-                .get(client_id)
-                .is_some_and(|(owner, _)| *owner == number)
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sessions
+            .get(client_id)
+            .is_some_and(|held| held.number == number)
         {
             sessions.remove(client_id);
         }

@@ -12,6 +12,15 @@
 //!
 //! Control packets (PINGREQ, PUBREL, SUBSCRIBE, UNSUBSCRIBE) are answered at once. Devices only
 //! publish here: a SUBSCRIBE is answered with a failure return code for each filter.
+//!
+//! # Who may speak for whom
+//! A login speaks for the devices it names ([`Grant`]). A publish for another device is refused
+//! like any bad input: counted (`reason="not_authorized"`), dead-lettered, logged at a limited
+//! rate, and acknowledged once the dead letter is queued, so the device does not resend it
+//! forever and what it sends next is not held up behind it (MQTT 3.1.1 has no negative PUBACK;
+//! Mosquitto and EMQX drop a refused publish the same way). A client id held by a connection of
+//! another login is refused at CONNECT (return code 2): a login cannot push another login's
+//! device off the gateway.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use crate::journal::{Commit, CommitFailed, Record};
+use crate::sources::Grant;
 
 use super::listener::{Registration, Shared};
 
@@ -96,6 +106,10 @@ pub(super) async fn serve(
         input: BytesMut::with_capacity(READ_CHUNK),
         output: BytesMut::new(),
         shared: Arc::clone(&shared),
+        grant: Grant::Login {
+            name: "".into(),
+            devices: Arc::new([]),
+        },
     };
     let Some((client_id, keep_alive, registration)) = connection.handshake().await else {
         return;
@@ -132,6 +146,8 @@ struct Connection {
     input: BytesMut,
     output: BytesMut,
     shared: Arc<Shared>,
+    /// Who the connection may speak for: nobody until its login is accepted.
+    grant: Grant,
 }
 
 impl Connection {
@@ -172,25 +188,28 @@ impl Connection {
             );
             return None;
         }
-        if let Err(code) = self.shared.check_login(connect.login.as_ref()) {
-            self.shared.ingest.metrics().add_device_login_refused();
-            if let Some(suppressed) = self.shared.ingest.allow_warning("login") {
-                let user = connect.login.as_ref().map(|login| login.username.as_str());
-                tracing::warn!(
-                    peer = %self.peer,
-                    client_id = connect.client_id,
-                    user,
-                    suppressed,
-                    "refused a device login: {}",
-                    match code {
-                        ConnectReturnCode::NotAuthorized => "no username and password",
-                        _ => "unknown user or wrong password",
-                    }
-                );
+        let grant = match self.shared.check_login(connect.login.as_ref()) {
+            Ok(grant) => grant,
+            Err(code) => {
+                self.shared.ingest.metrics().add_device_login_refused();
+                if let Some(suppressed) = self.shared.ingest.allow_warning("login") {
+                    let user = connect.login.as_ref().map(|login| login.username.as_str());
+                    tracing::warn!(
+                        peer = %self.peer,
+                        client_id = connect.client_id,
+                        user,
+                        suppressed,
+                        "refused a device login: {}",
+                        match code {
+                            ConnectReturnCode::NotAuthorized => "no username and password",
+                            _ => "unknown user or wrong password",
+                        }
+                    );
+                }
+                self.send_connack(false, code).await;
+                return None;
             }
-            self.send_connack(false, code).await;
-            return None;
-        }
+        };
         let client_id = if connect.client_id.is_empty() {
             if !connect.clean_session {
                 self.send_connack(false, ConnectReturnCode::BadClientId)
@@ -204,7 +223,25 @@ impl Connection {
         };
         // Claimed before the CONNACK: once the device hears it is connected, a newer connection
         // with its id must find this one to take over.
-        let registration = self.shared.register(&client_id, self.shared.next_number());
+        let Ok(registration) =
+            self.shared
+                .register(&client_id, self.shared.next_number(), grant.login())
+        else {
+            self.shared.ingest.metrics().add_device_client_id_refused();
+            if let Some(suppressed) = self.shared.ingest.allow_warning("client_id_taken") {
+                tracing::warn!(
+                    peer = %self.peer,
+                    client_id,
+                    user = grant.login(),
+                    suppressed,
+                    "refused a device connection: its client id is held by a connection of another login"
+                );
+            }
+            self.send_connack(false, ConnectReturnCode::BadClientId)
+                .await;
+            return None;
+        };
+        self.grant = grant;
         // The gateway keeps no state for a device between connections: devices only publish,
         // and what they published is in the journal. A device asking to resume its session finds
         // it "present", so its client resends the publishes it has no PUBACK for (3.1.2.4).
@@ -309,7 +346,7 @@ impl Connection {
                     let record = self
                         .shared
                         .ingest
-                        .accept(&publish.topic, &publish.payload)
+                        .accept(&self.grant, &publish.topic, &publish.payload)
                         .await;
                     group.records.extend(record);
                     match publish.qos {
