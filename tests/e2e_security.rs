@@ -494,15 +494,15 @@ fn a_nats_uplink_over_tls_verifies_the_server_with_ca_file() {
     assert!(gateway.metric("edge_uplink_acked_total{uplink=\"bus\"}") >= EVENTS as f64);
 }
 
-/// Connects as `client_id` with `credentials` and waits for the CONNACK: the event loop of an
-/// accepted connection (to go on polling), or the refusal's return code.
+/// Connects as `client_id` with the login `user` (password `{user}-secret`) and waits for the
+/// CONNACK: the client of an accepted connection, or the refusal's return code.
 async fn connect_as(
     device_port: u16,
     client_id: &str,
-    credentials: (&str, &str),
+    user: &str,
 ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectReturnCode> {
     let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", device_port);
-    options.set_credentials(credentials.0, credentials.1);
+    options.set_credentials(user, format!("{user}-secret"));
     let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 16);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -522,25 +522,51 @@ async fn connect_as(
     }
 }
 
+/// Publishes `messages` at QoS 1 on an open connection and waits for every PUBACK; panics if
+/// the connection is lost or has to be made again meanwhile.
+async fn publish_all(
+    (client, event_loop): &mut (rumqttc::AsyncClient, rumqttc::EventLoop),
+    messages: &[(String, Vec<u8>)],
+) {
+    for (topic, payload) in messages {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .expect("queue");
+    }
+    let mut acked = 0;
+    while acked < messages.len() {
+        match tokio::time::timeout(Duration::from_secs(20), event_loop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => {
+                panic!("the connection had to be made again after {acked} PUBACKs")
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("the connection was lost after {acked} PUBACKs: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let secret = |name: &str| {
+    let login = |name: &str, devices: &str| {
         let file = dir.path().join(format!("{name}.pass"));
         std::fs::write(&file, format!("{name}-secret\n")).expect("write");
-        file.display().to_string()
+        format!(
+            "  {{ name = \"{name}\", password_file = \"{}\"{devices} }},\n",
+            file.display()
+        )
     };
     // No cloud: whatever gets in stays in the journal, where it can be counted.
     let gateway = Gateway::start_with(
         &format!("mqtt://127.0.0.1:{}", free_port()),
         "",
         &format!(
-            "users = [\n  {{ name = \"sensor-1\", password_file = \"{}\" }},\n  \
-             {{ name = \"sensor-2\", password_file = \"{}\" }},\n  \
-             {{ name = \"bridge\", password_file = \"{}\", devices = [\"gh-*\"] }},\n]\n",
-            secret("sensor-1"),
-            secret("sensor-2"),
-            secret("bridge"),
+            "users = [\n{}{}{}]\n",
+            login("sensor-1", ""),
+            login("sensor-2", ""),
+            login("bridge", ", devices = [\"gh-*\"]"),
         ),
         JournalSettings::default(),
     );
@@ -550,22 +576,14 @@ fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
         .expect("runtime");
     runtime.block_on(async {
         // The owner of client id `sensor-2` is connected and stays so throughout.
-        let (owner, mut owner_loop) = connect_as(
-            gateway.device_port,
-            "sensor-2",
-            ("sensor-2", "sensor-2-secret"),
-        )
-        .await
-        .expect("the owner connects");
+        let mut owner = connect_as(gateway.device_port, "sensor-2", "sensor-2")
+            .await
+            .expect("the owner connects");
 
         // sensor-1 tries to take the client id over: refused, the owner keeps it.
-        let refused = connect_as(
-            gateway.device_port,
-            "sensor-2",
-            ("sensor-1", "sensor-1-secret"),
-        )
-        .await
-        .err();
+        let refused = connect_as(gateway.device_port, "sensor-2", "sensor-1")
+            .await
+            .err();
         assert_eq!(refused, Some(rumqttc::ConnectReturnCode::BadClientId));
         wait_until("the refusal counted", Duration::from_secs(10), || {
             gateway.metric("edge_device_client_ids_refused_total") == 1.0
@@ -573,66 +591,22 @@ fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
 
         // sensor-1, as itself, publishes for itself and for sensor-2: every publish gets its
         // PUBACK (nothing is resent forever), only its own events are stored.
-        let (intruder, mut intruder_loop) = connect_as(
-            gateway.device_port,
-            "sensor-1",
-            ("sensor-1", "sensor-1-secret"),
-        )
-        .await
-        .expect("sensor-1 connects");
+        let mut intruder = connect_as(gateway.device_port, "sensor-1", "sensor-1")
+            .await
+            .expect("sensor-1 connects");
         let mut messages: Vec<_> = (0..5).map(|seq| event("sensor-1", seq)).collect();
         messages.extend((0..5).map(|seq| event("sensor-2", seq)));
-        for (topic, payload) in &messages {
-            intruder
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .expect("queue");
-        }
-        let mut acked = 0;
-        while acked < messages.len() {
-            match tokio::time::timeout(Duration::from_secs(20), intruder_loop.poll()).await {
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
-                Ok(Ok(_)) => {}
-                other => panic!("sensor-1 lost its connection after {acked} PUBACKs: {other:?}"),
-            }
-        }
+        publish_all(&mut intruder, &messages).await;
 
         // The owner was not pushed off: its own event goes through on the same connection.
-        let (topic, payload) = event("sensor-2", 0);
-        owner
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("queue");
-        loop {
-            match tokio::time::timeout(Duration::from_secs(20), owner_loop.poll()).await {
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => break,
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => {
-                    panic!("the owner of the client id had to connect again")
-                }
-                Ok(Ok(_)) => {}
-                other => panic!("the owner of the client id lost its connection: {other:?}"),
-            }
-        }
+        publish_all(&mut owner, &[event("sensor-2", 0)]).await;
 
         // A login with a glob speaks for the devices it matches, and no others.
-        let (bridge, mut bridge_loop) =
-            connect_as(gateway.device_port, "bridge", ("bridge", "bridge-secret"))
-                .await
-                .expect("the bridge connects");
-        for (topic, payload) in [event("gh-1", 0), event("gh-2", 0), event("sensor-1", 9)] {
-            bridge
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-                .await
-                .expect("queue");
-        }
-        let mut acked = 0;
-        while acked < 3 {
-            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) =
-                tokio::time::timeout(Duration::from_secs(20), bridge_loop.poll()).await
-            {
-                acked += 1;
-            }
-        }
+        let mut bridge = connect_as(gateway.device_port, "bridge", "bridge")
+            .await
+            .expect("the bridge connects");
+        let messages = [event("gh-1", 0), event("gh-2", 0), event("sensor-1", 9)];
+        publish_all(&mut bridge, &messages).await;
     });
 
     wait_until("the journal rows", Duration::from_secs(10), || {

@@ -280,7 +280,8 @@ pub async fn run(
 
 fn demo_rules() -> anyhow::Result<Vec<crate::rules::Rule>> {
     let source = format!(
-        "[gateway]\nid = \"{GATEWAY_ID}\"\n[uplink]\nurl = \"mqtt://127.0.0.1:1\"\n{DEMO_RULES}"
+        "[gateway]\nid = \"{GATEWAY_ID}\"\n[uplink]\nurl = \"mqtt://127.0.0.1:1\"\n\
+         [devices]\nlisten = \"127.0.0.1:1\"\n{DEMO_RULES}"
     );
     let config = crate::config::parse(&source, "demo rules")
         .map_err(|error| anyhow::anyhow!("the demo's rules are invalid:\n{error}"))?;
@@ -498,4 +499,13 @@ async fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_rules_parse() {
+        let rules = super::demo_rules().unwrap_or_else(|error| panic!("{error}"));
+        assert!(!rules.is_empty());
+    }
 }
