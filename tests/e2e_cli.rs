@@ -243,18 +243,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `edge-alerts`, built beside `edge-gateway` by `cargo test --workspace`.
-fn edge_alerts_program() -> std::path::PathBuf {
-    let program =
-        std::path::Path::new(env!("CARGO_BIN_EXE_edge-gateway")).with_file_name("edge-alerts");
-    assert!(
-        program.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace` (or build -p edge-alerts)",
-        program.display()
-    );
-    program
-}
-
 /// `edge-gateway demo` for `seconds` with three MQTT devices and two serial ones, on fresh
 /// ports, its dashboard on `dashboard_port`, its files in `dir`.
 fn demo_command(seconds: u32, dashboard_port: u16, dir: &std::path::Path) -> std::process::Command {

@@ -27,6 +27,24 @@ fn event(device: &str, seq: u32, temp: f64) -> (String, Vec<u8>) {
     )
 }
 
+/// Checks that `id` is `test-gw:alert:{journal}:{number}`, the journal number 8 hex digits;
+/// returns it.
+fn assert_alert_id(id: &serde_json::Value, number: u64) -> String {
+    let id = id.as_str().expect("a string id").to_owned();
+    let parts: Vec<&str> = id.split(':').collect();
+    assert!(
+        parts.len() == 4
+            && parts[..2] == ["test-gw", "alert"]
+            && parts[2].len() == 8
+            && parts[2]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && parts[3] == number.to_string(),
+        "`{id}` is not test-gw:alert:{{journal}}:{number}"
+    );
+    id
+}
+
 /// A gateway with [`RULES`], forwarding to `broker`.
 fn gateway_with_rules(broker: &Mosquitto) -> Gateway {
     let mut gateway = Gateway::prepare(
@@ -69,7 +87,7 @@ fn an_alert_raised_offline_arrives_before_the_buffered_telemetry() {
     });
     let alerts = cloud.inbox.alerts();
     let alert = &alerts[0].body;
-    assert_eq!(alert["id"], "test-gw:alert:1");
+    assert_alert_id(&alert["id"], 1);
     assert_eq!(alert["rule"], "greenhouse too hot");
     assert_eq!(alert["device"], "greenhouse-1");
     assert_eq!(alert["state"], "firing");
@@ -120,10 +138,8 @@ fn a_firing_alert_survives_a_restart_and_resolves_under_its_id() {
         || cloud.inbox.alerts().len() == 2,
     );
     let alerts = cloud.inbox.alerts();
-    assert_eq!(
-        alerts[1].body["id"], "test-gw:alert:1",
-        "the same alert, resolved"
-    );
+    let first = assert_alert_id(&alerts[0].body["id"], 1);
+    assert_eq!(alerts[1].body["id"], first, "the same alert, resolved");
     assert_eq!(alerts[1].body["state"], "resolved");
     assert_eq!(alerts[1].body["value"], 32.0);
     // A new episode gets the next number, not one used before the restart.
@@ -131,7 +147,14 @@ fn a_firing_alert_survives_a_restart_and_resolves_under_its_id() {
     wait_until("a new alert", Duration::from_secs(10), || {
         cloud.inbox.alerts().len() == 3
     });
-    assert_eq!(cloud.inbox.alerts()[2].body["id"], "test-gw:alert:2");
+    let next = assert_alert_id(&cloud.inbox.alerts()[2].body["id"], 2);
+    assert_eq!(
+        next.rsplit_once(':').map(|(journal, _)| journal.to_owned()),
+        first
+            .rsplit_once(':')
+            .map(|(journal, _)| journal.to_owned()),
+        "the same journal: the same journal number"
+    );
 }
 
 #[test]
@@ -173,12 +196,14 @@ fn reload_replaces_rules_keeps_state_and_refuses_a_bad_file() {
             )
         })
         .collect();
+    let first = assert_alert_id(&alerts[0].body["id"], 1);
+    let journal = first.trim_end_matches(":1");
     assert_eq!(
         summary,
         [
-            ("test-gw:alert:1".to_owned(), "firing".to_owned()),
-            ("test-gw:alert:1".to_owned(), "resolved".to_owned()),
-            ("test-gw:alert:2".to_owned(), "firing".to_owned()),
+            (format!("{journal}:1"), "firing".to_owned()),
+            (format!("{journal}:1"), "resolved".to_owned()),
+            (format!("{journal}:2"), "firing".to_owned()),
         ],
         "37 °C after the reload raised nothing new: the alert was still firing"
     );
@@ -205,4 +230,77 @@ fn reload_replaces_rules_keeps_state_and_refuses_a_bad_file() {
         Duration::from_secs(10),
         alert_count(4),
     );
+}
+
+/// The journal is lost (here: deleted while the gateway is stopped): the new one numbers alerts
+/// from 1 again, under a journal number of its own, so edge-alerts takes the next alert for a new
+/// one, stores it and shows it, rather than dropping it as a repeat of the old journal's first.
+#[test]
+fn edge_alerts_stores_the_next_alert_after_the_journal_is_replaced() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token");
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cloud = built_program(edge_alerts_program())
+        .args([
+            "--port",
+            &broker.port.to_string(),
+            "--listen",
+            &api.to_string(),
+        ])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--sqlite")
+        .arg(dir.path().join("alerts.db"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("edge-alerts.log")).expect("log"))
+        .spawn()
+        .expect("spawn edge-alerts");
+    let stored = || -> Vec<String> {
+        let Some((200, body)) = http_get_with_token(api, "/api/alerts", "s3cret") else {
+            return Vec::new();
+        };
+        let alerts: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut ids: Vec<String> = alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|alert| alert["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+
+    let mut gateway = gateway_with_rules(&broker);
+    publish_raw(gateway.device_port, &[event("greenhouse-1", 0, 36.0)]);
+    wait_until("the first alert stored", Duration::from_secs(20), || {
+        stored().len() == 1
+    });
+    let before = stored();
+    assert_alert_id(&serde_json::Value::from(before[0].clone()), 1);
+
+    assert_eq!(gateway.stop().code(), Some(0));
+    let data = gateway.config_path.with_file_name("data");
+    for file in ["journal.db", "journal.db-wal", "journal.db-shm"] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
+    gateway.spawn();
+    publish_raw(gateway.device_port, &[event("greenhouse-2", 0, 36.0)]);
+    wait_until("the next alert stored", Duration::from_secs(20), || {
+        stored().len() == 2
+    });
+    let after = stored();
+    let next = after
+        .iter()
+        .find(|id| !before.contains(id))
+        .expect("a new alert id");
+    assert_alert_id(&serde_json::Value::from(next.clone()), 1);
+    assert_ne!(
+        next.rsplit_once(':').map(|(journal, _)| journal),
+        before[0].rsplit_once(':').map(|(journal, _)| journal),
+        "a new journal, a new journal number"
+    );
+    let _ = cloud.kill();
+    let _ = cloud.wait();
 }

@@ -90,7 +90,11 @@ pub async fn run(
     let (rules, rules_task) = crate::rules::service::spawn(
         config.rules.clone(),
         &config.gateway.id,
-        (report.last_alert, &report.firing_alerts),
+        crate::rules::service::Numbering {
+            journal: report.journal,
+            last_alert: report.last_alert,
+            firing: &report.firing_alerts,
+        },
         handle.clone(),
         Arc::clone(&metrics),
         stopped.clone(),

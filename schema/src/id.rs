@@ -20,6 +20,19 @@ struct AlertId<'a> {
     state: Cow<'a, str>,
 }
 
+/// An alert's id: `{gateway}:alert:{journal}:{n}`, `journal` being the 8 lowercase hex digits of
+/// the gateway's journal number and `n` the episode's number in that journal. A journal that is
+/// replaced (lost, deleted) gets a new random number, so a gateway never hands out an id twice.
+/// Journal number 0 stands for a journal of the first release, whose alerts kept the form
+/// `{gateway}:alert:{n}`: an alert that fired before an upgrade resolves under the same id.
+pub fn alert_id(gateway: &str, journal: u32, number: u64) -> String {
+    if journal == 0 {
+        format!("{gateway}:alert:{number}")
+    } else {
+        format!("{gateway}:alert:{journal:08x}:{number}")
+    }
+}
+
 /// What makes an alert transition unique: `{id}#{state}` (an alert's `firing` and `resolved`
 /// share its id, and are two messages). The key a backbone that de-duplicates (JetStream's
 /// `Nats-Msg-Id`) must be given, or it would take the `resolved` for a repeat of the `firing`
@@ -49,6 +62,13 @@ pub fn message_id(payload: &[u8]) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_id_names_the_journal_except_for_the_first_release() {
+        assert_eq!(alert_id("gw", 0x5d1c_9a0e, 17), "gw:alert:5d1c9a0e:17");
+        assert_eq!(alert_id("gw", 7, 1), "gw:alert:00000007:1");
+        assert_eq!(alert_id("gw", 0, 17), "gw:alert:17");
+    }
 
     #[test]
     fn reads_the_id_first_or_anywhere() {

@@ -9,7 +9,8 @@
 //! - [`address`]: where each message goes on each backbone (MQTT topic, NATS subject, AMQP
 //!   routing key), and back from an address to the gateway and what the message is about.
 //! - [`error`]: why an address, an id or a status is not understood.
-//! - [`message_id`]: a message's id, read cheaply from its JSON.
+//! - [`message_id`]: a message's id, read cheaply from its JSON; [`alert_id`]: how an alert's id
+//!   is made.
 
 pub mod address;
 pub mod encode;
@@ -20,5 +21,5 @@ pub mod message;
 pub use address::{Address, Lane};
 pub use encode::{EventFields, encode_event};
 pub use error::SchemaError;
-pub use id::{alert_key, message_id};
+pub use id::{alert_id, alert_key, message_id};
 pub use message::{AlertMessage, AlertState, EventMessage, GatewayStatus, Message};

@@ -86,7 +86,8 @@ pub struct EventMessage {
 /// An alert transition as the gateway raises it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct AlertMessage {
-    /// `{gateway}:alert:{n}`, the same for an episode's `firing` and `resolved`.
+    /// `{gateway}:alert:{journal}:{n}` ([`crate::alert_id`]), the same for an episode's `firing`
+    /// and `resolved`.
     pub id: String,
     /// The gateway.
     pub gateway: String,

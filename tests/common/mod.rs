@@ -65,6 +65,19 @@ pub fn edge_gateway() -> Command {
     built_program(env!("CARGO_BIN_EXE_edge-gateway"))
 }
 
+/// `edge-alerts`, built beside `edge-gateway` by `cargo test --workspace`. Not cross-built for
+/// the Pi's run of this suite, which skips the tests that need it (`scripts/test-pi.sh`: the
+/// demo's, and those named `edge_alerts_…`).
+pub fn edge_alerts_program() -> PathBuf {
+    let program = Path::new(env!("CARGO_BIN_EXE_edge-gateway")).with_file_name("edge-alerts");
+    assert!(
+        program.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build -p edge-alerts)",
+        program.display()
+    );
+    program
+}
+
 /// The LM3S6965 firmware image: `$EDGE_FIRMWARE_ELF`, or where `scripts/firmware.sh` builds it.
 pub fn firmware_image() -> PathBuf {
     let image = std::env::var_os("EDGE_FIRMWARE_ELF")

@@ -36,7 +36,9 @@
 //! - `dead_letters(id, received_at, source, topic, reason, detail, payload)`: rejected input,
 //!   and rows a destination refused for good; kept for inspection, bounded in count.
 //! - `alert_state(rule, device, alert)`: the alerts firing now, so they go on after a restart.
-//! - `meta(key, value)`: `last_alert`, the last alert number handed out.
+//! - `meta(key, value)`: `last_alert`, the last alert number handed out; `journal`, the journal's
+//!   number, drawn at random when it is created (0 for a journal of the first release), part of
+//!   every alert id so that a replaced journal never repeats one.
 
 mod batch;
 mod error;

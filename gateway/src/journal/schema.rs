@@ -65,7 +65,9 @@ const CREATE: &str = "
 /// What preparing the schema did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Prepared {
-    /// The journal was already at the current version, or new.
+    /// The journal is new: its tables were just created.
+    Created,
+    /// The journal was already at the current version.
     Current,
     /// The journal was migrated from this version.
     MigratedFrom(i64),
@@ -101,7 +103,7 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<Prepared, SchemaError> {
             tx.execute_batch(CREATE)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
-            Ok(Prepared::Current)
+            Ok(Prepared::Created)
         }
         1 => {
             let tx = conn.transaction()?;

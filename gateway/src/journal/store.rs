@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::batch::{Accounting, Batch, BatchOutcome, keep_dead_letters};
 use super::error::JournalError;
@@ -52,6 +52,10 @@ pub struct OpenReport {
     /// Each configured destination's positions (`[alerts, events]`, see [`Lane::index`]): where
     /// its delivery starts.
     pub positions: Vec<[i64; 2]>,
+    /// The journal's number, random, drawn when the journal was created: part of every alert
+    /// id ([`edge_schema::alert_id`]), so that a replaced journal never repeats one. 0 for a
+    /// journal created by the first release, whose alert ids keep their form.
+    pub journal: u32,
     /// The last alert number handed out.
     pub last_alert: u64,
     /// Alerts that were firing.
@@ -152,8 +156,9 @@ impl Store {
         ))
         .map_err(fail("configure"))?;
         let mut report = OpenReport::default();
-        match schema::prepare(&mut conn) {
-            Ok(Prepared::Current) => {}
+        let prepared = schema::prepare(&mut conn);
+        match prepared {
+            Ok(Prepared::Created | Prepared::Current) => {}
             Ok(Prepared::MigratedFrom(version)) => report.migrated_from = Some(version),
             Err(SchemaError::Sqlite(source)) => {
                 return Err(fail("prepare the schema of")(source));
@@ -162,6 +167,8 @@ impl Store {
                 return Err(JournalError::TooNew { path, version });
             }
         }
+        report.journal = journal_number(&conn, matches!(prepared, Ok(Prepared::Created)))
+            .map_err(fail("record the number of"))?;
         // Reading every row's size walks the whole table: a damaged page shows up here, at start,
         // rather than in the middle of forwarding.
         let scan = |table: &str| -> Result<(u64, u64, i64, i64), rusqlite::Error> {
@@ -480,6 +487,29 @@ impl Store {
             tracing::debug!(%error, "journal checkpoint did not complete");
         }
     }
+}
+
+/// The journal's number from `meta`; drawn (never 0) for a journal just created, 0 for one an
+/// earlier release created, and kept from then on.
+fn journal_number(conn: &Connection, created: bool) -> Result<u32, rusqlite::Error> {
+    let kept: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'journal'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(number) = kept {
+        return Ok(u32::try_from(number).unwrap_or(0));
+    }
+    let number = if created {
+        rand::random_range(1..=u32::MAX)
+    } else {
+        0
+    };
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('journal', ?1)",
+        [i64::from(number)],
+    )?;
+    Ok(number)
 }
 
 pub(crate) fn wal_path(path: &Path) -> PathBuf {

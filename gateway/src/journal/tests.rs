@@ -732,6 +732,10 @@ fn a_journal_of_the_first_release_is_migrated_with_its_backlog() {
         "every destination gets it all"
     );
     assert_eq!(report.last_alert, 3);
+    assert_eq!(
+        report.journal, 0,
+        "alerts of the first release keep their ids: the firing one resolves under its own"
+    );
     assert!(report.firing_alerts.iter().any(|alert| alert.alert == 3));
     let conn = rusqlite::Connection::open(&path).expect("open");
     let alerts = super::read::read_lane(&conn, Lane::Alerts, 0, 10).expect("alerts");
@@ -887,4 +891,27 @@ async fn the_tail_in_memory_answers_reads_exactly_as_the_database() {
     );
     assert!(answered > 5_000, "{answered} reads answered from memory");
     journal.close().await;
+}
+
+/// Alert ids carry the journal's number: drawn when a journal is created, kept across reopens,
+/// and drawn anew for the journal that replaces one lost, so that ids are never handed out twice.
+#[test]
+fn a_journal_keeps_its_number_and_a_replacement_draws_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(&dir, 64 << 20, WhenFull::DropOldest);
+    let (store, created) = Store::open(opts.clone()).expect("open");
+    assert_ne!(created.journal, 0, "a new journal draws its number");
+    drop(store);
+    let (store, reopened) = Store::open(opts.clone()).expect("reopen");
+    assert_eq!(reopened.journal, created.journal, "kept across a restart");
+    drop(store);
+    std::fs::write(&opts.path, vec![0x5a; 64 * 1024]).expect("write garbage");
+    let _ = std::fs::remove_file(super::store::wal_path(&opts.path));
+    let (_store, replaced) = Store::open(opts).expect("open the replacement");
+    assert!(replaced.moved_aside.is_some());
+    assert_ne!(replaced.journal, 0);
+    assert_ne!(
+        replaced.journal, created.journal,
+        "a replacement draws anew"
+    );
 }

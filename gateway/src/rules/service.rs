@@ -81,12 +81,27 @@ impl RulesHandle {
     }
 }
 
-/// Starts the engine's task with `rules`, restoring `firing` alerts and numbering new ones after
-/// `last_alert`. The task ends when `shutdown` turns true.
+/// Where alert numbering stands, as the journal kept it.
+#[derive(Debug, Clone, Copy)]
+pub struct Numbering<'a> {
+    /// The journal's number, part of every alert id ([`edge_schema::alert_id`]).
+    pub journal: u32,
+    /// The last alert number handed out: new alerts are numbered after it.
+    pub last_alert: u64,
+    /// The alerts that were firing, to go on.
+    pub firing: &'a [FiringAlert],
+}
+
+/// Starts the engine's task with `rules`, restoring the alerts that were firing and numbering
+/// new ones after the last. The task ends when `shutdown` turns true.
 pub fn spawn(
     rules: Vec<Rule>,
     gateway_id: &str,
-    (last_alert, firing): (u64, &[FiringAlert]),
+    Numbering {
+        journal: journal_number,
+        last_alert,
+        firing,
+    }: Numbering<'_>,
     journal: JournalHandle,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -109,6 +124,7 @@ pub fn spawn(
         .collect();
     let alerts = Alerts {
         gateway: gateway_id.to_owned(),
+        journal_number,
         journal,
         metrics,
     };
@@ -200,6 +216,8 @@ impl RulesTask {
 /// Turns transitions into journaled alert messages.
 struct Alerts {
     gateway: String,
+    /// The journal's number, in every alert id.
+    journal_number: u32,
     journal: JournalHandle,
     metrics: Arc<Metrics>,
 }
@@ -211,7 +229,7 @@ impl Alerts {
             .rules()
             .iter()
             .find(|rule| rule.name == transition.rule);
-        let id = format!("{}:alert:{}", self.gateway, transition.alert);
+        let id = edge_schema::alert_id(&self.gateway, self.journal_number, transition.alert);
         let firing = transition.state == AlertState::Firing;
         // The shared message type: the cloud parses what this writes into the same type.
         let message = AlertMessage {
