@@ -170,7 +170,7 @@ impl Bench {
             if self.handle.stats().rows() == rows {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(STEP).await;
         }
         panic!(
             "the journal holds {} rows, not {rows}",
@@ -195,10 +195,13 @@ fn ids(messages: &[Outgoing]) -> Vec<i64> {
 const PATIENT: Duration = Duration::from_secs(3600);
 /// How long (real time) a test waits for the driver before it fails.
 const GIVE_UP: Duration = Duration::from_secs(30);
+/// Virtual time passed per look at a channel: coarse enough that waiting out an `ack_timeout`
+/// of 30 s takes a few thousand looks, not tens of thousands, on a busy machine.
+const STEP: Duration = Duration::from_millis(10);
 
 /// The next item of `channel`. Time is paused, and the driver waits on the journal's threads
-/// too, which the runtime cannot see: the test lets virtual time pass a millisecond at a time
-/// (a single long timeout would be reached at once), for at most [`GIVE_UP`] of real time.
+/// too, which the runtime cannot see: the test lets virtual time pass [`STEP`] at a time (a
+/// single long timeout would be reached at once), for at most [`GIVE_UP`] of real time.
 async fn next<T>(channel: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
     let started = std::time::Instant::now();
     loop {
@@ -208,7 +211,7 @@ async fn next<T>(channel: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
         assert!(started.elapsed() < GIVE_UP, "waited in vain for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(STEP).await;
     }
 }
 
