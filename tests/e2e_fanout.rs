@@ -74,12 +74,7 @@ fn a_destination_away_does_not_hold_up_the_others_and_gets_everything_back() {
             && gateway.metric("edge_uplink_backlog_rows{uplink=\"rabbit\",lane=\"events\"}") == 0.0
     });
     assert_eq!(gateway.metric("edge_journal_rows"), TOTAL as f64);
-    let stats = edge_gateway()
-        .args(["journal", "stats", "--config"])
-        .arg(&gateway.config_path)
-        .output()
-        .expect("journal stats");
-    let stats = String::from_utf8_lossy(&stats.stdout);
+    let stats = gateway.journal_command("stats");
     assert!(
         stats.lines().any(|line| line
             .split_whitespace()

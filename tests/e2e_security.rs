@@ -362,12 +362,7 @@ fn devices_must_log_in_when_users_are_configured() {
         "{}",
         gateway.log()
     );
-    let output = edge_gateway()
-        .args(["journal", "stats", "--config"])
-        .arg(&gateway.config_path)
-        .output()
-        .expect("run journal stats");
-    let stats = String::from_utf8_lossy(&output.stdout);
+    let stats = gateway.journal_command("stats");
     assert!(
         stats
             .lines()
@@ -616,12 +611,7 @@ fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
         gateway.metric("edge_events_rejected_total{reason=\"not_authorized\"}"),
         6.0
     );
-    let output = edge_gateway()
-        .args(["journal", "stats", "--config"])
-        .arg(&gateway.config_path)
-        .output()
-        .expect("run journal stats");
-    let stats = String::from_utf8_lossy(&output.stdout);
+    let stats = gateway.journal_command("stats");
     let count = |device: &str| {
         stats.lines().find_map(|line| {
             let words: Vec<_> = line.split_whitespace().collect();
@@ -637,12 +627,7 @@ fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
     assert_eq!(count("gh-1").as_deref(), Some("1"), "{stats}");
     assert_eq!(count("gh-2").as_deref(), Some("1"), "{stats}");
     // Each refusal is kept as a dead letter with what was refused and why.
-    let output = edge_gateway()
-        .args(["journal", "inspect", "--config"])
-        .arg(&gateway.config_path)
-        .output()
-        .expect("run journal inspect");
-    let inspection = String::from_utf8_lossy(&output.stdout);
+    let inspection = gateway.journal_command("inspect");
     assert!(
         inspection.contains("login `sensor-1` may not publish for device `sensor-2`")
             && inspection.contains("login `bridge` may not publish for device `sensor-1`"),

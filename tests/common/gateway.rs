@@ -244,6 +244,22 @@ listen = "127.0.0.1:{admin_port}"
         self.dir.path().join("data").join("journal.db")
     }
 
+    /// What `edge-gateway journal {command} --config …` prints for this gateway's journal
+    /// (`stats`, `inspect`); panics if it fails.
+    pub fn journal_command(&self, command: &str) -> String {
+        let output = edge_gateway()
+            .args(["journal", command, "--config"])
+            .arg(&self.config_path)
+            .output()
+            .expect("run edge-gateway journal");
+        assert!(
+            output.status.success(),
+            "journal {command} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub fn log(&self) -> String {
         (1..=self.runs)
             .map(|run| {
