@@ -134,9 +134,11 @@ pub struct Started<A: Settle> {
     pub task: JoinHandle<()>,
 }
 
-/// Consumes from `config`'s source until `shutdown` turns true.
+/// Consumes from `config`'s source until `shutdown` turns true; `tls` is the client
+/// configuration for a source over TLS ([`SourceConfig::uses_tls`]).
 pub async fn run<S: Store>(
     config: SourceConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     store: Arc<S>,
     stats: Arc<ConsumerStats>,
     outlets: Outlets,
@@ -145,11 +147,11 @@ pub async fn run<S: Store>(
     tracing::info!(broker = config.broker(), "starting the consumer");
     match config {
         SourceConfig::Mqtt(config) => {
-            let started = mqtt::start(config, shutdown.clone());
+            let started = mqtt::start(config, tls, shutdown.clone());
             consume(started, &*store, &stats, &outlets, shutdown).await;
         }
         SourceConfig::Nats(config) => {
-            let started = nats::start(config, shutdown.clone());
+            let started = nats::start(config, tls, shutdown.clone());
             consume(started, &*store, &stats, &outlets, shutdown).await;
         }
         SourceConfig::Amqp(config) => {

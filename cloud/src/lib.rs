@@ -12,6 +12,7 @@
 //!   receiving and settling in its own way.
 //! - [`live`]: the changes the dashboard hears of, as server-sent events.
 //! - [`notify`]: webhook routes and the notifier that posts each alert transition once.
+//! - [`tls`]: the trust roots that brokers' and PostgreSQL's certificates are checked against.
 //! - [`store`]: one small trait, [`store::Store`], with two backends: SQLite (embedded, one
 //!   file) and PostgreSQL (shared by several instances).
 
@@ -22,6 +23,7 @@ pub mod message;
 pub mod notify;
 pub mod source;
 pub mod store;
+pub mod tls;
 
 pub use message::{AlertMessage, AlertState, EventMessage, Message, Refused};
 pub use store::{Applied, Store};

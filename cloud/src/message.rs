@@ -66,6 +66,17 @@ pub fn understand(address: &Address<'_>, origin: &str, payload: &[u8]) -> Result
                     format!("its gateway is `{}`", alert.gateway),
                 ));
             }
+            // Alerts are stored by id: one whose id is not its gateway's could take over, or
+            // shadow, another gateway's alert.
+            if !edge_schema::is_alert_id_of(&alert.id, gateway) {
+                return Err(bad(
+                    "an alert",
+                    format!(
+                        "its id `{}` is not an alert id of gateway `{gateway}`",
+                        alert.id
+                    ),
+                ));
+            }
             Ok(Message::Alert(alert))
         }
         Lane::Status => match GatewayStatus::from_payload(payload) {
@@ -144,6 +155,11 @@ mod tests {
             ("edge/gw/alerts", b"not json", "bad_payload"),
             ("edge/gw/alerts", br#"{"id":"x"}"#, "bad_payload"),
             ("edge/gw/status", b"maybe", "bad_payload"),
+            (
+                "edge/gw/alerts",
+                br#"{"id":"gw-2:alert:3","gateway":"gw","rule":"hot","device":"d-1","state":"resolved","at":7}"#,
+                "bad_payload",
+            ),
             (
                 "edge/gw/devices/d/events",
                 br#"{"id":"e:1:1","gateway":"gw","device":"e","boot":1,"seq":1,"received_at":1,"readings":{}}"#,

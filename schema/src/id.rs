@@ -33,6 +33,29 @@ pub fn alert_id(gateway: &str, journal: u32, number: u64) -> String {
     }
 }
 
+/// Whether `id` is an alert id of `gateway`, in one of the forms [`alert_id`] makes. Consumers
+/// hold every alert to it: an id of that form names exactly one gateway (what follows the last
+/// `:alert:` cannot contain another), so a gateway can neither claim nor touch another's alert.
+pub fn is_alert_id_of(id: &str, gateway: &str) -> bool {
+    let Some(rest) = id
+        .strip_prefix(gateway)
+        .and_then(|rest| rest.strip_prefix(":alert:"))
+    else {
+        return false;
+    };
+    let number = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+    match rest.split_once(':') {
+        None => number(rest),
+        Some((journal, rest)) => {
+            journal.len() == 8
+                && journal
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+                && number(rest)
+        }
+    }
+}
+
 /// What makes an alert transition unique: `{id}#{state}` (an alert's `firing` and `resolved`
 /// share its id, and are two messages). The key a backbone that de-duplicates (JetStream's
 /// `Nats-Msg-Id`) must be given, or it would take the `resolved` for a repeat of the `firing`
@@ -68,6 +91,31 @@ mod tests {
         assert_eq!(alert_id("gw", 0x5d1c_9a0e, 17), "gw:alert:5d1c9a0e:17");
         assert_eq!(alert_id("gw", 7, 1), "gw:alert:00000007:1");
         assert_eq!(alert_id("gw", 0, 17), "gw:alert:17");
+    }
+
+    #[test]
+    fn an_alert_id_belongs_to_exactly_one_gateway() {
+        for (journal, number) in [(0x5d1c_9a0e, 17), (0, 3)] {
+            assert!(is_alert_id_of(&alert_id("gw", journal, number), "gw"));
+            assert!(!is_alert_id_of(&alert_id("gw", journal, number), "g"));
+            assert!(!is_alert_id_of(&alert_id("gw-2", journal, number), "gw"));
+        }
+        // A gateway whose name looks like another's alert id still cannot claim that one's.
+        let theirs = alert_id("a:alert:1", 0, 5);
+        assert!(is_alert_id_of(&theirs, "a:alert:1"));
+        assert!(!is_alert_id_of(&theirs, "a"));
+        for bad in [
+            "gw:alert:",
+            "gw:alert:x",
+            "gw:alert:5D1C9A0E:1",
+            "gw:alert:5d1c9a0:1",
+            "gw:alert:5d1c9a0e:",
+            "gw:alert:1:2:3",
+            "gw:1:2",
+            "d1:1:5",
+        ] {
+            assert!(!is_alert_id_of(bad, "gw"), "{bad}");
+        }
     }
 
     #[test]

@@ -21,5 +21,5 @@ pub mod message;
 pub use address::{Address, Lane};
 pub use encode::{EventFields, encode_event};
 pub use error::SchemaError;
-pub use id::{alert_id, alert_key, message_id};
+pub use id::{alert_id, alert_key, is_alert_id_of, message_id};
 pub use message::{AlertMessage, AlertState, EventMessage, GatewayStatus, Message};

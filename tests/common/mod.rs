@@ -3,7 +3,7 @@
 //!
 //! One module per concern: [`gateway`] (the process and its typed configuration), [`brokers`],
 //! [`proxy`] (a TCP proxy that can cut or swallow traffic), [`inbox`] (what the cloud received),
-//! [`devices`], [`serial`], [`http`].
+//! [`devices`], [`serial`], [`http`], [`pki`] (certificates made for the test).
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 mod brokers;
@@ -11,6 +11,7 @@ mod devices;
 mod gateway;
 mod http;
 mod inbox;
+mod pki;
 mod proxy;
 mod serial;
 
@@ -19,6 +20,7 @@ pub use devices::*;
 pub use gateway::*;
 pub use http::*;
 pub use inbox::*;
+pub use pki::*;
 pub use proxy::*;
 pub use serial::*;
 

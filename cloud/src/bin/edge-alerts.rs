@@ -21,8 +21,9 @@ use tokio::sync::{Notify, broadcast, watch};
 #[derive(Debug, Parser)]
 #[command(name = "edge-alerts", version, about)]
 struct Args {
-    /// Where to consume from: mqtt://host:port, nats://[user:pass@]host:port or
-    /// amqp://user:pass@host:port[/vhost]. Without it: MQTT on --host and --port.
+    /// Where to consume from: mqtt://[user:pass@]host:port, nats://[user:pass@]host:port or
+    /// amqp://user:pass@host:port[/vhost]; over TLS: mqtts://, tls:// or amqps://. Without
+    /// it: MQTT on --host and --port.
     #[arg(long, conflicts_with_all = ["host", "port"])]
     source: Option<String>,
     /// Cloud broker host (MQTT).
@@ -61,6 +62,10 @@ struct Args {
     /// Store in PostgreSQL, e.g. "host=127.0.0.1 user=postgres dbname=alerts".
     #[arg(long)]
     postgres: Option<String>,
+    /// The CA certificates (PEM) that the broker's certificate (mqtts://, tls://, amqps://) and
+    /// PostgreSQL's (sslmode=require) are checked against; without it, the system's.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// PostgreSQL schema to use (created if missing).
     #[arg(long, requires = "postgres")]
     schema: Option<String>,
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         exchange: args.exchange.clone(),
         group: args.group.clone(),
         client_id: args.client_id.clone(),
+        ca_file: args.ca_file.clone(),
     };
     let url = args
         .source
@@ -124,6 +130,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Read once, here, so that a CA file that cannot be used stops the start with its path.
+    let tls = if source.uses_tls() || args.ca_file.is_some() {
+        match edge_alerts::tls::client_config(args.ca_file.as_deref()) {
+            Ok(tls) => Some(tls),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -134,15 +152,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &args.postgres {
             Some(config) => {
-                let store = PostgresStore::connect(config, args.schema.as_deref()).await?;
-                serve(&args, source, store, routes).await
+                let store =
+                    PostgresStore::connect(config, args.schema.as_deref(), tls.clone()).await?;
+                serve(&args, source, tls, store, routes).await
             }
             None => {
                 let path = args
                     .sqlite
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("edge-alerts.db"));
-                serve(&args, source, SqliteStore::open(&path)?, routes).await
+                serve(&args, source, tls, SqliteStore::open(&path)?, routes).await
             }
         }
     });
@@ -158,6 +177,7 @@ fn main() -> ExitCode {
 async fn serve<S: Store>(
     args: &Args,
     source: SourceConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     store: S,
     routes: Arc<Routes>,
 ) -> Result<(), StoreError> {
@@ -167,8 +187,10 @@ async fn serve<S: Store>(
     let queued = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let store = Arc::new(store);
+    let tls = tls.filter(|_| source.uses_tls());
     let task = tokio::spawn(consumer::run(
         source,
+        tls,
         Arc::clone(&store),
         Arc::clone(&stats),
         Outlets {

@@ -55,6 +55,9 @@ pub enum AmqpSourceError {
     /// The broker ended the consumer (the queue was deleted, the connection closed).
     #[error("the broker ended the consumer on queue `{0}`")]
     Ended(String),
+    /// The CA file cannot be used.
+    #[error("failed to read the CA certificates")]
+    Tls(#[source] crate::tls::TlsError),
 }
 
 /// What identifies a delivery: its acker, and the connection it came on.
@@ -169,11 +172,20 @@ async fn session(
             source,
         }
     };
-    let connection = Connection::connect(
-        &config.uri,
-        ConnectionProperties::default().with_connection_name("edge-alerts".into()),
-    )
-    .await
+    let properties = ConnectionProperties::default().with_connection_name("edge-alerts".into());
+    // The CA file's certificates are added to the system's roots (lapin's rustls set-up).
+    let connection = match &config.ca_file {
+        Some(path) => {
+            let chain = crate::tls::ca_chain(path).map_err(AmqpSourceError::Tls)?;
+            let runtime = lapin::runtime::default_runtime().map_err(failed("start a runtime"))?;
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(chain),
+            };
+            Connection::connect_with_config(&config.uri, properties, tls, runtime).await
+        }
+        None => Connection::connect(&config.uri, properties).await,
+    }
     .map_err(failed("connect"))?;
     let channel = connection
         .create_channel()

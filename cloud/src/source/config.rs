@@ -3,10 +3,14 @@
 //!
 //! | URL | backbone |
 //! |---|---|
-//! | `mqtt://host:port` | MQTT (what `--host`/`--port` say when `--source` is not given) |
-//! | `nats://host:port`, `nats://user:pass@host:port` | NATS JetStream |
-//! | `amqp://user:pass@host:port/vhost` | AMQP 0.9.1 (RabbitMQ); the vhost URL-encoded (`%2f` for `/`), optional |
+//! | `mqtt://[user:pass@]host:port`, `mqtts://…` (TLS) | MQTT (what `--host`/`--port` say when `--source` is not given) |
+//! | `nats://[user:pass@]host:port`, `tls://…` (TLS) | NATS JetStream |
+//! | `amqp://user:pass@host:port/vhost`, `amqps://…` (TLS) | AMQP 0.9.1 (RabbitMQ); the vhost URL-encoded (`%2f` for `/`), optional |
+//!
+//! Credentials in a URL are percent-decoded (`%40` for `@`). Over TLS the broker's certificate
+//! is checked against `--ca-file`, or the system's trust roots ([`crate::tls`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The group that shares the work when none is named (NATS durable consumer, AMQP queue).
@@ -15,8 +19,10 @@ pub const DEFAULT_GROUP: &str = "edge-alerts";
 /// Why the source given on the command line cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
-    /// The URL's scheme is none of `mqtt`, `nats`, `amqp`, `amqps`.
-    #[error("failed to read source `{0}`: expected mqtt://, nats:// or amqp://")]
+    /// The URL's scheme is none of `mqtt`, `mqtts`, `nats`, `tls`, `amqp`, `amqps`.
+    #[error(
+        "failed to read source `{0}`: expected mqtt://, mqtts://, nats://, tls://, amqp:// or amqps://"
+    )]
     Scheme(String),
     /// The URL has no host, or a port that is not a number.
     #[error("failed to read source `{0}`: expected host:port")]
@@ -50,6 +56,9 @@ pub struct SourceOptions {
     pub group: Option<String>,
     /// MQTT: the client id, unique per instance.
     pub client_id: String,
+    /// The CA certificates that a TLS broker's certificate is checked against (none: the
+    /// system's).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where to consume from, validated.
@@ -76,6 +85,12 @@ pub struct MqttSourceConfig {
     pub group: Option<String>,
     /// MQTT client id (unique per instance).
     pub client_id: String,
+    /// User name and password, when the URL has them.
+    pub credentials: Option<(String, String)>,
+    /// `mqtts://`: TLS, checked against `ca_file` (or the system's roots).
+    pub tls: bool,
+    /// The CA certificates for TLS.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A NATS JetStream source.
@@ -93,6 +108,8 @@ pub struct NatsSourceConfig {
     pub durable: String,
     /// How long a delivery may stay unacknowledged before the server delivers it again.
     pub ack_wait: Duration,
+    /// The CA certificates for `tls://`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// An AMQP source.
@@ -104,6 +121,8 @@ pub struct AmqpSourceConfig {
     pub exchange: String,
     /// The durable queue, shared by the instances of the group.
     pub queue: String,
+    /// The CA certificates for `amqps://` (added to the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SourceConfig {
@@ -126,33 +145,27 @@ impl SourceConfig {
             }
         };
         non_empty(&group(), "group")?;
+        let ca_file = options.ca_file.clone();
         match scheme {
-            "mqtt" => {
-                let (host, port) = host_port(rest.trim_end_matches('/'))
-                    .ok_or_else(|| SourceError::Address(redact(url)))?;
+            "mqtt" | "mqtts" => {
+                let (credentials, address) = credentials(url, rest.trim_end_matches('/'))?;
+                let (host, port) =
+                    host_port(address).ok_or_else(|| SourceError::Address(redact(url)))?;
                 non_empty(&options.prefix, "prefix")?;
+                let tls = scheme == "mqtts";
                 Ok(Self::Mqtt(MqttSourceConfig {
                     host,
-                    port: port.unwrap_or(1883),
+                    port: port.unwrap_or(if tls { 8883 } else { 1883 }),
                     prefix: options.prefix.clone(),
                     group: options.group.clone(),
                     client_id: options.client_id.clone(),
+                    credentials,
+                    tls,
+                    ca_file,
                 }))
             }
             "nats" | "tls" => {
-                let rest = rest.trim_end_matches('/');
-                let (credentials, address) = match rest.rsplit_once('@') {
-                    Some((credentials, address)) => {
-                        let (user, password) =
-                            credentials.split_once(':').unwrap_or((credentials, ""));
-                        let decode = |text: &str| {
-                            percent_decode(text)
-                                .ok_or_else(|| SourceError::Credentials(redact(url)))
-                        };
-                        (Some((decode(user)?, decode(password)?)), address)
-                    }
-                    None => (None, rest),
-                };
+                let (credentials, address) = credentials(url, rest.trim_end_matches('/'))?;
                 let (host, port) =
                     host_port(address).ok_or_else(|| SourceError::Address(redact(url)))?;
                 non_empty(&options.stream, "stream")?;
@@ -164,6 +177,7 @@ impl SourceConfig {
                     subject_prefix: options.subject_prefix.clone(),
                     durable: group(),
                     ack_wait: options.ack_wait,
+                    ca_file,
                 }))
             }
             "amqp" | "amqps" => {
@@ -177,19 +191,52 @@ impl SourceConfig {
                     uri: url.to_owned(),
                     exchange: options.exchange.clone(),
                     queue: group(),
+                    ca_file,
                 }))
             }
             _ => Err(SourceError::Scheme(redact(url))),
         }
     }
 
+    /// Whether the broker is reached over TLS (`mqtts://`, `tls://`, `amqps://`).
+    pub fn uses_tls(&self) -> bool {
+        match self {
+            Self::Mqtt(mqtt) => mqtt.tls,
+            Self::Nats(nats) => nats.server.starts_with("tls://"),
+            Self::Amqp(amqp) => amqp.uri.starts_with("amqps://"),
+        }
+    }
+
     /// The broker, for the logs: without credentials.
     pub fn broker(&self) -> String {
         match self {
-            Self::Mqtt(mqtt) => format!("mqtt://{}:{}", mqtt.host, mqtt.port),
+            Self::Mqtt(mqtt) => format!(
+                "{}://{}:{}",
+                if mqtt.tls { "mqtts" } else { "mqtt" },
+                mqtt.host,
+                mqtt.port
+            ),
             Self::Nats(nats) => nats.server.clone(),
             Self::Amqp(amqp) => redact(&amqp.uri),
         }
+    }
+}
+
+/// A user name and password.
+type Login = (String, String);
+
+/// The credentials before the `@` of an authority (`user:pass@host:port`), percent-decoded,
+/// and the address after it.
+fn credentials<'a>(url: &str, authority: &'a str) -> Result<(Option<Login>, &'a str), SourceError> {
+    match authority.rsplit_once('@') {
+        Some((credentials, address)) => {
+            let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+            let decode = |text: &str| {
+                percent_decode(text).ok_or_else(|| SourceError::Credentials(redact(url)))
+            };
+            Ok((Some((decode(user)?, decode(password)?)), address))
+        }
+        None => Ok((None, authority)),
     }
 }
 
@@ -280,6 +327,7 @@ mod tests {
             exchange: "edge".into(),
             group: None,
             client_id: "edge-alerts".into(),
+            ca_file: None,
         }
     }
 
@@ -293,6 +341,26 @@ mod tests {
                 prefix: "edge".into(),
                 group: None,
                 client_id: "edge-alerts".into(),
+                credentials: None,
+                tls: false,
+                ca_file: None,
+            })
+        );
+        let with_ca = SourceOptions {
+            ca_file: Some("/etc/edge/ca.pem".into()),
+            ..options()
+        };
+        assert_eq!(
+            SourceConfig::from_url("mqtts://alerts:s%3Acret@broker.example.com", &with_ca).unwrap(),
+            SourceConfig::Mqtt(MqttSourceConfig {
+                host: "broker.example.com".into(),
+                port: 8883,
+                prefix: "edge".into(),
+                group: None,
+                client_id: "edge-alerts".into(),
+                credentials: Some(("alerts".into(), "s:cret".into())),
+                tls: true,
+                ca_file: Some("/etc/edge/ca.pem".into()),
             })
         );
         assert_eq!(
@@ -304,6 +372,7 @@ mod tests {
                 subject_prefix: "edge".into(),
                 durable: "edge-alerts".into(),
                 ack_wait: Duration::from_secs(30),
+                ca_file: None,
             })
         );
         let grouped = SourceOptions {
@@ -324,6 +393,7 @@ mod tests {
                 uri: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
                 exchange: "edge".into(),
                 queue: "alerts".into(),
+                ca_file: None,
             })
         );
         assert!(SourceConfig::from_url("amqp://rabbit", &options()).is_ok());
@@ -348,6 +418,10 @@ mod tests {
             (
                 "nats://u:secret@:4222",
                 SourceError::Address("nats://u:***@:4222".into()),
+            ),
+            (
+                "mqtt://u:secret@:1883",
+                SourceError::Address("mqtt://u:***@:1883".into()),
             ),
             (
                 "nats://u:se%zzt@h:4222",

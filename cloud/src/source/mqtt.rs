@@ -10,10 +10,11 @@
 //! retries it) and, at a stop, left unacknowledged for the broker to deliver again after a
 //! reconnect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use edge_schema::Address;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 
 use super::config::MqttSourceConfig;
@@ -49,14 +50,25 @@ impl Settle for MqttSettler {
     }
 }
 
-/// Connects (and reconnects, in its own task) to the broker of `config` and subscribes.
-pub fn start(config: MqttSourceConfig, _shutdown: watch::Receiver<bool>) -> Started<MqttSettler> {
+/// Connects (and reconnects, in its own task) to the broker of `config` and subscribes; over
+/// TLS with `tls` (for `mqtts://`).
+pub fn start(
+    config: MqttSourceConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    _shutdown: watch::Receiver<bool>,
+) -> Started<MqttSettler> {
     let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
     options.set_keep_alive(Duration::from_secs(30));
     // A persistent session: what arrives while this instance is away waits for it.
     options.set_clean_session(false);
     options.set_manual_acks(true);
     options.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((user, password)) = &config.credentials {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
     let (client, mut event_loop) = AsyncClient::new(options, 1024);
     let shared = |filter: String| match &config.group {
         Some(group) => format!("$share/{group}/{filter}"),

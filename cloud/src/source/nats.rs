@@ -121,11 +121,21 @@ impl Settle for NatsSettler {
 }
 
 /// Connects to the server of `config` and consumes, reconnecting and setting up again with a
-/// backoff whatever fails, in a task of its own.
-pub fn start(config: NatsSourceConfig, shutdown: watch::Receiver<bool>) -> Started<NatsSettler> {
+/// backoff whatever fails, in a task of its own; over TLS with `tls` (for `tls://`).
+pub fn start(
+    config: NatsSourceConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    shutdown: watch::Receiver<bool>,
+) -> Started<NatsSettler> {
     let (deliveries, incoming) = mpsc::unbounded_channel();
     let client = Arc::new(OnceLock::new());
-    let task = tokio::spawn(receive(config, Arc::clone(&client), deliveries, shutdown));
+    let task = tokio::spawn(receive(
+        config,
+        tls,
+        Arc::clone(&client),
+        deliveries,
+        shutdown,
+    ));
     Started {
         incoming,
         settler: NatsSettler { client },
@@ -135,13 +145,22 @@ pub fn start(config: NatsSourceConfig, shutdown: watch::Receiver<bool>) -> Start
 
 async fn receive(
     config: NatsSourceConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     connected: Arc<OnceLock<async_nats::Client>>,
     deliveries: mpsc::UnboundedSender<Delivery<Acker>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let error = match session(&config, &connected, &deliveries, &mut backoff).await {
+        let error = match session(
+            &config,
+            tls.as_deref(),
+            &connected,
+            &deliveries,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(error) => error,
         };
@@ -162,6 +181,7 @@ async fn receive(
 /// gone (nothing more to do).
 async fn session(
     config: &NatsSourceConfig,
+    tls: Option<&rustls::ClientConfig>,
     connected: &OnceLock<async_nats::Client>,
     deliveries: &mpsc::UnboundedSender<Delivery<Acker>>,
     backoff: &mut Backoff,
@@ -175,6 +195,11 @@ async fn session(
                 .max_reconnects(None);
             if let Some((user, password)) = &config.credentials {
                 options = options.user_and_password(user.clone(), password.clone());
+            }
+            if let Some(tls) = tls {
+                options = options
+                    .require_tls(true)
+                    .tls_client_config(rustls::ClientConfig::clone(tls));
             }
             // Returns at once: the client connects (and reconnects) in the background.
             let client = options

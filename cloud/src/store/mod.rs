@@ -8,6 +8,15 @@
 //! ([`Applied::Duplicate`]); two instances racing on the same message both try the insert, and
 //! the database's unique key lets exactly one of them apply it.
 //!
+//! # Gateways kept apart
+//! A key is unique only within its gateway (two gateways' devices may share names, so their
+//! events share ids): `seen` is keyed by `(gateway, key)`, and devices and history by
+//! `(gateway, device)`. Alerts are keyed by id alone, which is safe because the consumer
+//! accepts an alert only with an id of its own gateway ([`edge_schema::is_alert_id_of`]).
+//! A store written by a release that keyed `seen` by the key alone keeps that table as
+//! `seen_unscoped` and still counts its keys as seen, so nothing consumed before the upgrade is
+//! applied again when the broker redelivers it.
+//!
 //! # Alerts out of order
 //! A `resolved` may arrive before its `firing` (redelivery after a reconnect, two instances).
 //! Each transition fills its own columns (`fired_at`, `value` / `resolved_at`,
@@ -235,11 +244,13 @@ impl StoreError {
     }
 }
 
-/// The server's own message when there is one ("db error" alone says little).
+/// The server's own message when there is one ("db error" alone says little), or the cause
+/// ("error performing TLS handshake" alone does not say that the certificate was refused).
 fn describe_postgres(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+    match (error.as_db_error(), std::error::Error::source(error)) {
+        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+        (None, Some(cause)) => format!("{error}: {cause}"),
+        (None, None) => error.to_string(),
     }
 }
 
@@ -331,7 +342,11 @@ pub trait Store: Send + Sync + 'static {
 
 /// The schema, in SQL both backends take.
 pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS seen (
+    gateway TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (gateway, key)
+);
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY,
     gateway TEXT NOT NULL,
@@ -381,7 +396,13 @@ CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due_at);
 /// Statements shared by both backends. `$n` placeholders work in both, but SQLite numbers them
 /// by first appearance, not by `n`: each statement uses them in increasing order.
 pub(crate) mod sql {
-    pub(crate) const SEEN: &str = "INSERT INTO seen (key) VALUES ($1) ON CONFLICT DO NOTHING";
+    pub(crate) const SEEN: &str =
+        "INSERT INTO seen (gateway, key) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+    /// Whether a release that did not scope keys by gateway saw `key` (see the module's doc).
+    pub(crate) const SEEN_UNSCOPED: &str = "SELECT 1 FROM seen_unscoped WHERE key = $1";
+    /// Moves an unscoped `seen` table aside, with its primary key's index (PostgreSQL names
+    /// indexes per schema, and the new table's would clash).
+    pub(crate) const SET_ASIDE_UNSCOPED: &str = "ALTER TABLE seen RENAME TO seen_unscoped";
     pub(crate) const DEVICE: &str = "INSERT INTO devices (gateway, device, last_seen, readings)
         VALUES ($1, $2, $3, $4)
         ON CONFLICT (gateway, device) DO UPDATE

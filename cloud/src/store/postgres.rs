@@ -1,7 +1,15 @@
 //! The shared backend: PostgreSQL, for several `edge-alerts` instances consuming one shared
 //! subscription. The database's unique keys make each message stored exactly once.
+//!
+//! With `sslmode=require` in the connection string the connection is TLS (rustls), and the
+//! server's certificate is checked against `--ca-file` (or the system's trust roots) and its
+//! name against the host: stricter than libpq's `require`, which checks neither. Without it the
+//! connection is plain.
+
+use std::sync::Arc;
 
 use tokio::sync::Mutex;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
@@ -20,6 +28,7 @@ const SCHEMA_LOCK: i64 = 0x0edc_a1e7;
 pub struct PostgresStore {
     config: String,
     schema: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     connection: Mutex<Connection>,
 }
 
@@ -31,11 +40,28 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(config: &str, schema: Option<&str>) -> Result<Self, StoreError> {
-        let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+    async fn open(
+        config: &str,
+        schema: Option<&str>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, StoreError> {
+        let parsed: tokio_postgres::Config = config.parse()?;
+        let client = if parsed.get_ssl_mode() == SslMode::Require {
+            let tls = match tls {
+                Some(tls) => Arc::clone(tls),
+                None => crate::tls::client_config(None)
+                    .map_err(|error| StoreError::Setup(error.to_string()))?,
+            };
+            let tls =
+                tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(&tls));
+            let (client, connection) = parsed.connect(tls).await?;
+            tokio::spawn(connection);
+            client
+        } else {
+            let (client, connection) = parsed.connect(NoTls).await?;
+            tokio::spawn(connection);
+            client
+        };
         // Instances starting together would race creating the same schema and tables: one at
         // a time, under an advisory lock.
         client
@@ -50,26 +76,56 @@ impl Connection {
                     ))
                     .await?;
             }
-            client.batch_execute(SCHEMA).await
+            let columns = client
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = 'seen'",
+                    &[],
+                )
+                .await?;
+            let column = |row: &Row| row.get::<_, String>(0);
+            if !columns.is_empty() && !columns.iter().any(|row| column(row) == "gateway") {
+                client
+                    .batch_execute(&format!(
+                        "{}; ALTER INDEX IF EXISTS seen_pkey RENAME TO seen_unscoped_pkey;",
+                        sql::SET_ASIDE_UNSCOPED
+                    ))
+                    .await?;
+            }
+            client.batch_execute(SCHEMA).await?;
+            let unscoped = client
+                .query_one(
+                    "SELECT count(*) > 0 FROM information_schema.tables
+                     WHERE table_schema = current_schema() AND table_name = 'seen_unscoped'",
+                    &[],
+                )
+                .await?;
+            Ok::<bool, tokio_postgres::Error>(unscoped.get(0))
         }
         .await;
         client
             .batch_execute(&format!("SELECT pg_advisory_unlock({SCHEMA_LOCK})"))
             .await?;
-        created?;
-        let statements = Statements::prepare(&client).await?;
+        let unscoped = created?;
+        let statements = Statements::prepare(&client, unscoped).await?;
         Ok(Self { client, statements })
     }
 }
 
 impl PostgresStore {
     /// Connects with `config` (e.g. `host=127.0.0.1 user=postgres dbname=alerts`) and creates
-    /// the schema if needed, in `schema` when given (it is created too).
-    pub async fn connect(config: &str, schema: Option<&str>) -> Result<Self, StoreError> {
-        let connection = Connection::open(config, schema).await?;
+    /// the schema if needed, in `schema` when given (it is created too). With `sslmode=require`
+    /// the server's certificate is checked against `tls`'s roots (the system's when `None`).
+    pub async fn connect(
+        config: &str,
+        schema: Option<&str>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, StoreError> {
+        let connection = Connection::open(config, schema, tls.as_ref()).await?;
         Ok(Self {
             config: config.to_owned(),
             schema: schema.map(str::to_owned),
+            tls,
             connection: Mutex::new(connection),
         })
     }
@@ -80,7 +136,8 @@ impl PostgresStore {
         let mut connection = self.connection.lock().await;
         if connection.client.is_closed() {
             tracing::warn!("the PostgreSQL connection closed; reconnecting");
-            *connection = Connection::open(&self.config, self.schema.as_deref()).await?;
+            *connection =
+                Connection::open(&self.config, self.schema.as_deref(), self.tls.as_ref()).await?;
         }
         Ok(connection)
     }
@@ -108,6 +165,8 @@ fn alert(row: &Row) -> Alert {
 #[derive(Debug)]
 struct Statements {
     seen: Statement,
+    /// Set when the store was written by a release that did not scope keys by gateway.
+    seen_unscoped: Option<Statement>,
     record: Statement,
     device: Statement,
     firing: Statement,
@@ -117,9 +176,14 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+    async fn prepare(client: &Client, unscoped: bool) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
             seen: client.prepare(sql::SEEN).await?,
+            seen_unscoped: if unscoped {
+                Some(client.prepare(sql::SEEN_UNSCOPED).await?)
+            } else {
+                None
+            },
             record: client.prepare(sql::RECORD).await?,
             device: client.prepare(sql::DEVICE).await?,
             firing: client.prepare(sql::FIRING).await?,
@@ -139,10 +203,16 @@ async fn apply_one(
 ) -> Result<Applied, StoreError> {
     let Pending { message, notify } = pending;
     let key = message.key();
-    if let Some(key) = &key
-        && tx.execute(&statements.seen, &[key]).await? == 0
-    {
-        return Ok(Applied::Duplicate);
+    if let Some(key) = &key {
+        let gateway = message.gateway();
+        if tx.execute(&statements.seen, &[&gateway, key]).await? == 0 {
+            return Ok(Applied::Duplicate);
+        }
+        if let Some(unscoped) = &statements.seen_unscoped
+            && !tx.query(unscoped, &[key]).await?.is_empty()
+        {
+            return Ok(Applied::Duplicate);
+        }
     }
     let changed = match message {
         Message::Event(event) => {

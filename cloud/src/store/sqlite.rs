@@ -16,6 +16,8 @@ use crate::message::{AlertState, Message};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The store was written by a release that did not scope keys by gateway.
+    unscoped: bool,
 }
 
 impl SqliteStore {
@@ -27,9 +29,22 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
         )?;
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('seen')")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !columns.is_empty() && !columns.iter().any(|column| column == "gateway") {
+            conn.execute_batch(sql::SET_ASIDE_UNSCOPED)?;
+        }
         conn.execute_batch(SCHEMA)?;
+        let unscoped = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'seen_unscoped'",
+            [],
+            |row| row.get(0),
+        )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            unscoped,
         })
     }
 
@@ -52,11 +67,19 @@ fn apply_one(
     tx: &rusqlite::Transaction<'_>,
     pending: &Pending,
     now_ms: i64,
+    unscoped: bool,
 ) -> Result<Applied, StoreError> {
     let Pending { message, notify } = pending;
     let key = message.key();
     if let Some(key) = &key
-        && tx.prepare_cached(sql::SEEN)?.execute([key])? == 0
+        && (tx
+            .prepare_cached(sql::SEEN)?
+            .execute(params![message.gateway(), key])?
+            == 0
+            || unscoped
+                && tx
+                    .prepare_cached(sql::SEEN_UNSCOPED)?
+                    .exists(params![key])?)
     {
         return Ok(Applied::Duplicate);
     }
@@ -121,11 +144,12 @@ fn apply_one(
 impl Store for SqliteStore {
     async fn apply_all(&self, batch: &[Pending], now_ms: i64) -> Result<Vec<Applied>, StoreError> {
         let batch = batch.to_vec();
+        let unscoped = self.unscoped;
         self.with(move |conn| {
             let tx = conn.transaction()?;
             let applied = batch
                 .iter()
-                .map(|pending| apply_one(&tx, pending, now_ms))
+                .map(|pending| apply_one(&tx, pending, now_ms, unscoped))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
             Ok(applied)

@@ -248,7 +248,71 @@ async fn suite(store: impl Store) {
     history(&store).await;
     outbox(&store).await;
     batches(&store).await;
+    gateways_apart(&store).await;
 }
+
+/// The same event id from two gateways is two events: one gateway cannot shadow another's.
+async fn gateways_apart(store: &impl Store) {
+    let from = |gateway: &str| {
+        let Message::Event(mut event) = event("shared", 1, 7000, 19.0) else {
+            unreachable!("an event");
+        };
+        event.gateway = gateway.into();
+        Message::Event(event)
+    };
+    for gateway in ["gw-a", "gw-b"] {
+        assert_eq!(
+            store.apply(&from(gateway), 0, &[]).await.expect("apply"),
+            Applied::New,
+            "{gateway}"
+        );
+        assert_eq!(
+            store.apply(&from(gateway), 0, &[]).await.expect("apply"),
+            Applied::Duplicate,
+            "{gateway}"
+        );
+    }
+    let shared: Vec<String> = store
+        .devices()
+        .await
+        .expect("devices")
+        .into_iter()
+        .filter(|device| device.device == "shared")
+        .map(|device| device.gateway)
+        .collect();
+    assert_eq!(shared, ["gw-a", "gw-b"]);
+}
+
+/// A store written before keys were scoped by gateway: what it saw stays seen, and event `seq`
+/// of `d1`, new, is stored once.
+async fn after_an_upgrade(store: &impl Store, seq: u32) {
+    assert_eq!(
+        store
+            .apply(&event("d1", 1, 100, 20.0), 0, &[])
+            .await
+            .expect("apply"),
+        Applied::Duplicate,
+        "seen before the upgrade"
+    );
+    assert_eq!(
+        store
+            .apply(&event("d1", seq, 200, 20.0), 0, &[])
+            .await
+            .expect("apply"),
+        Applied::New
+    );
+    assert_eq!(
+        store
+            .apply(&event("d1", seq, 200, 20.0), 0, &[])
+            .await
+            .expect("apply"),
+        Applied::Duplicate
+    );
+}
+
+/// The tables as a release that did not scope keys by gateway left them.
+const UNSCOPED: &str = "CREATE TABLE seen (key TEXT PRIMARY KEY);
+    INSERT INTO seen (key) VALUES ('d1:1:1');";
 
 /// A batch is applied in order, each message once, repeats within it included.
 async fn batches(store: &impl Store) {
@@ -407,10 +471,43 @@ async fn sqlite_keeps_the_contract() {
     );
 }
 
+#[tokio::test]
+async fn sqlite_keeps_what_it_saw_before_keys_were_scoped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("alerts.db");
+    rusqlite::Connection::open(&path)
+        .and_then(|conn| conn.execute_batch(UNSCOPED))
+        .expect("an unscoped store");
+    after_an_upgrade(&SqliteStore::open(&path).expect("open"), 2).await;
+    after_an_upgrade(&SqliteStore::open(&path).expect("reopen"), 3).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_what_it_saw_before_keys_were_scoped() {
+    let schema = format!("edge_alerts_test_{}", rand::random::<u32>());
+    let (client, connection) = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\"; {UNSCOPED}"
+        ))
+        .await
+        .expect("an unscoped store");
+    for seq in [2, 3] {
+        let store = PostgresStore::connect(POSTGRES, Some(&schema), None)
+            .await
+            .expect("open");
+        after_an_upgrade(&store, seq).await;
+    }
+    drop_schema(&schema).await;
+}
+
 /// A store in a fresh schema; the schema is dropped when the returned guard's test ends.
 async fn postgres_store() -> (PostgresStore, String) {
     let schema = format!("edge_alerts_test_{}", rand::random::<u32>());
-    let store = PostgresStore::connect(POSTGRES, Some(&schema))
+    let store = PostgresStore::connect(POSTGRES, Some(&schema), None)
         .await
         .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, database test)");
     (store, schema)
@@ -439,6 +536,7 @@ async fn postgres_reconnects_after_the_server_drops_the_connection() {
     let store = PostgresStore::connect(
         &format!("{POSTGRES} application_name={schema}"),
         Some(&schema),
+        None,
     )
     .await
     .expect("connect");
@@ -515,7 +613,7 @@ async fn postgres_reconnects_after_the_server_drops_the_connection() {
 #[tokio::test]
 async fn two_postgres_instances_store_each_message_exactly_once() {
     let (first, schema) = postgres_store().await;
-    let second = PostgresStore::connect(POSTGRES, Some(&schema))
+    let second = PostgresStore::connect(POSTGRES, Some(&schema), None)
         .await
         .expect("connect");
     let messages: Vec<Message> = (0..200)

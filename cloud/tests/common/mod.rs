@@ -79,12 +79,32 @@ pub fn edge_alerts_with(args: &[&str], log: &std::path::Path) -> Running {
 
 /// Publishes `messages` (topic, payload) at QoS 1 and waits for every PUBACK.
 pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
+    publish_as(port, None, messages);
+}
+
+/// Publishes `messages` like [`publish`], logged in as `login` (user, password) when given.
+pub fn publish_as(port: u16, login: Option<(&str, &str)>, messages: &[(String, Vec<u8>)]) {
+    if let Err(error) = try_publish_as(port, login, messages) {
+        panic!("publisher failed: {error}");
+    }
+}
+
+/// Publishes `messages` like [`publish_as`]; `Err` if the broker closes the connection (as
+/// Mosquitto does to a publish its access control denies) before acknowledging them all.
+pub fn try_publish_as(
+    port: u16,
+    login: Option<(&str, &str)>,
+    messages: &[(String, Vec<u8>)],
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let options = MqttOptions::new(format!("gw-{}", free_port()), "127.0.0.1", port);
+        let mut options = MqttOptions::new(format!("gw-{}", free_port()), "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut event_loop) = AsyncClient::new(options, messages.len() + 10);
         for (topic, payload) in messages {
             // Gateways retain their status.
@@ -99,10 +119,11 @@ pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
             match tokio::time::timeout(Duration::from_secs(20), event_loop.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
                 Ok(Ok(_)) => {}
-                other => panic!("publisher failed: {other:?}"),
+                other => return Err(format!("{other:?}")),
             }
         }
-    });
+        Ok(())
+    })
 }
 
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
