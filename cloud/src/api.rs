@@ -13,17 +13,24 @@
 //! | `GET /api/devices/{gateway}/{device}/history?limit=120` | a device's recent readings, oldest first |
 //! | `GET /api/stream` | server-sent events: `alert`, `event`, `status`, `ack`, `resync` (see [`crate::live`]) |
 //!
-//! Every route but `/healthz`, `/login` and `/static` needs the token: from programs as
-//! `Authorization: Bearer {token}`, from a browser as the `HttpOnly`, `SameSite=Strict` cookie
-//! that logging in sets (strict same-site also keeps other sites from posting an acknowledgement
-//! with it). Without it: 401.
+//! Every route but `/healthz`, `/login` and `/static` needs the token from programs, as
+//! `Authorization: Bearer {token}`, or a session from a browser: logging in with the token
+//! mints one ([`crate::session`]) and sets its id, never the token, in an `HttpOnly`,
+//! `SameSite=Strict` cookie (strict same-site also keeps other sites from posting an
+//! acknowledgement with it), `Secure` when the dashboard is served over HTTPS. Logging out
+//! revokes it. Without either: 401. Failed logins are throttled per client address (429).
+//!
+//! Every response carries a Content Security Policy that allows only this origin's script and
+//! style, `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
+//! `Referrer-Policy: no-referrer`.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -38,6 +45,7 @@ use crate::consumer::{ConsumerStats, now_ms};
 use crate::live::Change;
 use crate::message::AlertState;
 use crate::notify::NotifyStats;
+use crate::session::{SESSION_LIFETIME, Sessions, Throttle};
 use crate::store::{Alert, AlertFilter, Store};
 
 /// What the routes share.
@@ -55,6 +63,16 @@ pub struct Api<S> {
     pub token: String,
     /// Dashboards connected now.
     pub watchers: AtomicU64,
+    /// The browsers logged in.
+    pub sessions: Sessions,
+    /// Failed logins per client address.
+    pub throttle: Throttle,
+    /// Session cookies are `Secure` whatever the request (`--public-url https://…`).
+    pub secure_cookies: bool,
+    /// Logins refused for a wrong token.
+    pub logins_refused: AtomicU64,
+    /// Logins refused unheard because their address failed too often.
+    pub logins_throttled: AtomicU64,
 }
 
 impl<S> Api<S> {
@@ -73,16 +91,32 @@ impl<S> Api<S> {
             changes,
             token,
             watchers: AtomicU64::new(0),
+            sessions: Sessions::default(),
+            throttle: Throttle::default(),
+            secure_cookies: false,
+            logins_refused: AtomicU64::new(0),
+            logins_throttled: AtomicU64::new(0),
         }
+    }
+
+    /// Session cookies `Secure` on every response (the dashboard is reached over HTTPS, through
+    /// a proxy that terminates TLS), not only on requests that say they came over HTTPS.
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 }
 
-/// The cookie that carries the token in a browser.
-const SESSION_COOKIE: &str = "edge_alerts_token";
+/// The cookie that carries a browser's session id.
+const SESSION_COOKIE: &str = "edge_alerts_session";
 /// The cookie with the name the user logged in as (read by the page, for acknowledgements).
 const USER_COOKIE: &str = "edge_alerts_user";
 /// How long a browser stays logged in.
-const SESSION_SECONDS: u64 = 7 * 24 * 3600;
+const SESSION_SECONDS: u64 = SESSION_LIFETIME.as_secs();
+/// What the dashboard may load and do: its own script, style and API, nothing inline, no frame.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+     frame-ancestors 'none'";
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const LOGIN_HTML: &str = include_str!("dashboard/login.html");
@@ -107,7 +141,7 @@ pub fn app<S: Store>(api: Arc<Api<S>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/login", get(login_page).post(login::<S>))
-        .route("/logout", post(logout))
+        .route("/logout", post(logout::<S>))
         .route(
             "/static/app.js",
             get(|| async { asset("text/javascript", APP_JS) }),
@@ -117,7 +151,21 @@ pub fn app<S: Store>(api: Arc<Api<S>>) -> Router {
             get(|| async { asset("text/css", STYLE_CSS) }),
         )
         .merge(protected)
+        .layer(middleware::map_response(security_headers))
         .with_state(api)
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -131,26 +179,27 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Whether a request carries the token: as its bearer header, or as its session cookie
-/// (which holds the token percent-encoded).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    if let Some(bearer) = bearer {
-        return constant_time_eq(bearer.as_bytes(), token.as_bytes());
-    }
-    let encoded = percent_encode(token);
+/// The session id in a request's cookie, if any.
+fn session_id(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| {
-            name == SESSION_COOKIE && constant_time_eq(value.as_bytes(), encoded.as_bytes())
-        })
+        .find_map(|(name, value)| (name == SESSION_COOKIE).then_some(value))
+}
+
+/// Whether a request carries the token as its bearer header, or a live session's cookie.
+fn authorized<S>(api: &Api<S>, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if let Some(bearer) = bearer {
+        return constant_time_eq(bearer.as_bytes(), api.token.as_bytes());
+    }
+    session_id(headers).is_some_and(|id| api.sessions.get(id, Instant::now()).is_some())
 }
 
 async fn authorize<S: Store>(
@@ -158,7 +207,7 @@ async fn authorize<S: Store>(
     request: Request,
     next: Next,
 ) -> Response {
-    if authorized(request.headers(), &api.token) {
+    if authorized(&api, request.headers()) {
         return next.run(request).await;
     }
     if request.uri().path() == "/" {
@@ -193,7 +242,42 @@ struct Login {
     token: String,
 }
 
-async fn login<S: Store>(State(api): State<Arc<Api<S>>>, form: Option<Form<Login>>) -> Response {
+/// Whether cookies set in answer to a request with `headers` must be `Secure`: always with
+/// `--public-url https://…`, else when a proxy says the request came over HTTPS.
+fn secure<S>(api: &Api<S>, headers: &HeaderMap) -> &'static str {
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    if api.secure_cookies || forwarded_https {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+async fn login<S: Store>(
+    State(api): State<Arc<Api<S>>>,
+    peer: Option<ConnectInfo<SocketAddr>>,
+    headers: HeaderMap,
+    form: Option<Form<Login>>,
+) -> Response {
+    let address = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip());
+    let now = Instant::now();
+    if let Some(wait) = api.throttle.wait(address, now) {
+        api.logins_throttled.fetch_add(1, Ordering::Relaxed);
+        let seconds = wait.as_secs().max(1);
+        let mut response = login_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many failed logins: try again in {seconds} s."
+            )),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let Some(Form(Login { name, token })) = form else {
         return login_form(
             StatusCode::BAD_REQUEST,
@@ -205,14 +289,19 @@ async fn login<S: Store>(State(api): State<Arc<Api<S>>>, form: Option<Form<Login
         return login_form(StatusCode::BAD_REQUEST, Some("Enter your name."));
     }
     if !constant_time_eq(token.trim().as_bytes(), api.token.as_bytes()) {
+        api.throttle.failed(address, now);
+        api.logins_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%address, "a login with a wrong token");
         return login_form(StatusCode::UNAUTHORIZED, Some("That token is not valid."));
     }
+    api.throttle.succeeded(address);
+    let id = api.sessions.mint(name, now);
+    let secure = secure(&api, &headers);
     let session = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}",
-        percent_encode(&api.token)
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}"
     );
     let user = format!(
-        "{USER_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={SESSION_SECONDS}",
+        "{USER_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}",
         percent_encode(name)
     );
     (
@@ -222,16 +311,21 @@ async fn login<S: Store>(State(api): State<Arc<Api<S>>>, form: Option<Form<Login
         .into_response()
 }
 
-async fn logout() -> Response {
+/// Ends the browser's session on the server, and clears its cookies.
+async fn logout<S: Store>(State(api): State<Arc<Api<S>>>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers) {
+        api.sessions.revoke(id);
+    }
+    let secure = secure(&api, &headers);
     (
         AppendHeaders([
             (
                 header::SET_COOKIE,
-                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
             ),
             (
                 header::SET_COOKIE,
-                format!("{USER_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0"),
+                format!("{USER_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0{secure}"),
             ),
         ]),
         Redirect::to("/login"),
@@ -482,6 +576,16 @@ async fn metrics<S: Store>(State(api): State<Arc<Api<S>>>) -> Response {
             "edge_alerts_store_rejected_total",
             "Messages the store refuses for their data (also in refused), skipped.",
             &stats.store_rejected,
+        ),
+        (
+            "edge_alerts_logins_refused_total",
+            "Dashboard logins refused for a wrong token.",
+            &api.logins_refused,
+        ),
+        (
+            "edge_alerts_logins_throttled_total",
+            "Dashboard logins refused unheard: their address failed too often.",
+            &api.logins_throttled,
         ),
     ] {
         out.push_str(&format!(
@@ -823,7 +927,8 @@ mod tests {
         assert!(body.contains("That token is not valid."), "{body}");
         assert!(headers.get(header::SET_COOKIE).is_none());
 
-        // The right one: a redirect to the page with an HttpOnly, same-site session cookie.
+        // The right one: a redirect to the page with an HttpOnly, same-site session cookie
+        // that holds a random session id, not the token.
         let (status, headers, _) = send(&app, login_request("Ana+Mar%C3%ADa", "s3cret")).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         let cookies: Vec<&str> = headers
@@ -833,9 +938,23 @@ mod tests {
             .collect();
         let session = cookies
             .iter()
-            .find(|cookie| cookie.starts_with("edge_alerts_token="))
+            .find(|cookie| cookie.starts_with("edge_alerts_session="))
             .unwrap();
         assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+        assert!(!session.contains("Secure"), "plain HTTP: {session}");
+        assert!(
+            cookies.iter().all(|cookie| !cookie.contains("s3cret")),
+            "{cookies:?}"
+        );
+        let id = session
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("edge_alerts_session=");
+        assert!(
+            id.len() == 64 && id.bytes().all(|byte| byte.is_ascii_hexdigit()),
+            "{id}"
+        );
         assert!(
             cookies.contains(
                 &"edge_alerts_user=Ana%20Mar%C3%ADa; Path=/; SameSite=Strict; Max-Age=604800"
@@ -854,20 +973,29 @@ mod tests {
             .await;
             assert_eq!(status, StatusCode::OK, "{uri}");
         }
-        // A forged cookie is no session.
-        let (status, _, _) = send(
+        // A forged cookie is no session, nor is the token put in the cookie.
+        for forged in ["edge_alerts_session=00ff", "edge_alerts_session=s3cret"] {
+            let (status, _, _) = send(
+                &app,
+                Request::get("/api/alerts")
+                    .header(header::COOKIE, forged)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{forged}");
+        }
+
+        // Logging out clears both cookies and revokes the session: the same cookie, kept by
+        // someone who copied it, opens nothing.
+        let (status, headers, _) = send(
             &app,
-            Request::get("/api/alerts")
-                .header(header::COOKIE, "edge_alerts_token=s3cre")
+            Request::post("/logout")
+                .header(header::COOKIE, cookie)
                 .body(Body::empty())
                 .unwrap(),
         )
         .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-
-        // Logging out clears both cookies.
-        let (status, headers, _) =
-            send(&app, Request::post("/logout").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert!(
             headers
@@ -875,6 +1003,126 @@ mod tests {
                 .iter()
                 .all(|value| value.to_str().unwrap().contains("Max-Age=0"))
         );
+        let (status, _, _) = send(
+            &app,
+            Request::get("/api/alerts")
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked session");
+    }
+
+    #[tokio::test]
+    async fn failed_logins_are_throttled_and_counted() {
+        let (_dir, app) = api().await;
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            statuses.push(send(&app, login_request("eve", "guess")).await.0);
+        }
+        let allowed = crate::session::FAILURES_ALLOWED as usize;
+        assert!(
+            statuses[..allowed]
+                .iter()
+                .all(|status| *status == StatusCode::UNAUTHORIZED),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses[allowed..]
+                .iter()
+                .all(|status| *status == StatusCode::TOO_MANY_REQUESTS),
+            "{statuses:?}"
+        );
+        // Throttled, even the right token is not heard.
+        let (status, headers, body) = send(&app, login_request("eve", "s3cret")).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(headers.get(header::RETRY_AFTER).is_some());
+        assert!(headers.get(header::SET_COOKIE).is_none());
+        assert!(body.contains("Too many failed logins"), "{body}");
+        let (_, metrics) = call(&app, "GET", "/metrics", Some("s3cret"), "").await;
+        assert!(
+            metrics.contains("edge_alerts_logins_refused_total 5")
+                && metrics.contains("edge_alerts_logins_throttled_total 16"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn session_cookies_are_secure_over_https() {
+        let (_dir, app) = api().await;
+        let mut request = login_request("ana", "s3cret");
+        request
+            .headers_mut()
+            .insert("x-forwarded-proto", "https".parse().unwrap());
+        let (_, headers, _) = send(&app, request).await;
+        assert!(
+            headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .all(|value| value.to_str().unwrap().ends_with("; Secure")),
+            "{headers:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("a.db")).unwrap());
+        let (changes, _) = broadcast::channel(1);
+        let public = super::app(Arc::new(
+            Api::new(
+                store,
+                Arc::default(),
+                Arc::default(),
+                changes,
+                "s3cret".into(),
+            )
+            .with_secure_cookies(true),
+        ));
+        let (_, headers, _) = send(&public, login_request("ana", "s3cret")).await;
+        let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies.len(), 2);
+        assert!(
+            cookies
+                .iter()
+                .all(|value| value.to_str().unwrap().ends_with("; Secure")),
+            "{cookies:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_the_security_headers() {
+        let (_dir, app) = api().await;
+        for (uri, token) in [
+            ("/", None),
+            ("/", Some("s3cret")),
+            ("/login", None),
+            ("/static/app.js", None),
+            ("/api/alerts", Some("s3cret")),
+            ("/api/alerts", None),
+            ("/healthz", None),
+        ] {
+            let mut request = Request::get(uri);
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let (_, headers, _) = send(&app, request.body(Body::empty()).unwrap()).await;
+            let csp = headers
+                .get(header::CONTENT_SECURITY_POLICY)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+                "{uri}: {csp}"
+            );
+            assert_eq!(
+                headers.get(header::X_FRAME_OPTIONS).unwrap(),
+                "DENY",
+                "{uri}"
+            );
+            assert_eq!(
+                headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+                "nosniff",
+                "{uri}"
+            );
+        }
     }
 
     #[tokio::test]

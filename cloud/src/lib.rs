@@ -11,6 +11,7 @@
 //! - [`source`]: where messages come from — MQTT, NATS JetStream or AMQP (RabbitMQ) — each
 //!   receiving and settling in its own way.
 //! - [`live`]: the changes the dashboard hears of, as server-sent events.
+//! - [`session`]: the dashboard's sessions and the throttle on failed logins.
 //! - [`notify`]: webhook routes and the notifier that posts each alert transition once.
 //! - [`tls`]: the trust roots that brokers' and PostgreSQL's certificates are checked against.
 //! - [`store`]: one small trait, [`store::Store`], with two backends: SQLite (embedded, one
@@ -21,6 +22,7 @@ pub mod consumer;
 pub mod live;
 pub mod message;
 pub mod notify;
+pub mod session;
 pub mod source;
 pub mod store;
 pub mod tls;

@@ -1,5 +1,7 @@
 //! The dashboard in a real browser: headless Chromium logs in, sees an alert published to the
-//! broker appear without a reload, acknowledges it, and sees it resolve.
+//! broker appear without a reload, acknowledges it, and sees it resolve. A device with a clock
+//! gone wrong (a timestamp of 9e15 ms, past what a browser's `Date` holds) shows as bad without
+//! stopping the rest of the page; all of it under the service's Content Security Policy.
 //!
 //! Set `EDGE_SCREENSHOT=path.png` to keep a screenshot of the dashboard as the test leaves it.
 
@@ -68,12 +70,21 @@ async fn the_dashboard_shows_a_new_alert_live_and_acknowledges_it() {
     history.push(transition(
         1, "resolved", "shed-1", "warning", 27.5, 1_200_000,
     ));
+    // A device whose clock is out of any range: its event and its alert's resolution at 9e15.
+    history.push((
+        "edge/greenhouse-gw/devices/bad-clock/events".into(),
+        br#"{"id":"bad-clock:1:1","gateway":"greenhouse-gw","device":"bad-clock","boot":1,"seq":1,"received_at":9000000000000000,"readings":{"temp_c":20.0}}"#.to_vec(),
+    ));
+    history.push((
+        "edge/greenhouse-gw/alerts".into(),
+        br#"{"id":"greenhouse-gw:alert:3","gateway":"greenhouse-gw","rule":"too-hot","device":"bad-clock","state":"resolved","severity":"info","at":9000000000000000,"value":20.0,"event":"bad-clock:1:1","labels":{}}"#.to_vec(),
+    ));
     tokio::task::spawn_blocking(move || publish(port, &history))
         .await
         .expect("publish");
     wait_until("the history stored", Duration::from_secs(20), || {
         let (_, body) = http_get(api, "/api/devices", Some("s3cret"));
-        body.contains("bench-3") && body.contains("shed-1")
+        body.contains("bench-3") && body.contains("shed-1") && body.contains("bad-clock")
     });
 
     let browser = Browser::start().await;
@@ -88,6 +99,27 @@ async fn the_dashboard_shows_a_new_alert_live_and_acknowledges_it() {
         ))
         .await
         .expect("the resolved alert listed");
+    // The out-of-range times show as bad, and every other row is there.
+    let bad = client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css(
+            "[data-alert-id=\"greenhouse-gw:alert:3\"] .bad",
+        ))
+        .await
+        .expect("the alert with a time out of range, shown as bad");
+    assert!(
+        bad.text().await.expect("text").contains("invalid time"),
+        "the bad time is named"
+    );
+    for device in ["bad-clock", "shed-1", "bench-3"] {
+        client
+            .find(Locator::Css(&format!(
+                "[data-device=\"greenhouse-gw/{device}\"]"
+            )))
+            .await
+            .unwrap_or_else(|_| panic!("device {device} listed"));
+    }
 
     // A marker that a reload would wipe.
     client

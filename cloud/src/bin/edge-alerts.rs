@@ -75,6 +75,10 @@ struct Args {
     /// A file holding the token the dashboard and the API ask for.
     #[arg(long, requires = "listen")]
     token_file: Option<PathBuf>,
+    /// The address users reach the dashboard at, e.g. https://alerts.example.com/ (behind a
+    /// proxy that terminates TLS): with https, session cookies are `Secure`.
+    #[arg(long, requires = "listen")]
+    public_url: Option<String>,
     /// The configuration file: webhook routes (`[[route]]`), see docs/cloud.md.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -225,13 +229,22 @@ async fn serve<S: Store>(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|error| StoreError::Setup(format!("failed to listen on {listen}: {error}")))?;
-        let app = api::app(Arc::new(api::Api::new(
-            Arc::clone(&store),
-            Arc::clone(&stats),
-            Arc::clone(&notify_stats),
-            changes.clone(),
-            token,
-        )));
+        let secure = args
+            .public_url
+            .as_deref()
+            .is_some_and(|url| url.to_ascii_lowercase().starts_with("https://"));
+        let app = api::app(Arc::new(
+            api::Api::new(
+                Arc::clone(&store),
+                Arc::clone(&stats),
+                Arc::clone(&notify_stats),
+                changes.clone(),
+                token,
+            )
+            .with_secure_cookies(secure),
+        ))
+        // The client's address, for the throttle on failed logins.
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let stop = async move {

@@ -74,9 +74,13 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+/** Whether `ms` is a time a Date can hold (±8.64e15 ms): devices can send anything. */
+const validTime = (ms) => Number.isFinite(ms) && Math.abs(ms) <= 8.64e15;
+
 /** A <time> showing "3 min ago", absolute time in its title; refreshed by tick(). */
 function timeAgo(ms, prefix = '') {
   if (typeof ms !== 'number') return h('span', { class: 'muted' }, '—');
+  if (!validTime(ms)) return h('span', { class: 'bad', title: `out of range: ${ms}` }, prefix + 'invalid time');
   return h('time', { datetime: new Date(ms).toISOString(), title: fmtAbs(ms),
     'data-ts': ms, 'data-prefix': prefix }, prefix + fmtAgo(ms));
 }
@@ -95,13 +99,22 @@ function reconcile(parent, items, cache, key, sig, create, update) {
     const s = sig(item);
     seen.add(k);
     let entry = cache.get(k);
-    if (!entry) {
-      entry = { el: create(item), sig: null };
+    // One item that cannot be shown (data a device made up) is shown as bad; the rest renders.
+    try {
+      if (!entry || entry.bad) {
+        if (entry) entry.el.remove();
+        entry = { el: create(item), sig: null };
+        cache.set(k, entry);
+      }
+      if (entry.sig !== s) {
+        update(entry.el, item);
+        entry.sig = s;
+      }
+    } catch (error) {
+      if (entry) entry.el.remove();
+      entry = { el: h(parent.tagName === 'UL' ? 'li' : 'div', { class: 'bad-row' },
+        `This item cannot be shown: ${error.message}`), sig: s, bad: true };
       cache.set(k, entry);
-    }
-    if (entry.sig !== s) {
-      update(entry.el, item);
-      entry.sig = s;
     }
     const at = parent.children[i];
     if (at !== entry.el) parent.insertBefore(entry.el, at || null);
