@@ -555,3 +555,200 @@ fn a_login_speaks_only_for_its_own_devices_and_keeps_its_client_id() {
         gateway.log()
     );
 }
+
+/// Client certificates for the device endpoint, beside the test PKI's: `sensor-1` (of the CA),
+/// `stranger` (named `sensor-1`, of another CA), `expired` (of the CA, valid in 2020 only), and
+/// `server-2`, a server certificate for 127.0.0.1 of the other CA (for a rotation).
+fn device_certificates(pki: &Pki) {
+    const KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    for (name, ca, extensions) in [
+        ("sensor-1", "ca", "client_ext"),
+        ("stranger", "other-ca", "client_ext"),
+        ("server-2", "other-ca", "server_ext"),
+    ] {
+        let subject = if name == "stranger" { "sensor-1" } else { name };
+        pki.openssl(&format!(
+            "req -new -config pki.cnf {KEY} -keyout {name}.key -out {name}.csr -subj /CN={subject}"
+        ));
+        pki.openssl(&format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -set_serial 7 -days 2 \
+             -extfile pki.cnf -extensions {extensions} -out {name}.pem"
+        ));
+    }
+    // `openssl x509` cannot set dates in the past; `openssl ca` can, with a database of its own.
+    std::fs::write(
+        pki.path("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n\
+         serial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    )
+    .expect("write ca.cnf");
+    std::fs::write(pki.path("index.txt"), "").expect("write index.txt");
+    std::fs::write(pki.path("serial"), "1000\n").expect("write serial");
+    pki.openssl(&format!(
+        "req -new -config pki.cnf {KEY} -keyout expired.key -out expired.csr -subj /CN=sensor-1"
+    ));
+    pki.openssl(
+        "ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in expired.csr -out expired.pem \
+         -notext -startdate 20200101000000Z -enddate 20200102000000Z \
+         -extfile pki.cnf -extensions client_ext",
+    );
+}
+
+/// Connects to the device endpoint over TLS, trusting `trust` (a CA file) and presenting
+/// `identity` (a certificate and key of the PKI) when given; the client and its event loop once
+/// the CONNACK accepts it.
+async fn connect_tls(
+    port: u16,
+    pki: &Pki,
+    trust: &str,
+    identity: Option<&str>,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(pki.path(&format!("{trust}.pem"))).expect("trust file")
+    {
+        roots.add(cert.expect("certificate")).expect("root");
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match identity {
+        Some(name) => {
+            let chain = CertificateDer::pem_file_iter(pki.path(&format!("{name}.pem")))
+                .expect("certificate file")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificates");
+            let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{name}.key"))).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut options = rumqttc::MqttOptions::new(format!("tls-{}", free_port()), "127.0.0.1", port);
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)),
+    ));
+    let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 16);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, event_loop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
+                return if ack.code == rumqttc::ConnectReturnCode::Success {
+                    Ok((client, event_loop))
+                } else {
+                    Err(format!("refused: {:?}", ack.code))
+                };
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("no CONNACK".to_owned()),
+        }
+    }
+}
+
+#[test]
+fn devices_log_in_by_certificate_and_the_certificate_rotates_without_dropping_them() {
+    let pki = Pki::new();
+    device_certificates(&pki);
+    // The gateway's certificate files, as it is configured with them; replaced to rotate.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert_file, key_file) = (dir.path().join("device.pem"), dir.path().join("device.key"));
+    let install = |name: &str| {
+        std::fs::copy(pki.path(&format!("{name}.pem")), &cert_file).expect("copy certificate");
+        std::fs::copy(pki.path(&format!("{name}.key")), &key_file).expect("copy key");
+    };
+    install("server");
+    // No cloud: whatever gets in stays in the journal, where it can be counted.
+    let gateway = Gateway::start_with(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        "",
+        &format!(
+            "tls = {{ cert_file = \"{}\", key_file = \"{}\", client_ca_file = \"{}\" }}\n",
+            cert_file.display(),
+            key_file.display(),
+            pki.path("ca.pem").display()
+        ),
+        JournalSettings::default(),
+    );
+    let port = gateway.device_port;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // The certificate is the login: sensor-1 delivers for itself, and only for itself.
+        let mut sensor = connect_tls(port, &pki, "ca", Some("sensor-1"))
+            .await
+            .expect("a device with a certificate of the CA connects");
+        publish_all(&mut sensor, &[event("sensor-1", 0), event("sensor-2", 0)]).await;
+
+        // Refused at the handshake: no certificate, one of another CA, an expired one, and a
+        // device that does not speak TLS at all.
+        for (case, identity) in [
+            ("no certificate", None),
+            ("another CA", Some("stranger")),
+            ("expired", Some("expired")),
+        ] {
+            let refused = connect_tls(port, &pki, "ca", identity).await;
+            assert!(refused.is_err(), "{case}: connected");
+        }
+        let plain = tokio::task::spawn_blocking(move || {
+            try_publish_raw_as(port, None, &[event("sensor-1", 1)])
+        })
+        .await
+        .expect("the plain-text device");
+        assert!(plain.is_err(), "a plain-text device connected");
+
+        // Rotation: new files and SIGHUP. The connected device stays connected (publish_all
+        // fails on a reconnect), and new connections see the new certificate.
+        install("server-2");
+        signal(gateway.pid().expect("running"), "HUP");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while connect_tls(port, &pki, "other-ca", Some("sensor-1"))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new certificate was not served after SIGHUP"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            connect_tls(port, &pki, "ca", Some("sensor-1"))
+                .await
+                .is_err(),
+            "the old certificate is still served"
+        );
+        publish_all(&mut sensor, &[event("sensor-1", 1)]).await;
+
+        // And back, through POST /reload, which says what it did.
+        install("server");
+        let (status, body) = http_post(gateway.admin(), "/reload").expect("POST /reload");
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("device TLS certificate and key re-read"),
+            "{body}"
+        );
+        connect_tls(port, &pki, "ca", Some("sensor-1"))
+            .await
+            .expect("the first certificate served again");
+        publish_all(&mut sensor, &[event("sensor-1", 2)]).await;
+    });
+
+    wait_until("the journal rows", Duration::from_secs(10), || {
+        gateway.metric("edge_journal_rows") == 3.0
+    });
+    assert_eq!(
+        gateway.metric("edge_events_rejected_total{reason=\"not_authorized\"}"),
+        1.0,
+        "sensor-1's certificate does not speak for sensor-2"
+    );
+    assert!(
+        gateway.metric("edge_device_tls_refused_total") >= 4.0,
+        "each refused handshake is counted: {}",
+        gateway.metrics()
+    );
+}

@@ -117,13 +117,17 @@ pub async fn run(
         );
     }
 
-    let reloader = config_path.map(|path| Arc::new(Reloader::new(path, rules.clone())));
+    let device_tls = devices.tls();
+    let reloader = config_path
+        .map(|path| Arc::new(Reloader::new(path, rules.clone()).with_device_tls(device_tls)));
     let hangup_task = reloader.clone().map(|reloader| {
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot listen for SIGHUP: rules reload only through POST /reload");
+                tracing::warn!(
+                    "cannot listen for SIGHUP: rules and device TLS files reload only through POST /reload"
+                );
                 return;
             };
             loop {

@@ -237,6 +237,7 @@ pub struct Metrics {
     rejected: LabeledCounter,
     dead_letters_dropped: AtomicU64,
     device_logins_refused: AtomicU64,
+    device_tls_refused: AtomicU64,
     device_client_ids_refused: AtomicU64,
     device_connections: AtomicU64,
     device_connections_refused: AtomicU64,
@@ -342,6 +343,7 @@ impl Metrics {
             rejected: LabeledCounter::with_labels(reject_reasons),
             dead_letters_dropped: AtomicU64::new(0),
             device_logins_refused: AtomicU64::new(0),
+            device_tls_refused: AtomicU64::new(0),
             device_client_ids_refused: AtomicU64::new(0),
             device_connections: AtomicU64::new(0),
             device_connections_refused: AtomicU64::new(0),
@@ -381,6 +383,12 @@ impl Metrics {
     /// Counts a device login the device listener refused.
     pub fn add_device_login_refused(&self) {
         self.device_logins_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a device connection whose TLS handshake failed (no, expired or untrusted client
+    /// certificate, a plain-text client, a handshake that did not finish in time).
+    pub fn add_device_tls_refused(&self) {
+        self.device_tls_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a device connection refused because its client id is held by a connection of
@@ -490,6 +498,13 @@ impl Metrics {
             "counter",
             "Device logins refused (unknown user, wrong or missing password).",
             self.device_logins_refused.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "edge_device_tls_refused_total",
+            "counter",
+            "Device connections whose TLS handshake failed (no, expired or untrusted client certificate, plain text, too slow).",
+            self.device_tls_refused.load(Ordering::Relaxed),
         );
         single(
             &mut out,

@@ -25,6 +25,6 @@ mod tests;
 pub use error::{ConfigError, Problem};
 pub use load::{load, parse};
 pub use model::{
-    AdminConfig, Config, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
+    AdminConfig, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
     SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };

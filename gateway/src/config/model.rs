@@ -97,12 +97,32 @@ pub struct DevicesConfig {
     /// listening beyond loopback. Says out loud that anyone who reaches the port may publish as
     /// any device; the gateway logs a warning at start.
     pub allow_anonymous: bool,
+    /// `tls` (default none): TLS on the device endpoint.
+    pub tls: Option<DeviceTls>,
+}
+
+/// `devices.tls = { cert_file, key_file, client_ca_file }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTls {
+    /// `cert_file` (required): the gateway's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// `key_file` (required): its private key (PEM).
+    pub key_file: PathBuf,
+    /// `client_ca_file` (optional): CA certificates (PEM) that devices' client certificates must
+    /// chain to. With it every device presents a certificate, and the certificate's name is its
+    /// login.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl DevicesConfig {
-    /// Whether devices connect without a login (and may speak for any device).
+    /// Whether devices connect without a login (and may speak for any device): no users, and
+    /// no client certificates.
     pub fn anonymous(&self) -> bool {
         self.users.is_empty()
+            && self
+                .tls
+                .as_ref()
+                .is_none_or(|tls| tls.client_ca_file.is_none())
     }
 }
 
@@ -113,6 +133,7 @@ impl Default for DevicesConfig {
             users: Vec::new(),
             max_connections: 1000,
             allow_anonymous: false,
+            tls: None,
         }
     }
 }

@@ -69,6 +69,16 @@ pub(super) struct RawDevices {
     pub(super) users: Vec<Spanned<RawDeviceUser>>,
     pub(super) max_connections: Option<Integer>,
     pub(super) allow_anonymous: Option<Spanned<bool>>,
+    pub(super) tls: Option<Spanned<RawDeviceTls>>,
+}
+
+/// `devices.tls`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawDeviceTls {
+    pub(super) cert_file: Option<Text>,
+    pub(super) key_file: Option<Text>,
+    pub(super) client_ca_file: Option<Text>,
 }
 
 /// One entry of `devices.users`.

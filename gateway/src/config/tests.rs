@@ -819,7 +819,7 @@ fn devices_without_logins_beyond_loopback_must_be_allowed_explicitly() {
     assert_eq!(
         problems_as_written(&open("")),
         [
-            "1:1: `devices.listen` is 0.0.0.0:1883, beyond this machine, and no device logs in: add `devices.users`, listen on 127.0.0.1, or set `devices.allow_anonymous = true` to let anyone on the network publish as any device"
+            "1:1: `devices.listen` is 0.0.0.0:1883, beyond this machine, and no device logs in: add `devices.users` or `devices.tls.client_ca_file`, listen on 127.0.0.1, or set `devices.allow_anonymous = true` to let anyone on the network publish as any device"
         ]
     );
     let problem = problems(&open("[devices]\nlisten = \"192.168.1.5:1883\"\n"));
@@ -841,6 +841,42 @@ fn devices_without_logins_beyond_loopback_must_be_allowed_explicitly() {
         "[devices]\nusers = [{ name = \"sensor-1\", password_file = \"/p\" }]\n",
     ));
     assert!(!config.devices.anonymous());
+    // Client certificates are logins too; TLS alone is not.
+    let config = valid(&open(
+        "[devices]\ntls = { cert_file = \"/c\", key_file = \"/k\", client_ca_file = \"/ca\" }\n",
+    ));
+    assert!(!config.devices.anonymous());
+    assert_eq!(
+        config.devices.tls,
+        Some(crate::config::DeviceTls {
+            cert_file: "/c".into(),
+            key_file: "/k".into(),
+            client_ca_file: Some("/ca".into()),
+        })
+    );
+    let problem = problems(&open(
+        "[devices]\ntls = { cert_file = \"/c\", key_file = \"/k\" }\n",
+    ));
+    assert!(
+        problem[0].contains("`devices.listen` is 0.0.0.0:1883"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn device_tls_needs_its_certificate_and_key() {
+    let problems = problems(
+        "[gateway]\nid = \"gw\"\n[uplink]\nurl = \"mqtt://127.0.0.1\"\n[devices]\n\
+         listen = \"127.0.0.1:8883\"\ntls = { client_ca_file = \"/ca\", cert = \"/c\" }\n",
+    );
+    assert_eq!(
+        problems,
+        [
+            "7:7: missing key `devices.tls.cert_file`",
+            "7:7: missing key `devices.tls.key_file`",
+            "7:33: unknown key `devices.tls.cert`",
+        ]
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::error::{Issue, UnitError};
 use super::model::{
-    AdminConfig, Config, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
+    AdminConfig, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
     SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };
 use super::raw::{
@@ -229,8 +229,31 @@ impl Checker {
             .allow_anonymous
             .as_ref()
             .is_some_and(|allow| *allow.get_ref());
+        let tls = raw.tls.as_ref().map(|tls| {
+            let at = tls.span().start;
+            let tls = tls.get_ref();
+            let key = format!("{table}.tls");
+            let mut required = |value: Option<&Text>, name: &str| match value {
+                Some(value) => self.path(value, &format!("{key}.{name}")),
+                None => {
+                    self.missing(&format!("{key}.{name}"), at);
+                    PathBuf::new()
+                }
+            };
+            let cert_file = required(tls.cert_file.as_ref(), "cert_file");
+            let key_file = required(tls.key_file.as_ref(), "key_file");
+            DeviceTls {
+                cert_file,
+                key_file,
+                client_ca_file: self.optional_path(
+                    tls.client_ca_file.as_ref(),
+                    &format!("{key}.client_ca_file"),
+                ),
+            }
+        });
+        let certificates = tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
         // No open door by default: anyone who can reach the port could speak for any device.
-        if users.is_empty() && !allow_anonymous && !listen.ip().is_loopback() {
+        if users.is_empty() && !certificates && !allow_anonymous && !listen.ip().is_loopback() {
             let at = raw
                 .listen
                 .as_ref()
@@ -241,7 +264,8 @@ impl Checker {
                 at,
                 format!(
                     "`{table}.listen` is {listen}, beyond this machine, and no device logs in: \
-                     add `{table}.users`, listen on 127.0.0.1, or set \
+                     add `{table}.users` or `{table}.tls.client_ca_file`, listen on 127.0.0.1, \
+                     or set \
                      `{table}.allow_anonymous = true` to let anyone on the network publish as \
                      any device"
                 ),
@@ -252,6 +276,7 @@ impl Checker {
             users,
             max_connections,
             allow_anonymous,
+            tls,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::rules::DevicePattern;
 use crate::sources::{Grant, Ingest};
 
 use super::session;
+use super::tls::{DeviceTls, DeviceTlsError};
 
 /// How long connections get, once the gateway stops, to hand back the acknowledgements of what
 /// was committed.
@@ -39,6 +40,9 @@ pub enum ListenerError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS files of the device endpoint cannot be used.
+    #[error(transparent)]
+    Tls(#[from] DeviceTlsError),
     /// A device password file could not be read.
     #[error("failed to read password file {path} of device user `{user}`")]
     PasswordFile {
@@ -68,6 +72,8 @@ pub(super) struct Shared {
     sessions: Mutex<HashMap<String, Session>>,
     next_session: AtomicU64,
     connections: Arc<Semaphore>,
+    /// TLS on the endpoint, when configured.
+    tls: Option<Arc<DeviceTls>>,
 }
 
 /// A device login.
@@ -122,6 +128,12 @@ impl DeviceListener {
             };
             logins.insert(user.name.clone(), account);
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| DeviceTls::load(tls, !config.users.is_empty()))
+            .transpose()?
+            .map(Arc::new);
         let listen_error = |source| ListenerError::Listen {
             listen: config.listen,
             source,
@@ -139,8 +151,14 @@ impl DeviceListener {
                 connections: Arc::new(Semaphore::new(
                     config.max_connections.min(Semaphore::MAX_PERMITS),
                 )),
+                tls,
             }),
         })
+    }
+
+    /// The endpoint's TLS, to reload its files (SIGHUP, `POST /reload`); `None` without TLS.
+    pub fn tls(&self) -> Option<Arc<DeviceTls>> {
+        self.shared.tls.clone()
     }
 
     /// The address devices connect to.
@@ -211,11 +229,50 @@ impl DeviceListener {
 }
 
 impl Shared {
-    /// Whether a login may connect, and what it may then do: any device when no logins are
-    /// configured; else the devices of the login, when the user is known and the password
-    /// matches.
-    pub(super) fn check_login(&self, login: Option<&Login>) -> Result<Grant, ConnectReturnCode> {
+    /// The endpoint's TLS, when configured.
+    pub(super) fn tls(&self) -> Option<&DeviceTls> {
+        self.tls.as_deref()
+    }
+
+    /// Counts and logs (at a limited rate) a connection whose TLS handshake failed.
+    pub(super) fn tls_refused(&self, peer: SocketAddr, reason: &str) {
+        self.ingest.metrics().add_device_tls_refused();
+        if let Some(suppressed) = self.ingest.allow_warning("device_tls") {
+            tracing::warn!(%peer, suppressed, "refused a device connection: TLS: {reason}");
+        }
+    }
+
+    /// Whether a login may connect, and what it may then do. A verified client certificate
+    /// (`certificate`: the name it stands for) is a login by itself: the devices of the user of
+    /// that name, or the device of that name; a username given beside it must be that name.
+    /// Otherwise: any device when no logins are configured; else the devices of the login, when
+    /// the user is known and the password matches.
+    pub(super) fn check_login(
+        &self,
+        login: Option<&Login>,
+        certificate: Option<&str>,
+    ) -> Result<Grant, ConnectReturnCode> {
+        if let Some(name) = certificate {
+            if login.is_some_and(|login| login.username != name) {
+                return Err(ConnectReturnCode::NotAuthorized);
+            }
+            return Ok(match self.logins.get(name) {
+                Some(account) => account.grant.clone(),
+                None => Grant::Login {
+                    name: name.into(),
+                    devices: DevicePattern::new(name).into_iter().collect(),
+                },
+            });
+        }
         if self.logins.is_empty() {
+            if self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.client_certificates())
+            {
+                // Certificates are the only logins (the handshake asks for one): not reached.
+                return Err(ConnectReturnCode::NotAuthorized);
+            }
             return Ok(Grant::AnyDevice);
         }
         let Some(login) = login else {

@@ -9,9 +9,12 @@
 //! behind their backs. See `docs/durability.md`.
 //!
 //! - [`listener`]: the TCP listener, the connection cap, device logins, client-id takeover.
-//! - [`session`]: one connection, from CONNECT to close.
+//! - [`session`]: one connection, from the TLS handshake and CONNECT to close.
+//! - [`tls`]: TLS on the endpoint, device logins by client certificate, reloading the files.
 
 mod listener;
 mod session;
+mod tls;
 
 pub use listener::{DeviceListener, ListenerError};
+pub use tls::{DeviceTls, DeviceTlsError};

@@ -35,7 +35,7 @@ use futures_util::stream::FuturesOrdered;
 use rumqttc::{
     ConnectReturnCode, Packet, Protocol, QoS, SubAck, SubscribeReasonCode, mqttbytes::Error,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -90,6 +90,11 @@ enum Close {
     Journal,
 }
 
+/// A device's byte stream: plain TCP, or TLS over it.
+trait DeviceStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> DeviceStream for T {}
+
 /// Serves one device connection until it closes.
 pub(super) async fn serve(
     stream: TcpStream,
@@ -100,8 +105,36 @@ pub(super) async fn serve(
 ) {
     let _open = shared.ingest.metrics().device_connected();
     let _ = stream.set_nodelay(true);
+    // Over TLS, the handshake comes first, within the time a CONNECT has; a verified client
+    // certificate names the device's login.
+    let (stream, certificate): (Box<dyn DeviceStream>, Option<String>) = match shared.tls() {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let handshake = tokio::time::timeout(CONNECT_TIMEOUT, tls.acceptor().accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| super::tls::certificate_name(leaf));
+                    (Box::new(stream), certificate)
+                }
+                Ok(Err(error)) => {
+                    shared.tls_refused(peer, &error.to_string());
+                    return;
+                }
+                Err(_) => {
+                    shared.tls_refused(peer, "no TLS handshake within 10 s");
+                    return;
+                }
+            }
+        }
+    };
     let mut connection = Connection {
         stream,
+        certificate,
         peer,
         input: BytesMut::with_capacity(READ_CHUNK),
         output: BytesMut::new(),
@@ -141,7 +174,9 @@ pub(super) async fn serve(
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn DeviceStream>,
+    /// The login its verified client certificate names, over TLS with client certificates.
+    certificate: Option<String>,
     peer: SocketAddr,
     input: BytesMut,
     output: BytesMut,
@@ -188,7 +223,10 @@ impl Connection {
             );
             return None;
         }
-        let grant = match self.shared.check_login(connect.login.as_ref()) {
+        let grant = match self
+            .shared
+            .check_login(connect.login.as_ref(), self.certificate.as_deref())
+        {
             Ok(grant) => grant,
             Err(code) => {
                 self.shared.ingest.metrics().add_device_login_refused();
@@ -200,8 +238,10 @@ impl Connection {
                         user,
                         suppressed,
                         "refused a device login: {}",
-                        match code {
-                            ConnectReturnCode::NotAuthorized => "no username and password",
+                        match (code, &self.certificate) {
+                            (ConnectReturnCode::NotAuthorized, Some(_)) =>
+                                "its username is not the name of its certificate",
+                            (ConnectReturnCode::NotAuthorized, None) => "no username and password",
                             _ => "unknown user or wrong password",
                         }
                     );
@@ -282,7 +322,12 @@ impl Connection {
                 }
             }
             if !self.output.is_empty() {
-                if let Err(error) = self.stream.write_all(&self.output).await {
+                // Flushed: over TLS, what was written may wait in the session's buffer.
+                let written = async {
+                    self.stream.write_all(&self.output).await?;
+                    self.stream.flush().await
+                };
+                if let Err(error) = written.await {
                     return Close::Io(error);
                 }
                 self.output.clear();
@@ -441,7 +486,9 @@ impl Connection {
 
     async fn send_connack(&mut self, session_present: bool, code: ConnectReturnCode) {
         let packet = [0x20, 0x02, u8::from(session_present), code as u8];
-        let _ = self.stream.write_all(&packet).await;
+        if self.stream.write_all(&packet).await.is_ok() {
+            let _ = self.stream.flush().await;
+        }
     }
 
     fn protocol_error(&self, client_id: &str, detail: &str) {
