@@ -358,3 +358,91 @@ impl PostgresSchemaName {
         }
     }
 }
+
+#[test]
+fn over_nats_with_tls_the_server_certificate_is_checked() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new();
+    let port = free_port();
+    let store_dir = dir.path().join("jetstream");
+    let _server = Running(
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store_dir)
+            .args(["--tls", "--tlscert"])
+            .arg(pki.path("server.pem"))
+            .arg("--tlskey")
+            .arg(pki.path("server.key"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("nats.log")).expect("log"))
+            .spawn()
+            .expect("nats-server (scripts/test.sh installs it)"),
+    );
+    wait_until("nats-server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let source = format!("tls://127.0.0.1:{port}");
+    let consumer = |name: &str, ca: &str| {
+        let db = dir.path().join(format!("{name}.db"));
+        let running = edge_alerts_with(
+            &[
+                "--source",
+                &source,
+                "--ca-file",
+                pki.path(ca).to_str().expect("utf-8 path"),
+                "--group",
+                name,
+                "--sqlite",
+                db.to_str().expect("utf-8 path"),
+            ],
+            &dir.path().join(format!("{name}.log")),
+        );
+        (running, db)
+    };
+    let (_trusting, db) = consumer("trusting", "ca.pem");
+    let (_distrustful, other_db) = consumer("distrustful", "other-ca.pem");
+
+    // A gateway publishing over TLS, once the consumer has made the stream.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let tls = edge_alerts::tls::client_config(Some(&pki.path("ca.pem"))).expect("roots");
+        let client = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .tls_client_config(rustls::ClientConfig::clone(&tls))
+            .connect(source.as_str())
+            .await
+            .expect("connect over TLS");
+        let jetstream = async_nats::jetstream::new(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while jetstream.get_stream("EDGE").await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the consumer never made its stream over TLS"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, payload) = event("gw", "d1", 1);
+        jetstream
+            .publish("edge.gw.devices.d1.events", payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored by the stream");
+    });
+    wait_until("the event stored", Duration::from_secs(20), || {
+        devices(&db).len() == 1
+    });
+    assert!(
+        !other_db.exists() || devices(&other_db).is_empty(),
+        "a server with a certificate of an unknown CA was trusted"
+    );
+    let log = std::fs::read_to_string(dir.path().join("distrustful.log")).unwrap_or_default();
+    assert!(
+        log.contains("not consuming from NATS") && log.contains("UnknownIssuer"),
+        "the distrustful consumer says why it does not consume: {log}"
+    );
+}

@@ -44,8 +44,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Why the source could not consume; it retries after a backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSourceError {
-    /// The client could not be set up (a bad server address).
-    #[error("failed to connect to {server}")]
+    /// The first connection failed (the server is down, refused the login, or its certificate
+    /// is not trusted); once connected, the client reconnects by itself.
+    #[error("failed to connect to {server}: {source}")]
     Connect {
         /// The server.
         server: String,
@@ -191,7 +192,6 @@ async fn session(
         None => {
             let mut options = async_nats::ConnectOptions::new()
                 .name("edge-alerts")
-                .retry_on_initial_connect()
                 .max_reconnects(None);
             if let Some((user, password)) = &config.credentials {
                 options = options.user_and_password(user.clone(), password.clone());
@@ -201,7 +201,8 @@ async fn session(
                     .require_tls(true)
                     .tls_client_config(rustls::ClientConfig::clone(tls));
             }
-            // Returns at once: the client connects (and reconnects) in the background.
+            // The first connection is made here, so that its failure is reported with its cause
+            // (and retried with the backoff); later ones the client makes by itself.
             let client = options
                 .connect(config.server.as_str())
                 .await
