@@ -273,6 +273,12 @@ fn edge_alerts_stores_the_next_alert_after_the_journal_is_replaced() {
     };
 
     let mut gateway = gateway_with_rules(&broker);
+    // edge-alerts hears of the gateway's retained `online` only once it has subscribed (after its
+    // alert subscription): an alert published before that would never reach it.
+    wait_until("edge-alerts subscribed", Duration::from_secs(20), || {
+        http_get_with_token(api, "/api/gateways", "s3cret")
+            .is_some_and(|(status, body)| status == 200 && body.contains("\"status\":\"online\""))
+    });
     publish_raw(gateway.device_port, &[event("greenhouse-1", 0, 36.0)]);
     wait_until("the first alert stored", Duration::from_secs(20), || {
         stored().len() == 1

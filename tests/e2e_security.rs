@@ -415,20 +415,39 @@ async fn connect_as(
     let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", device_port);
     options.set_credentials(user, format!("{user}-secret"));
     let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 16);
+    match connack(&mut event_loop).await {
+        Ok(()) => Ok((client, event_loop)),
+        Err(NoSession::Refused(code)) => Err(code),
+        Err(NoSession::Failed(error)) => panic!("{client_id} failed to connect: {error}"),
+    }
+}
+
+/// Why a connection got no session.
+enum NoSession {
+    /// The CONNACK refused it with this code.
+    Refused(rumqttc::ConnectReturnCode),
+    /// It failed before (a TLS handshake, a closed connection, no CONNACK in 20 s).
+    Failed(String),
+}
+
+/// Polls `event_loop` until the CONNACK: `Ok` when the connection is accepted.
+async fn connack(event_loop: &mut rumqttc::EventLoop) -> Result<(), NoSession> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match tokio::time::timeout_at(deadline, event_loop.poll()).await {
             Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
                 return if ack.code == rumqttc::ConnectReturnCode::Success {
-                    Ok((client, event_loop))
+                    Ok(())
                 } else {
-                    Err(ack.code)
+                    Err(NoSession::Refused(ack.code))
                 };
             }
             Ok(Ok(_)) => {}
-            Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => return Err(code),
-            Ok(Err(error)) => panic!("{client_id} failed to connect: {error}"),
-            Err(_) => panic!("{client_id} got no CONNACK"),
+            Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
+                return Err(NoSession::Refused(code));
+            }
+            Ok(Err(error)) => return Err(NoSession::Failed(error.to_string())),
+            Err(_) => return Err(NoSession::Failed("no CONNACK".to_owned())),
         }
     }
 }
@@ -603,6 +622,17 @@ async fn connect_tls(
     trust: &str,
     identity: Option<&str>,
 ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
+    connect_tls_as(port, pki, trust, identity, None).await
+}
+
+/// [`connect_tls`], with a username (and a password) in CONNECT beside the certificate.
+async fn connect_tls_as(
+    port: u16,
+    pki: &Pki,
+    trust: &str,
+    identity: Option<&str>,
+    user: Option<&str>,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -627,24 +657,17 @@ async fn connect_tls(
         None => builder.with_no_client_auth(),
     };
     let mut options = rumqttc::MqttOptions::new(format!("tls-{}", free_port()), "127.0.0.1", port);
+    if let Some(user) = user {
+        options.set_credentials(user, "unchecked");
+    }
     options.set_transport(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)),
     ));
     let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 16);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, event_loop.poll()).await {
-            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
-                return if ack.code == rumqttc::ConnectReturnCode::Success {
-                    Ok((client, event_loop))
-                } else {
-                    Err(format!("refused: {:?}", ack.code))
-                };
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(error.to_string()),
-            Err(_) => return Err("no CONNACK".to_owned()),
-        }
+    match connack(&mut event_loop).await {
+        Ok(()) => Ok((client, event_loop)),
+        Err(NoSession::Refused(code)) => Err(format!("refused: {code:?}")),
+        Err(NoSession::Failed(error)) => Err(error),
     }
 }
 
@@ -694,6 +717,13 @@ fn devices_log_in_by_certificate_and_the_certificate_rotates_without_dropping_th
             let refused = connect_tls(port, &pki, "ca", identity).await;
             assert!(refused.is_err(), "{case}: connected");
         }
+        // A certificate speaks for its own name only: another username beside it is refused,
+        // its own is accepted.
+        let other = connect_tls_as(port, &pki, "ca", Some("sensor-1"), Some("sensor-2")).await;
+        assert_eq!(other.err().as_deref(), Some("refused: NotAuthorized"));
+        connect_tls_as(port, &pki, "ca", Some("sensor-1"), Some("sensor-1"))
+            .await
+            .expect("its own name beside its certificate");
         let plain = tokio::task::spawn_blocking(move || {
             try_publish_raw_as(port, None, &[event("sensor-1", 1)])
         })

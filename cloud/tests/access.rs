@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use common::*;
 use edge_alerts::store::postgres::PostgresStore;
-use edge_alerts::store::sqlite::SqliteStore;
 use edge_alerts::store::{AlertFilter, Store};
 use edge_alerts::{AlertState, Applied, Message};
 use pki::Pki;
@@ -49,15 +48,6 @@ fn alert(topic_gateway: &str, gateway: &str, id: &str, state: &str) -> (String, 
         )
         .into_bytes(),
     )
-}
-
-fn query<T>(path: &std::path::Path, work: impl AsyncFnOnce(&SqliteStore) -> T) -> T {
-    let store = SqliteStore::open(path).expect("open store");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(work(&store))
 }
 
 /// (gateway, device, last_seen) of every device in the store at `db`.
@@ -377,7 +367,7 @@ fn over_nats_with_tls_the_server_certificate_is_checked() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("nats.log")).expect("log"))
             .spawn()
-            .expect("nats-server (scripts/test.sh installs it)"),
+            .expect("spawn nats-server (Debian package nats-server)"),
     );
     wait_until("nats-server", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

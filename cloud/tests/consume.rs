@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use edge_alerts::AlertState;
-use edge_alerts::store::sqlite::SqliteStore;
 use edge_alerts::store::{AlertFilter, Store};
 
 fn event(seq: u32) -> (String, Vec<u8>) {
@@ -28,15 +27,6 @@ fn alert(state: &str, at: i64) -> (String, Vec<u8>) {
         )
         .into_bytes(),
     )
-}
-
-fn query<T>(path: &std::path::Path, work: impl AsyncFnOnce(&SqliteStore) -> T) -> T {
-    let store = SqliteStore::open(path).expect("open store");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(work(&store))
 }
 
 #[test]

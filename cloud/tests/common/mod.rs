@@ -77,6 +77,19 @@ pub fn edge_alerts_with(args: &[&str], log: &std::path::Path) -> Running {
     Running(child)
 }
 
+/// Runs `work` on the SQLite store at `path`, on a runtime of its own.
+pub fn query<T>(
+    path: &std::path::Path,
+    work: impl AsyncFnOnce(&edge_alerts::store::sqlite::SqliteStore) -> T,
+) -> T {
+    let store = edge_alerts::store::sqlite::SqliteStore::open(path).expect("open store");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(work(&store))
+}
+
 /// Publishes `messages` (topic, payload) at QoS 1 and waits for every PUBACK.
 pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
     publish_as(port, None, messages);
