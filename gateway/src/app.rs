@@ -167,7 +167,7 @@ pub async fn run(
     let uplinks = config
         .uplinks
         .iter()
-        .map(|uplink| format!("{} ({})", uplink.name, uplink.url))
+        .map(|uplink| format!("{} ({})", uplink.name, uplink.endpoint()))
         .collect::<Vec<_>>()
         .join(", ");
     tracing::info!(

@@ -84,6 +84,22 @@ impl Uplink {
         Self::quick(format!("amqp://127.0.0.1:{port}")).set("exchange", exchange)
     }
 
+    /// A Kafka uplink to the `bootstrap` brokers (`host:port,…`), into the topics of
+    /// [`KafkaTopics::named`]`(prefix)`.
+    pub fn kafka(bootstrap: &str, prefix: &str) -> Self {
+        let brokers: Vec<String> = bootstrap
+            .split(',')
+            .map(|broker| format!("{broker:?}"))
+            .collect();
+        let topics = KafkaTopics::named(prefix);
+        Self::quick(String::new())
+            .set("type", "kafka")
+            .set_toml("brokers", &format!("[{}]", brokers.join(", ")))
+            .set("topic", &topics.events)
+            .set("alerts_topic", &topics.alerts)
+            .set("status_topic", &topics.status)
+    }
+
     /// Sets a string setting.
     pub fn set(self, key: &str, value: &str) -> Self {
         self.set_toml(key, &format!("{value:?}"))
@@ -108,7 +124,10 @@ impl Uplink {
     }
 
     fn render(&self) -> String {
-        let mut out = format!("url = {:?}\n", self.url);
+        let mut out = String::new();
+        if !self.url.is_empty() {
+            out.push_str(&format!("url = {:?}\n", self.url));
+        }
         for (key, value) in &self.settings {
             out.push_str(&format!("{key} = {value}\n"));
         }

@@ -3,7 +3,8 @@
 //!
 //! One module per concern: [`gateway`] (the process and its typed configuration), [`brokers`],
 //! [`proxy`] (a TCP proxy that can cut or swallow traffic), [`inbox`] (what the cloud received),
-//! [`devices`], [`serial`], [`http`], [`pki`] (certificates made for the test).
+//! [`devices`], [`serial`], [`http`], [`pki`] (certificates made for the test), [`kafka`]
+//! (librdkafka's mock cluster, a Kafka-protocol broker in this process).
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 mod brokers;
@@ -11,6 +12,7 @@ mod devices;
 mod gateway;
 mod http;
 mod inbox;
+mod kafka;
 mod pki;
 mod proxy;
 mod serial;
@@ -20,6 +22,7 @@ pub use devices::*;
 pub use gateway::*;
 pub use http::*;
 pub use inbox::*;
+pub use kafka::*;
 pub use pki::*;
 pub use proxy::*;
 pub use serial::*;

@@ -26,5 +26,5 @@ pub use error::{ConfigError, Problem};
 pub use load::{load, parse};
 pub use model::{
     AdminConfig, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
-    SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };

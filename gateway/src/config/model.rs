@@ -180,6 +180,8 @@ pub enum UplinkType {
     Nats,
     /// `amqp`: AMQP 0-9-1 (RabbitMQ), confirmed by publisher confirms.
     Amqp,
+    /// `kafka`: Apache Kafka, confirmed by the idempotent producer's delivery reports.
+    Kafka,
 }
 
 impl UplinkType {
@@ -189,6 +191,34 @@ impl UplinkType {
             Self::Mqtt => "mqtt",
             Self::Nats => "nats",
             Self::Amqp => "amqp",
+            Self::Kafka => "kafka",
+        }
+    }
+
+    /// Whether the destination is given by `url` (Kafka takes a list of `brokers`).
+    pub fn takes_url(self) -> bool {
+        !matches!(self, Self::Kafka)
+    }
+}
+
+/// `sasl_mechanism` (kafka): how a Kafka login is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN`: the password itself (use it with TLS).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name in configuration, which is Kafka's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
         }
     }
 }
@@ -222,11 +252,28 @@ pub struct UplinkConfig {
     /// unique. Renaming an uplink makes it a new destination, which gets again what the journal
     /// holds.
     pub name: String,
-    /// `type` (default: from the url's scheme): `mqtt`, `nats` or `amqp`.
+    /// `type` (default: from the url's scheme): `mqtt`, `nats`, `amqp` or `kafka` (which has no
+    /// url: it must be given).
     pub kind: UplinkType,
-    /// `url` (required): `mqtt://host[:port]` (1883), `mqtts://` (TLS, 8883); `nats://host[:port]`
-    /// (4222), `tls://` (TLS, 4222); `amqp://host[:port][/vhost]` (5672), `amqps://` (TLS, 5671).
+    /// `url` (required but for kafka): `mqtt://host[:port]` (1883), `mqtts://` (TLS, 8883);
+    /// `nats://host[:port]` (4222), `tls://` (TLS, 4222); `amqp://host[:port][/vhost]` (5672),
+    /// `amqps://` (TLS, 5671). For kafka: the first of `brokers`, with `tls`.
     pub url: UplinkUrl,
+    /// `brokers` (kafka, required): the bootstrap brokers, `host[:port]` (9092), at least one.
+    /// `tls = true` (kafka, default false) connects to them over TLS (`url.tls`).
+    pub brokers: Vec<UplinkUrl>,
+    /// `topic` (kafka, default `edge.events`): the topic of device events.
+    pub topic: String,
+    /// `alerts_topic` (kafka, default `edge.alerts`): the topic of alert transitions.
+    pub alerts_topic: String,
+    /// `status_topic` (kafka, default `edge.status`): the topic of the gateway's status.
+    pub status_topic: String,
+    /// `sasl_mechanism` (kafka): `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; required with
+    /// `username`.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// `max_message_bytes` (kafka, default 1000000, 1000 to 100000000): a record larger than
+    /// this is refused for good (dead-lettered); set it to the topics' `max.message.bytes`.
+    pub max_message_bytes: u32,
     /// `lanes` (default all): any of `events`, `alerts`, `status`.
     pub lanes: Lanes,
     /// `devices` (default all): a glob (`*`, `?`) of the device ids whose events and alerts
@@ -275,6 +322,17 @@ pub struct UplinkConfig {
 }
 
 impl UplinkConfig {
+    /// Where the uplink goes, for logs: its url, or for kafka its brokers.
+    pub fn endpoint(&self) -> String {
+        match self.kind {
+            UplinkType::Kafka => {
+                let brokers: Vec<String> = self.brokers.iter().map(UplinkUrl::authority).collect();
+                format!("{}://{}", self.url.scheme(), brokers.join(","))
+            }
+            _ => self.url.to_string(),
+        }
+    }
+
     /// The destination as the journal knows it.
     pub fn route(&self) -> crate::journal::DestinationRoute {
         crate::journal::DestinationRoute {
@@ -291,7 +349,13 @@ impl UplinkConfig {
         Self {
             name: url.kind.as_str().to_owned(),
             kind: url.kind,
+            brokers: vec![url.clone()],
             url,
+            topic: "edge.events".to_owned(),
+            alerts_topic: "edge.alerts".to_owned(),
+            status_topic: "edge.status".to_owned(),
+            sasl_mechanism: None,
+            max_message_bytes: 1_000_000,
             lanes: Lanes::default(),
             devices: None,
             ack_timeout: Duration::from_secs(30),
@@ -340,6 +404,8 @@ impl UplinkUrl {
             (UplinkType::Nats, true) => "tls",
             (UplinkType::Amqp, false) => "amqp",
             (UplinkType::Amqp, true) => "amqps",
+            (UplinkType::Kafka, false) => "kafka",
+            (UplinkType::Kafka, true) => "kafka+tls",
         }
     }
 

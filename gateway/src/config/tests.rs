@@ -942,3 +942,105 @@ fn the_first_release_name_of_the_devices_table_still_works_with_a_warning() {
         ["5:1: `[local_broker]` and `[devices]` are the same table: keep `[devices]` only"]
     );
 }
+
+#[test]
+fn a_kafka_uplink_lists_its_brokers_topics_and_login() {
+    let config = valid(
+        r#"[gateway]
+id = "gw"
+
+[[uplink]]
+type = "kafka"
+brokers = ["kafka-1:9093", "kafka-2", "[::1]:9094"]
+tls = true
+ca_file = "/ca.pem"
+topic = "site-a.events"
+alerts_topic = "site-a.alerts"
+username = "site-a"
+password_file = "/kafka.pass"
+sasl_mechanism = "SCRAM-SHA-512"
+max_message_bytes = 2000000
+
+[[uplink]]
+name = "plain"
+type = "kafka"
+brokers = ["127.0.0.1:9092"]
+"#,
+    );
+    let [kafka, plain] = &config.uplinks[..] else {
+        panic!("two uplinks");
+    };
+    assert_eq!(
+        (kafka.name.as_str(), kafka.kind),
+        ("kafka", UplinkType::Kafka)
+    );
+    let brokers: Vec<String> = kafka.brokers.iter().map(UplinkUrl::authority).collect();
+    assert_eq!(brokers, ["kafka-1:9093", "kafka-2:9092", "[::1]:9094"]);
+    assert!(kafka.url.tls && kafka.brokers.iter().all(|broker| broker.tls));
+    assert_eq!(
+        kafka.endpoint(),
+        "kafka+tls://kafka-1:9093,kafka-2:9092,[::1]:9094"
+    );
+    assert_eq!(
+        (
+            kafka.topic.as_str(),
+            kafka.alerts_topic.as_str(),
+            kafka.status_topic.as_str()
+        ),
+        ("site-a.events", "site-a.alerts", "edge.status")
+    );
+    assert_eq!(
+        kafka.sasl_mechanism,
+        Some(crate::config::SaslMechanism::ScramSha512)
+    );
+    assert_eq!(kafka.max_message_bytes, 2_000_000);
+    assert!(!plain.url.tls);
+    assert_eq!(plain.endpoint(), "kafka://127.0.0.1:9092");
+    assert_eq!(plain.max_message_bytes, 1_000_000);
+    assert_eq!(plain.sasl_mechanism, None);
+}
+
+#[test]
+fn kafka_settings_are_checked_each_at_its_place() {
+    let source = r#"[gateway]
+id = "gw"
+
+[[uplink]]
+type = "kafka"
+url = "mqtt://broker"
+brokers = ["kafka-1:x", "kafka://kafka-2"]
+topic = "bad topic"
+username = "site-a"
+ca_file = "/ca.pem"
+max_message_bytes = 10
+
+[[uplink]]
+type = "kafka"
+sasl_mechanism = "GSSAPI"
+
+[[uplink]]
+url = "mqtt://broker"
+brokers = ["kafka-1"]
+tls = true
+topic = "events"
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "6:7: `uplink[0].url` is not a setting of kafka uplinks: list the bootstrap brokers in `uplink[0].brokers`, e.g. brokers = [\"kafka-1:9092\"]",
+            "7:12: invalid broker `kafka-1:x` in `uplink[0].brokers`: invalid port `x`: expected 1 to 65535",
+            "7:25: invalid broker `kafka://kafka-2` in `uplink[0].brokers`: expected host:port, without a scheme (set `tls = true` for TLS)",
+            "8:9: invalid value `bad topic` for `uplink[0].topic`: expected a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -",
+            "9:12: `uplink[0].username` needs `uplink[0].sasl_mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            "10:11: `uplink[0].ca_file` needs `uplink[0].tls = true`",
+            "11:21: invalid value `10` for `uplink[0].max_message_bytes`: must be from 1000 to 100000000",
+            "13:1: missing key `uplink[1].brokers`",
+            "14:8: duplicate uplink name `kafka` in `uplink[1]`: already in `uplink[0]`; give each uplink its own `name`",
+            "15:18: invalid value `GSSAPI` for `uplink[1].sasl_mechanism`: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            "15:18: `uplink[1].sasl_mechanism` needs `uplink[1].username` and `uplink[1].password_file`",
+            "19:11: `uplink[2].brokers` is a setting of kafka uplinks, and this one is mqtt",
+            "20:7: `uplink[2].tls` is a setting of kafka uplinks, and this one is mqtt: the url's scheme says whether TLS is used",
+            "21:9: `uplink[2].topic` is a setting of kafka uplinks, and this one is mqtt",
+        ]
+    );
+}

@@ -71,6 +71,29 @@ pub(super) fn parse_uplink_url(text: &str) -> Result<UplinkUrl, String> {
     })
 }
 
+/// Parses one Kafka bootstrap broker, `host[:port]` (9092 when no port), into an address of
+/// the given kind; the error says what is wrong.
+pub(super) fn parse_broker(text: &str, tls: bool) -> Result<UplinkUrl, String> {
+    if text.contains("://") {
+        return Err("expected host:port, without a scheme (set `tls = true` for TLS)".to_owned());
+    }
+    let (host, port) = split_host_port(text)?;
+    let port = match port {
+        None => 9092,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(format!("invalid port `{port}`: expected 1 to 65535")),
+        },
+    };
+    Ok(UplinkUrl {
+        kind: UplinkType::Kafka,
+        tls,
+        host,
+        port,
+        vhost: None,
+    })
+}
+
 /// Decodes an AMQP virtual host from its percent-encoded path.
 fn decode_vhost(path: &str) -> Result<String, String> {
     if path.contains(['?', '#', '/']) {

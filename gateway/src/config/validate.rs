@@ -13,14 +13,14 @@ use std::time::Duration;
 use super::error::{Issue, UnitError};
 use super::model::{
     AdminConfig, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
-    SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };
 use super::raw::{
     Integer, Number, RawAdmin, RawConfig, RawDevices, RawGateway, RawJournal, RawRule, RawSerial,
     RawUplink, RawUplinks, Text,
 };
 use super::units::{parse_duration, parse_size};
-use super::url::parse_uplink_url;
+use super::url::{parse_broker, parse_uplink_url};
 use crate::rules::{Aggregate, Bounds, Condition, DevicePattern, Rule, Severity, Window};
 
 /// Longest gateway id.
@@ -358,6 +358,10 @@ impl Checker {
             entries.get(index).is_some_and(|entry| {
                 entry.name.is_some()
                     || entry
+                        .kind
+                        .as_ref()
+                        .is_some_and(|kind| kind.get_ref() == "kafka")
+                    || entry
                         .url
                         .as_ref()
                         .is_some_and(|url| parse_uplink_url(url.get_ref()).is_ok())
@@ -374,7 +378,13 @@ impl Checker {
             {
                 let at = entries
                     .get(index)
-                    .and_then(|entry| entry.name.as_ref().or(entry.url.as_ref()))
+                    .and_then(|entry| {
+                        entry
+                            .name
+                            .as_ref()
+                            .or(entry.url.as_ref())
+                            .or(entry.kind.as_ref())
+                    })
                     .map_or(0, |text| text.span().start);
                 self.issues.push(Issue::new(
                     at,
@@ -389,13 +399,14 @@ impl Checker {
         uplinks
     }
 
-    fn uplink(
+    /// The `url` of an uplink that has one, and its type: `type`, or the url's.
+    fn uplink_url(
         &mut self,
         uplink: &RawUplink,
         at: usize,
         key: &str,
-        gateway_id: &str,
-    ) -> UplinkConfig {
+        declared: Option<UplinkType>,
+    ) -> (UplinkUrl, UplinkType) {
         let placeholder = UplinkUrl {
             kind: UplinkType::Mqtt,
             tls: false,
@@ -420,19 +431,8 @@ impl Checker {
             .url
             .as_ref()
             .is_some_and(|url| parse_uplink_url(url.get_ref()).is_ok());
-        let kind = match &uplink.kind {
-            None => url.kind,
-            Some(text) => {
-                let kind = self.choice(
-                    Some(text),
-                    &format!("{key}.type"),
-                    &[
-                        ("mqtt", UplinkType::Mqtt),
-                        ("nats", UplinkType::Nats),
-                        ("amqp", UplinkType::Amqp),
-                    ],
-                    url.kind,
-                );
+        let kind = match (&uplink.kind, declared) {
+            (Some(text), Some(kind)) => {
                 if url_ok && kind != url.kind {
                     self.report(
                         text,
@@ -446,6 +446,162 @@ impl Checker {
                 }
                 kind
             }
+            _ => url.kind,
+        };
+        (url, kind)
+    }
+
+    /// The `brokers` of a kafka uplink, the first as its url; `url` is refused.
+    fn kafka_brokers(&mut self, uplink: &RawUplink, at: usize, key: &str) -> UplinkUrl {
+        if let Some(url) = &uplink.url {
+            self.report(
+                url,
+                format!(
+                    "`{key}.url` is not a setting of kafka uplinks: list the bootstrap brokers in \
+                     `{key}.brokers`, e.g. brokers = [\"kafka-1:9092\"]"
+                ),
+            );
+        }
+        let tls = uplink.tls.as_ref().is_some_and(|tls| *tls.get_ref());
+        let mut first = UplinkUrl {
+            kind: UplinkType::Kafka,
+            tls,
+            host: String::new(),
+            port: 9092,
+            vhost: None,
+        };
+        match &uplink.brokers {
+            None => self.missing(&format!("{key}.brokers"), at),
+            Some(brokers) if brokers.get_ref().is_empty() => self.issues.push(Issue::new(
+                brokers.span().start,
+                format!("`{key}.brokers` must name at least one broker, e.g. \"kafka-1:9092\""),
+            )),
+            Some(brokers) => {
+                for (index, broker) in brokers.get_ref().iter().enumerate() {
+                    match parse_broker(broker.get_ref(), tls) {
+                        Ok(url) if index == 0 => first = url,
+                        Ok(_) => {}
+                        Err(reason) => self.report(
+                            broker,
+                            format!(
+                                "invalid broker `{}` in `{key}.brokers`: {reason}",
+                                broker.get_ref()
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        first
+    }
+
+    /// The settings only kafka uplinks have; returns the brokers.
+    fn kafka_settings(
+        &mut self,
+        uplink: &RawUplink,
+        key: &str,
+        config: &mut UplinkConfig,
+    ) -> Vec<UplinkUrl> {
+        let brokers = uplink
+            .brokers
+            .as_ref()
+            .map(|brokers| {
+                brokers
+                    .get_ref()
+                    .iter()
+                    .filter_map(|broker| parse_broker(broker.get_ref(), config.url.tls).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (value, name, target) in [
+            (&uplink.topic, "topic", &mut config.topic),
+            (
+                &uplink.alerts_topic,
+                "alerts_topic",
+                &mut config.alerts_topic,
+            ),
+            (
+                &uplink.status_topic,
+                "status_topic",
+                &mut config.status_topic,
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            let text = value.get_ref();
+            let valid = (1..=249).contains(&text.len())
+                && text != "."
+                && text != ".."
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                self.invalid(
+                    value,
+                    &format!("{key}.{name}"),
+                    "expected a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -".to_owned(),
+                );
+            }
+            *target = text.clone();
+        }
+        config.sasl_mechanism = uplink.sasl_mechanism.as_ref().map(|text| {
+            self.choice(
+                Some(text),
+                &format!("{key}.sasl_mechanism"),
+                &[
+                    ("PLAIN", SaslMechanism::Plain),
+                    ("SCRAM-SHA-256", SaslMechanism::ScramSha256),
+                    ("SCRAM-SHA-512", SaslMechanism::ScramSha512),
+                ],
+                SaslMechanism::Plain,
+            )
+        });
+        match (&uplink.username, &uplink.sasl_mechanism) {
+            (Some(user), None) => self.report(
+                user,
+                format!(
+                    "`{key}.username` needs `{key}.sasl_mechanism`: PLAIN, SCRAM-SHA-256 or \
+                     SCRAM-SHA-512"
+                ),
+            ),
+            (None, Some(mechanism)) => self.report(
+                mechanism,
+                format!("`{key}.sasl_mechanism` needs `{key}.username` and `{key}.password_file`"),
+            ),
+            _ => {}
+        }
+        config.max_message_bytes = self.integer(
+            uplink.max_message_bytes.as_ref(),
+            &format!("{key}.max_message_bytes"),
+            config.max_message_bytes,
+            1_000..=100_000_000,
+        );
+        brokers
+    }
+
+    fn uplink(
+        &mut self,
+        uplink: &RawUplink,
+        at: usize,
+        key: &str,
+        gateway_id: &str,
+    ) -> UplinkConfig {
+        let declared = uplink.kind.as_ref().map(|text| {
+            self.choice(
+                Some(text),
+                &format!("{key}.type"),
+                &[
+                    ("mqtt", UplinkType::Mqtt),
+                    ("nats", UplinkType::Nats),
+                    ("amqp", UplinkType::Amqp),
+                    ("kafka", UplinkType::Kafka),
+                ],
+                UplinkType::Mqtt,
+            )
+        });
+        let (url, kind) = if declared == Some(UplinkType::Kafka) {
+            (self.kafka_brokers(uplink, at, key), UplinkType::Kafka)
+        } else {
+            self.uplink_url(uplink, at, key, declared)
         };
         let mut config = UplinkConfig::new(url, gateway_id);
         config.kind = kind;
@@ -520,7 +676,7 @@ impl Checker {
 
         // Keys that belong to one protocol only.
         let only = |kind_of_key: UplinkType| kind_of_key == kind;
-        let protocol_keys: [(&Option<Text>, &str, UplinkType); 9] = [
+        let protocol_keys: [(&Option<Text>, &str, UplinkType); 13] = [
             (&uplink.topic_prefix, "topic_prefix", UplinkType::Mqtt),
             (&uplink.client_id, "client_id", UplinkType::Mqtt),
             (&uplink.keep_alive, "keep_alive", UplinkType::Mqtt),
@@ -534,6 +690,10 @@ impl Checker {
             (&uplink.stream, "stream", UplinkType::Nats),
             (&uplink.token_file, "token_file", UplinkType::Nats),
             (&uplink.exchange, "exchange", UplinkType::Amqp),
+            (&uplink.topic, "topic", UplinkType::Kafka),
+            (&uplink.alerts_topic, "alerts_topic", UplinkType::Kafka),
+            (&uplink.status_topic, "status_topic", UplinkType::Kafka),
+            (&uplink.sasl_mechanism, "sasl_mechanism", UplinkType::Kafka),
         ];
         for (value, name, owner) in protocol_keys {
             if let Some(value) = value
@@ -561,6 +721,33 @@ impl Checker {
             );
         }
 
+        if kind == UplinkType::Kafka {
+            config.brokers = self.kafka_settings(uplink, key, &mut config);
+        } else {
+            let not_kafka = |name: &str| {
+                format!(
+                    "`{key}.{name}` is a setting of kafka uplinks, and this one is {}",
+                    kind.as_str()
+                )
+            };
+            if let Some(brokers) = &uplink.brokers {
+                self.issues
+                    .push(Issue::new(brokers.span().start, not_kafka("brokers")));
+            }
+            if let Some(tls) = &uplink.tls {
+                self.issues.push(Issue::new(
+                    tls.span().start,
+                    format!(
+                        "{}: the url's scheme says whether TLS is used",
+                        not_kafka("tls")
+                    ),
+                ));
+            }
+            if let Some(max) = &uplink.max_message_bytes {
+                self.issues
+                    .push(Issue::new(max.span().start, not_kafka("max_message_bytes")));
+            }
+        }
         if let Some(prefix) = &uplink.topic_prefix {
             let text = prefix.get_ref();
             let reason = if text.is_empty() {
@@ -673,12 +860,13 @@ impl Checker {
             .url
             .as_ref()
             .and_then(|url| parse_uplink_url(url.get_ref()).ok())
-            .filter(|url| !url.tls);
+            .filter(|url| !url.tls && kind.takes_url());
         if let Some(plain) = &plain {
             let secure = match plain.kind {
                 UplinkType::Mqtt => "an mqtts",
                 UplinkType::Nats => "a tls",
                 UplinkType::Amqp => "an amqps",
+                UplinkType::Kafka => "a tls",
             };
             for (file, name) in [
                 (&uplink.ca_file, "ca_file"),
@@ -689,6 +877,12 @@ impl Checker {
                     self.report(file, format!("`{key}.{name}` needs {secure}:// url"));
                 }
             }
+        }
+        if kind == UplinkType::Kafka
+            && !config.url.tls
+            && let Some(file) = &uplink.ca_file
+        {
+            self.report(file, format!("`{key}.ca_file` needs `{key}.tls = true`"));
         }
         match (&uplink.client_cert_file, &uplink.client_key_file) {
             (Some(cert), None) => self.report(

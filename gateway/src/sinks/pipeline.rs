@@ -89,6 +89,14 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Stops the task at once, dropping what it holds; nothing more is confirmed.
+    pub(crate) fn stop(&mut self) {
+        self.offers = None;
+        self.task.abort();
+    }
+}
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.task.abort();

@@ -12,6 +12,7 @@ use super::amqp::AmqpDestination;
 use super::destination::Destination;
 use super::driver::{DeliverySettings, Driver};
 use super::error::SinkError;
+use super::kafka::KafkaDestination;
 use super::mqtt::MqttDestination;
 use super::nats::NatsDestination;
 use crate::admin::Metrics;
@@ -69,6 +70,18 @@ pub fn spawn(
             }
             UplinkType::Amqp => {
                 let destination = AmqpDestination::new(uplink, &config.gateway.id)?;
+                start_driver(
+                    &mut tasks,
+                    destination,
+                    settings,
+                    journal,
+                    stats,
+                    start,
+                    stopped,
+                )?;
+            }
+            UplinkType::Kafka => {
+                let destination = KafkaDestination::new(uplink, &config.gateway.id)?;
                 start_driver(
                     &mut tasks,
                     destination,
