@@ -1,4 +1,4 @@
-//! The consumer: takes what gateways publish from a source (MQTT, NATS JetStream or AMQP, see
+//! The consumer: takes what gateways publish from a source (MQTT, NATS JetStream, AMQP or Kafka, see
 //! [`crate::source`]), applies each message to the store, and settles it with the broker only
 //! once the store has it — so a message is lost neither by a crash of this service nor by a
 //! store failure; the broker delivers it again, and the store's keys make the redelivery a
@@ -41,7 +41,7 @@ use crate::live::Change;
 use crate::message::{Message, Refused, understand};
 use crate::notify::Routes;
 use crate::source::config::SourceConfig;
-use crate::source::{amqp, mqtt, nats};
+use crate::source::{amqp, kafka, mqtt, nats};
 use crate::store::{Applied, Pending, Store, StoreError};
 
 /// Messages applied in one transaction at most.
@@ -156,6 +156,10 @@ pub async fn run<S: Store>(
         }
         SourceConfig::Amqp(config) => {
             let started = amqp::start(config, shutdown.clone());
+            consume(started, &*store, &stats, &outlets, shutdown).await;
+        }
+        SourceConfig::Kafka(config) => {
+            let started = kafka::start(config, shutdown.clone());
             consume(started, &*store, &stats, &outlets, shutdown).await;
         }
     }

@@ -1,7 +1,9 @@
-//! End to end on NATS JetStream and RabbitMQ (the machine's, on 127.0.0.1:4222 and :5672): the
-//! real `edge-alerts` binary, two instances of one group on one PostgreSQL schema, fed exactly
-//! as a gateway feeds them — JetStream publishes with `Nats-Msg-Id`, awaiting each PubAck;
-//! persistent, mandatory AMQP publishes with `message_id`, awaiting each confirm.
+//! End to end on NATS JetStream, RabbitMQ (the machine's, on 127.0.0.1:4222 and :5672) and
+//! Kafka (librdkafka's mock cluster in this process): the real `edge-alerts` binary, two
+//! instances of one group on one PostgreSQL schema, fed exactly as a gateway feeds them —
+//! JetStream publishes with `Nats-Msg-Id`, awaiting each PubAck; persistent, mandatory AMQP
+//! publishes with `message_id`, awaiting each confirm; Kafka records keyed by device with the
+//! `id` and `gateway` headers, from an idempotent producer, awaiting each delivery report.
 //!
 //! Each test has its own stream and subject prefix, or exchange and queue, and its own schema,
 //! all removed at the end (also when it fails).
@@ -91,8 +93,8 @@ trait Backbone {
     /// subjects / routing keys (relative to the prefix) may be given for messages that are not
     /// ours.
     fn publish(&self, messages: &[Outgoing], foreign: &[(&str, &[u8])]);
-    /// Whether `count` instances are consuming.
-    fn consumers(&self, count: usize) -> bool;
+    /// Whether `count` instances are consuming; `logs` are theirs.
+    fn consumers(&self, count: usize, logs: &[String]) -> bool;
     /// How many deliveries the broker has made so far, redeliveries included, if it says.
     fn deliveries(&self) -> Option<u64>;
 }
@@ -109,17 +111,17 @@ fn two_instances_share_the_work_and_survive_a_kill(backbone: &impl Backbone, lab
             edge_alerts_serving(&all, dir.path(), &format!("edge-alerts-{n}"))
         })
         .collect();
-    let logs = || {
+    let each_log = || {
         (0..2)
             .map(|n| {
                 let log = dir.path().join(format!("edge-alerts-{n}.log"));
                 std::fs::read_to_string(log).unwrap_or_default()
             })
             .collect::<Vec<_>>()
-            .join("\n----\n")
     };
+    let logs = || each_log().join("\n----\n");
     wait_until("both instances consuming", Duration::from_secs(30), || {
-        backbone.consumers(2)
+        backbone.consumers(2, &each_log())
     });
 
     // 1. Both at work, each message stored once.
@@ -223,6 +225,139 @@ fn nats_jetstream_two_instances_share_the_work_and_survive_a_kill() {
 fn rabbitmq_two_instances_share_the_work_and_survive_a_kill() {
     let amqp = amqp::Amqp::new();
     two_instances_share_the_work_and_survive_a_kill(&amqp, "amqp");
+}
+
+#[test]
+fn kafka_two_instances_share_the_work_and_survive_a_kill() {
+    let kafka = kafka::Kafka::new();
+    two_instances_share_the_work_and_survive_a_kill(&kafka, "kafka");
+}
+
+mod kafka {
+    use std::time::Duration;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+
+    use super::{Backbone, Outgoing};
+
+    const TOPICS: [&str; 3] = ["edge.events", "edge.alerts", "edge.status"];
+
+    /// A mock cluster of three brokers with the gateways' topics, four partitions each.
+    pub(super) struct Kafka {
+        runtime: tokio::runtime::Runtime,
+        _cluster: MockCluster<'static, DefaultProducerContext>,
+        bootstrap: String,
+        producer: FutureProducer,
+    }
+
+    impl Kafka {
+        pub(super) fn new() -> Self {
+            let cluster = MockCluster::new(3).expect("mock Kafka cluster");
+            for topic in TOPICS {
+                cluster.create_topic(topic, 4, 3).expect("create topic");
+            }
+            let bootstrap = cluster.bootstrap_servers();
+            let producer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("enable.idempotence", "true")
+                .set("message.timeout.ms", "0")
+                .create()
+                .expect("producer");
+            Self {
+                runtime: tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime"),
+                _cluster: cluster,
+                bootstrap,
+                producer,
+            }
+        }
+    }
+
+    impl Backbone for Kafka {
+        fn args(&self) -> Vec<String> {
+            vec![
+                "--source".into(),
+                format!("kafka://{}", self.bootstrap),
+                "--group".into(),
+                "alerts".into(),
+            ]
+        }
+
+        fn publish(&self, messages: &[Outgoing], foreign: &[(&str, &[u8])]) {
+            self.runtime.block_on(async {
+                let mut reports = Vec::new();
+                for message in messages {
+                    let gateway = message.address.gateway.to_string();
+                    let (topic, key) = match &message.address.lane {
+                        edge_schema::Lane::Events { device } => (TOPICS[0], device.to_string()),
+                        edge_schema::Lane::Alerts => {
+                            let alert: serde_json::Value =
+                                serde_json::from_slice(&message.payload).expect("alert JSON");
+                            (TOPICS[1], alert["device"].as_str().unwrap_or("").to_owned())
+                        }
+                        edge_schema::Lane::Status => (TOPICS[2], gateway.clone()),
+                    };
+                    let mut headers = OwnedHeaders::new().insert(Header {
+                        key: "gateway",
+                        value: Some(&gateway),
+                    });
+                    if let Some(id) = &message.id {
+                        headers = headers.insert(Header {
+                            key: "id",
+                            value: Some(id),
+                        });
+                    }
+                    let record = FutureRecord::to(topic)
+                        .key(&key)
+                        .payload(&message.payload)
+                        .headers(headers);
+                    reports.push(self.producer.send_result(record).expect("produce"));
+                }
+                // Not ours: a routing key's gateway as the header, on the alerts topic.
+                for (raw, payload) in foreign {
+                    let gateway = raw.split('.').next().unwrap_or("");
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: "gateway",
+                        value: Some(gateway),
+                    });
+                    let record = FutureRecord::to(TOPICS[1])
+                        .key(gateway)
+                        .payload(*payload)
+                        .headers(headers);
+                    reports.push(self.producer.send_result(record).expect("produce"));
+                }
+                for report in reports {
+                    tokio::time::timeout(Duration::from_secs(30), report)
+                        .await
+                        .expect("a delivery report")
+                        .expect("delivered")
+                        .expect("delivered");
+                }
+            });
+        }
+
+        /// Each instance's last rebalance gave it partitions.
+        fn consumers(&self, count: usize, logs: &[String]) -> bool {
+            logs.len() == count
+                && logs.iter().all(|log| {
+                    log.lines()
+                        .filter(|line| line.contains("Kafka partitions"))
+                        .next_back()
+                        .is_some_and(|line| {
+                            line.contains("assigned") && !line.contains("partitions=0")
+                        })
+                })
+        }
+
+        fn deliveries(&self) -> Option<u64> {
+            None
+        }
+    }
 }
 
 mod nats {
@@ -335,7 +470,7 @@ mod nats {
             });
         }
 
-        fn consumers(&self, count: usize) -> bool {
+        fn consumers(&self, count: usize, _: &[String]) -> bool {
             self.consumer()
                 .is_some_and(|info| info.num_waiting >= count)
         }
@@ -483,7 +618,7 @@ mod amqp {
             });
         }
 
-        fn consumers(&self, count: usize) -> bool {
+        fn consumers(&self, count: usize, _: &[String]) -> bool {
             self.runtime.block_on(async {
                 // A passive declaration of a queue not yet there closes its channel: one of
                 // its own each time.

@@ -21,9 +21,10 @@ use tokio::sync::{Notify, broadcast, watch};
 #[derive(Debug, Parser)]
 #[command(name = "edge-alerts", version, about)]
 struct Args {
-    /// Where to consume from: mqtt://[user:pass@]host:port, nats://[user:pass@]host:port or
-    /// amqp://user:pass@host:port[/vhost]; over TLS: mqtts://, tls:// or amqps://. Without
-    /// it: MQTT on --host and --port.
+    /// Where to consume from: mqtt://[user:pass@]host:port, nats://[user:pass@]host:port,
+    /// amqp://user:pass@host:port[/vhost] or kafka://[user:pass@]host:port[,host:port...];
+    /// over TLS: mqtts://, tls://, amqps:// or kafka+tls://. Without it: MQTT on --host and
+    /// --port.
     #[arg(long, conflicts_with_all = ["host", "port"])]
     source: Option<String>,
     /// Cloud broker host (MQTT).
@@ -48,9 +49,22 @@ struct Args {
     /// The topic exchange the gateways publish to, declared if missing (AMQP).
     #[arg(long, default_value = "edge")]
     exchange: String,
+    /// The topic of the gateways' events (Kafka).
+    #[arg(long, default_value = "edge.events")]
+    events_topic: String,
+    /// The topic of the gateways' alert transitions (Kafka).
+    #[arg(long, default_value = "edge.alerts")]
+    alerts_topic: String,
+    /// The topic of the gateways' status (Kafka).
+    #[arg(long, default_value = "edge.status")]
+    status_topic: String,
+    /// The SASL mechanism of the login in a kafka:// URL: PLAIN, SCRAM-SHA-256 or
+    /// SCRAM-SHA-512 (Kafka).
+    #[arg(long)]
+    sasl_mechanism: Option<String>,
     /// The instances of a group share the work: the MQTT shared subscription (none: not
-    /// shared), the NATS durable consumer and the AMQP queue (both `edge-alerts` when not
-    /// given).
+    /// shared), the NATS durable consumer, the AMQP queue and the Kafka consumer group (the
+    /// last three `edge-alerts` when not given).
     #[arg(long)]
     group: Option<String>,
     /// MQTT client id, unique per instance.
@@ -122,6 +136,12 @@ fn main() -> ExitCode {
         group: args.group.clone(),
         client_id: args.client_id.clone(),
         ca_file: args.ca_file.clone(),
+        kafka_topics: [
+            args.events_topic.clone(),
+            args.alerts_topic.clone(),
+            args.status_topic.clone(),
+        ],
+        sasl_mechanism: args.sasl_mechanism.clone(),
     };
     let url = args
         .source

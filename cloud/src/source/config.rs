@@ -6,9 +6,11 @@
 //! | `mqtt://[user:pass@]host:port`, `mqtts://…` (TLS) | MQTT (what `--host`/`--port` say when `--source` is not given) |
 //! | `nats://[user:pass@]host:port`, `tls://…` (TLS) | NATS JetStream |
 //! | `amqp://user:pass@host:port/vhost`, `amqps://…` (TLS) | AMQP 0.9.1 (RabbitMQ); the vhost URL-encoded (`%2f` for `/`), optional |
+//! | `kafka://[user:pass@]host:port[,host:port…]`, `kafka+tls://…` (TLS) | Apache Kafka; a login is SASL with `--sasl-mechanism` |
 //!
 //! Credentials in a URL are percent-decoded (`%40` for `@`). Over TLS the broker's certificate
-//! is checked against `--ca-file`, or the system's trust roots ([`crate::tls`]).
+//! is checked against `--ca-file`, or the system's trust roots ([`crate::tls`]; for Kafka,
+//! librdkafka's OpenSSL).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,9 +21,10 @@ pub const DEFAULT_GROUP: &str = "edge-alerts";
 /// Why the source given on the command line cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
-    /// The URL's scheme is none of `mqtt`, `mqtts`, `nats`, `tls`, `amqp`, `amqps`.
+    /// The URL's scheme is none of `mqtt`, `mqtts`, `nats`, `tls`, `amqp`, `amqps`, `kafka`,
+    /// `kafka+tls`.
     #[error(
-        "failed to read source `{0}`: expected mqtt://, mqtts://, nats://, tls://, amqp:// or amqps://"
+        "failed to read source `{0}`: expected mqtt://, mqtts://, nats://, tls://, amqp://, amqps://, kafka:// or kafka+tls://"
     )]
     Scheme(String),
     /// The URL has no host, or a port that is not a number.
@@ -36,6 +39,11 @@ pub enum SourceError {
     /// An option that must not be empty is.
     #[error("--{0} must not be empty")]
     Empty(&'static str),
+    /// A Kafka login without its SASL mechanism, or a mechanism Kafka does not have.
+    #[error(
+        "failed to read source `{0}`: a Kafka login needs --sasl-mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )]
+    Sasl(String),
 }
 
 /// The options beside the URL; each backbone takes the ones it needs.
@@ -59,6 +67,10 @@ pub struct SourceOptions {
     /// The CA certificates that a TLS broker's certificate is checked against (none: the
     /// system's).
     pub ca_file: Option<PathBuf>,
+    /// Kafka: the topics of events, alerts and status, as the gateways' uplink names them.
+    pub kafka_topics: [String; 3],
+    /// Kafka: the SASL mechanism of the URL's login.
+    pub sasl_mechanism: Option<String>,
 }
 
 /// Where to consume from, validated.
@@ -70,6 +82,25 @@ pub enum SourceConfig {
     Nats(NatsSourceConfig),
     /// An AMQP 0.9.1 broker.
     Amqp(AmqpSourceConfig),
+    /// An Apache Kafka cluster.
+    Kafka(KafkaSourceConfig),
+}
+
+/// An Apache Kafka source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSourceConfig {
+    /// The bootstrap brokers, `host:port,…`.
+    pub brokers: String,
+    /// `kafka+tls://`: TLS, checked against `ca_file` (or the system's roots).
+    pub tls: bool,
+    /// The CA certificates for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// The SASL login and its mechanism, when the URL has a login.
+    pub sasl: Option<(String, String, String)>,
+    /// The consumer group the instances share.
+    pub group: String,
+    /// The topics of events, alerts and status.
+    pub topics: [String; 3],
 }
 
 /// An MQTT source.
@@ -194,6 +225,36 @@ impl SourceConfig {
                     ca_file,
                 }))
             }
+            "kafka" | "kafka+tls" => {
+                let (credentials, addresses) = credentials(url, rest.trim_end_matches('/'))?;
+                let mut brokers = Vec::new();
+                for address in addresses.split(',') {
+                    let (host, port) =
+                        host_port(address).ok_or_else(|| SourceError::Address(redact(url)))?;
+                    brokers.push(format!("{host}:{}", port.unwrap_or(9092)));
+                }
+                for topic in &options.kafka_topics {
+                    non_empty(topic, "topic")?;
+                }
+                let sasl = match (credentials, &options.sasl_mechanism) {
+                    (None, _) => None,
+                    (Some((user, password)), Some(mechanism))
+                        if ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+                            .contains(&mechanism.as_str()) =>
+                    {
+                        Some((mechanism.clone(), user, password))
+                    }
+                    (Some(_), _) => return Err(SourceError::Sasl(redact(url))),
+                };
+                Ok(Self::Kafka(KafkaSourceConfig {
+                    brokers: brokers.join(","),
+                    tls: scheme == "kafka+tls",
+                    ca_file,
+                    sasl,
+                    group: group(),
+                    topics: options.kafka_topics.clone(),
+                }))
+            }
             _ => Err(SourceError::Scheme(redact(url))),
         }
     }
@@ -204,6 +265,7 @@ impl SourceConfig {
             Self::Mqtt(mqtt) => mqtt.tls,
             Self::Nats(nats) => nats.server.starts_with("tls://"),
             Self::Amqp(amqp) => amqp.uri.starts_with("amqps://"),
+            Self::Kafka(kafka) => kafka.tls,
         }
     }
 
@@ -218,6 +280,11 @@ impl SourceConfig {
             ),
             Self::Nats(nats) => nats.server.clone(),
             Self::Amqp(amqp) => redact(&amqp.uri),
+            Self::Kafka(kafka) => format!(
+                "{}://{}",
+                if kafka.tls { "kafka+tls" } else { "kafka" },
+                kafka.brokers
+            ),
         }
     }
 }
@@ -328,6 +395,12 @@ mod tests {
             group: None,
             client_id: "edge-alerts".into(),
             ca_file: None,
+            kafka_topics: [
+                "edge.events".into(),
+                "edge.alerts".into(),
+                "edge.status".into(),
+            ],
+            sasl_mechanism: None,
         }
     }
 
@@ -403,8 +476,8 @@ mod tests {
     fn bad_sources_are_refused_without_showing_the_password() {
         for (url, expected) in [
             (
-                "kafka://k:9092",
-                SourceError::Scheme("kafka://k:9092".into()),
+                "pulsar://k:6650",
+                SourceError::Scheme("pulsar://k:6650".into()),
             ),
             (
                 "127.0.0.1:1883",
@@ -454,5 +527,52 @@ mod tests {
         for bad in ["", "30", "s", "0s", "1.5s", "-1s", "3 s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn kafka_is_read_from_its_brokers_with_a_sasl_login() {
+        assert_eq!(
+            SourceConfig::from_url("kafka://k1:9093,[::1],k3", &options()).unwrap(),
+            SourceConfig::Kafka(KafkaSourceConfig {
+                brokers: "k1:9093,[::1]:9092,k3:9092".into(),
+                tls: false,
+                ca_file: None,
+                sasl: None,
+                group: "edge-alerts".into(),
+                topics: [
+                    "edge.events".into(),
+                    "edge.alerts".into(),
+                    "edge.status".into()
+                ],
+            })
+        );
+        let mut with_login = options();
+        with_login.sasl_mechanism = Some("SCRAM-SHA-512".into());
+        with_login.group = Some("alerting".into());
+        let Ok(SourceConfig::Kafka(kafka)) =
+            SourceConfig::from_url("kafka+tls://alerts:p%40ss@k1:9093", &with_login)
+        else {
+            panic!("a kafka source");
+        };
+        assert!(kafka.tls);
+        assert_eq!(kafka.group, "alerting");
+        assert_eq!(
+            kafka.sasl,
+            Some(("SCRAM-SHA-512".into(), "alerts".into(), "p@ss".into()))
+        );
+        assert_eq!(
+            SourceConfig::Kafka(kafka).broker(),
+            "kafka+tls://k1:9093",
+            "the log shows no password"
+        );
+        let refused = SourceConfig::from_url("kafka://alerts:secret@k1", &options());
+        assert_eq!(
+            refused,
+            Err(SourceError::Sasl("kafka://alerts:***@k1".into()))
+        );
+        assert!(matches!(
+            SourceConfig::from_url("kafka://k1:x", &options()),
+            Err(SourceError::Address(_))
+        ));
     }
 }
