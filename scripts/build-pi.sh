@@ -13,12 +13,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
 
-packages=(rustc-web cargo-web)
+# librdkafka (the Kafka uplink) is built from source with the cross compiler and links the
+# Pi's OpenSSL (libssl3, on every Raspberry Pi OS): its headers and libraries come from
+# Debian's packages of that architecture.
+packages=(rustc-web cargo-web make)
 case "$which" in
-  aarch64) packages+=(libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
-  armv7) packages+=(rust-web-src gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
-  all) packages+=(libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-    rust-web-src gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+  aarch64) packages+=(libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
+    libc6-dev-arm64-cross libssl-dev:arm64) ;;
+  armv7) packages+=(rust-web-src gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
+    libc6-dev-armhf-cross libssl-dev:armhf) ;;
+  all) packages+=(libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
+    libc6-dev-arm64-cross libssl-dev:arm64 rust-web-src gcc-arm-linux-gnueabihf
+    g++-arm-linux-gnueabihf libc6-dev-armhf-cross libssl-dev:armhf) ;;
   *) echo "usage: $0 [aarch64|armv7|all]" >&2; exit 2 ;;
 esac
 missing=()
@@ -30,6 +36,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt=(apt-get -o DPkg::Lock::Timeout=600)
   dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
   "${apt[@]}" update -qq
   # Never let a toolchain install remove what is there.
   simulated="$("${apt[@]}" -s install --no-install-recommends "${missing[@]}")"
@@ -53,6 +60,14 @@ build() {
   upper="${upper^^}"
   export "CARGO_TARGET_${upper}_LINKER=${gcc_prefix}-gcc"
   export "CC_${target//-/_}=${gcc_prefix}-gcc" "AR_${target//-/_}=${gcc_prefix}-ar"
+  # librdkafka's own configure and make read CC, CXX, AR and the binutils, and ask pkg-config
+  # for OpenSSL; what is built for this machine (build scripts) keeps its compiler.
+  export CC="${gcc_prefix}-gcc" CXX="${gcc_prefix}-g++" AR="${gcc_prefix}-ar"
+  export LD="${gcc_prefix}-ld" NM="${gcc_prefix}-nm" OBJDUMP="${gcc_prefix}-objdump"
+  export RANLIB="${gcc_prefix}-ranlib" STRIP="${gcc_prefix}-strip"
+  export PKG_CONFIG_LIBDIR="/usr/lib/${gcc_prefix}/pkgconfig:/usr/share/pkgconfig"
+  export CC_x86_64_unknown_linux_gnu=gcc AR_x86_64_unknown_linux_gnu=ar HOST_CC=gcc HOST_AR=ar
+  export "${upper}_OPENSSL_LIB_DIR=/usr/lib/${gcc_prefix}" "${upper}_OPENSSL_INCLUDE_DIR=/usr/include"
   echo "building for $target" >&2
   "$cargo" build --release --locked --target "$target" -p edge-gateway -p edge-alerts "$@"
 

@@ -127,8 +127,11 @@ impl SerialDevice {
         control.plugged.store(true, Ordering::SeqCst);
         let thread = {
             let control = Arc::clone(&control);
+            // The device holds its outbox of OUTBOX samples in place, as on the board, and an
+            // unoptimised build moves it on the stack more than once: 2 MiB is not enough.
             std::thread::Builder::new()
                 .name(format!("sim-{}", config.name))
+                .stack_size(16 * 1024 * 1024)
                 .spawn(move || run(config, line, file, &control))?
         };
         let link = path;
