@@ -26,6 +26,15 @@ if ! command -v shellcheck >/dev/null 2>&1 || ! command -v systemd-analyze >/dev
   apt-get update -qq && apt-get install -y -qq --no-install-recommends shellcheck systemd >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
+# moto's server plays AWS EventBridge (and CloudWatch Logs) for the EventBridge tests: installed
+# from PyPI into a virtual environment of its own, once.
+moto_env="target/moto-venv"
+if [ ! -x "$moto_env/bin/moto_server" ]; then
+  echo "installing moto's server into $moto_env (the EventBridge tests talk to it)" >&2
+  python3 -m venv "$moto_env"
+  "$moto_env/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.6'
+fi
+export EDGE_MOTO_SERVER="$PWD/$moto_env/bin/moto_server"
 
 # The device firmware: built for its boards (installing Debian's firmware toolchain if missing),
 # its on-target tests run in QEMU; the end-to-end tests then run the image it built.

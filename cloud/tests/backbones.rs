@@ -346,8 +346,7 @@ mod kafka {
             logs.len() == count
                 && logs.iter().all(|log| {
                     log.lines()
-                        .filter(|line| line.contains("Kafka partitions"))
-                        .next_back()
+                        .rfind(|line| line.contains("Kafka partitions"))
                         .is_some_and(|line| {
                             line.contains("assigned") && !line.contains("partitions=0")
                         })

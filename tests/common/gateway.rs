@@ -100,6 +100,17 @@ impl Uplink {
             .set("status_topic", &topics.status)
     }
 
+    /// An EventBridge uplink to `bus` through the endpoint at `127.0.0.1:port` (moto, or a
+    /// proxy in front of it). The gateway needs AWS credentials in its environment: see
+    /// [`Gateway::with_aws_credentials`].
+    pub fn eventbridge(port: u16, bus: &str) -> Self {
+        Self::quick(String::new())
+            .set("type", "eventbridge")
+            .set("event_bus", bus)
+            .set("region", "us-east-1")
+            .set("endpoint", &format!("http://127.0.0.1:{port}"))
+    }
+
     /// Sets a string setting.
     pub fn set(self, key: &str, value: &str) -> Self {
         self.set_toml(key, &format!("{value:?}"))
@@ -292,6 +303,20 @@ listen = "127.0.0.1:{admin_port}"
     /// Sets an environment variable for the gateway processes started from now on.
     pub fn set_env(&mut self, key: &str, value: impl Into<String>) {
         self.env.push((key.to_owned(), value.into()));
+    }
+
+    /// Prepares a gateway with `setup` and AWS credentials in its environment (moto takes any),
+    /// and starts it.
+    pub fn with_aws_credentials(setup: GatewaySetup) -> Self {
+        let mut gateway = Self::prepare_with(setup);
+        gateway.set_env("AWS_ACCESS_KEY_ID", "testing");
+        gateway.set_env("AWS_SECRET_ACCESS_KEY", "testing");
+        // Nothing of the machine's own AWS set-up may be read.
+        gateway.set_env("AWS_CONFIG_FILE", "/dev/null");
+        gateway.set_env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        gateway.set_env("AWS_EC2_METADATA_DISABLED", "true");
+        gateway.spawn();
+        gateway
     }
 
     /// Starts (again) the gateway process and waits for its admin server and device broker.

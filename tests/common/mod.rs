@@ -4,9 +4,11 @@
 //! One module per concern: [`gateway`] (the process and its typed configuration), [`brokers`],
 //! [`proxy`] (a TCP proxy that can cut or swallow traffic), [`inbox`] (what the cloud received),
 //! [`devices`], [`serial`], [`http`], [`pki`] (certificates made for the test), [`kafka`]
-//! (librdkafka's mock cluster, a Kafka-protocol broker in this process).
+//! (librdkafka's mock cluster, a Kafka-protocol broker in this process), [`aws`] (moto's
+//! server for EventBridge, and an HTTP proxy in front of it).
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+mod aws;
 mod brokers;
 mod devices;
 mod gateway;
@@ -17,6 +19,7 @@ mod pki;
 mod proxy;
 mod serial;
 
+pub use aws::*;
 pub use brokers::*;
 pub use devices::*;
 pub use gateway::*;

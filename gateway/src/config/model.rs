@@ -182,6 +182,8 @@ pub enum UplinkType {
     Amqp,
     /// `kafka`: Apache Kafka, confirmed by the idempotent producer's delivery reports.
     Kafka,
+    /// `eventbridge`: AWS EventBridge, confirmed by each entry's result in `PutEvents`.
+    EventBridge,
 }
 
 impl UplinkType {
@@ -192,12 +194,14 @@ impl UplinkType {
             Self::Nats => "nats",
             Self::Amqp => "amqp",
             Self::Kafka => "kafka",
+            Self::EventBridge => "eventbridge",
         }
     }
 
-    /// Whether the destination is given by `url` (Kafka takes a list of `brokers`).
+    /// Whether the destination is given by `url` (Kafka takes a list of `brokers`, EventBridge
+    /// an `event_bus` and a `region`).
     pub fn takes_url(self) -> bool {
-        !matches!(self, Self::Kafka)
+        !matches!(self, Self::Kafka | Self::EventBridge)
     }
 }
 
@@ -274,6 +278,13 @@ pub struct UplinkConfig {
     /// `max_message_bytes` (kafka, default 1000000, 1000 to 100000000): a record larger than
     /// this is refused for good (dead-lettered); set it to the topics' `max.message.bytes`.
     pub max_message_bytes: u32,
+    /// `event_bus` (eventbridge, default `default`): the event bus, by name or ARN.
+    pub event_bus: String,
+    /// `region` (eventbridge, default: the standard chain's, e.g. `AWS_REGION`): the AWS region.
+    pub region: Option<String>,
+    /// `endpoint` (eventbridge, default: the region's): an `http://` or `https://` URL of a
+    /// local or private endpoint.
+    pub endpoint: Option<String>,
     /// `lanes` (default all): any of `events`, `alerts`, `status`.
     pub lanes: Lanes,
     /// `devices` (default all): a glob (`*`, `?`) of the device ids whose events and alerts
@@ -322,9 +333,18 @@ pub struct UplinkConfig {
 }
 
 impl UplinkConfig {
-    /// Where the uplink goes, for logs: its url, or for kafka its brokers.
+    /// Where the uplink goes, for logs: its url, for kafka its brokers, for eventbridge its
+    /// bus and region.
     pub fn endpoint(&self) -> String {
         match self.kind {
+            UplinkType::EventBridge => format!(
+                "eventbridge://{}/{}",
+                self.endpoint
+                    .as_deref()
+                    .or(self.region.as_deref())
+                    .unwrap_or("(region from the environment)"),
+                self.event_bus
+            ),
             UplinkType::Kafka => {
                 let brokers: Vec<String> = self.brokers.iter().map(UplinkUrl::authority).collect();
                 format!("{}://{}", self.url.scheme(), brokers.join(","))
@@ -356,6 +376,9 @@ impl UplinkConfig {
             status_topic: "edge.status".to_owned(),
             sasl_mechanism: None,
             max_message_bytes: 1_000_000,
+            event_bus: "default".to_owned(),
+            region: None,
+            endpoint: None,
             lanes: Lanes::default(),
             devices: None,
             ack_timeout: Duration::from_secs(30),
@@ -406,6 +429,7 @@ impl UplinkUrl {
             (UplinkType::Amqp, true) => "amqps",
             (UplinkType::Kafka, false) => "kafka",
             (UplinkType::Kafka, true) => "kafka+tls",
+            (UplinkType::EventBridge, _) => "eventbridge",
         }
     }
 

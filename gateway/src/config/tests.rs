@@ -1044,3 +1044,74 @@ topic = "events"
         ]
     );
 }
+
+#[test]
+fn an_eventbridge_uplink_names_its_bus_region_and_endpoint() {
+    let config = valid(
+        r#"[gateway]
+id = "gw"
+
+[[uplink]]
+type = "eventbridge"
+event_bus = "arn:aws:events:eu-west-1:123456789012:event-bus/edge"
+region = "eu-west-1"
+lanes = ["alerts"]
+
+[[uplink]]
+name = "local"
+type = "eventbridge"
+endpoint = "http://127.0.0.1:4566/"
+"#,
+    );
+    let [aws, local] = &config.uplinks[..] else {
+        panic!("two uplinks");
+    };
+    assert_eq!(aws.kind, UplinkType::EventBridge);
+    assert_eq!(aws.name, "eventbridge");
+    assert_eq!(
+        aws.event_bus,
+        "arn:aws:events:eu-west-1:123456789012:event-bus/edge"
+    );
+    assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(aws.endpoint, None);
+    assert_eq!(local.event_bus, "default");
+    assert_eq!(
+        local.region, None,
+        "the region comes from the standard chain"
+    );
+    assert_eq!(local.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+    assert_eq!(
+        local.endpoint(),
+        "eventbridge://http://127.0.0.1:4566/default"
+    );
+}
+
+#[test]
+fn eventbridge_settings_are_checked_each_at_its_place() {
+    let source = r#"[gateway]
+id = "gw"
+
+[[uplink]]
+type = "eventbridge"
+url = "https://events.eu-west-1.amazonaws.com"
+event_bus = "bad bus"
+region = "EU_WEST"
+endpoint = "ftp://x"
+username = "me"
+
+[[uplink]]
+url = "mqtt://broker"
+event_bus = "edge"
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "6:7: `uplink[0].url` is not a setting of eventbridge uplinks: name the bus in `uplink[0].event_bus`, the region in `uplink[0].region`, and a private endpoint, if any, in `uplink[0].endpoint`",
+            "7:13: invalid value `bad bus` for `uplink[0].event_bus`: expected a bus name (1 to 256 of A-Z a-z 0-9 . _ - /) or its ARN",
+            "8:10: invalid value `EU_WEST` for `uplink[0].region`: expected an AWS region, e.g. eu-west-1",
+            "9:12: invalid value `ftp://x` for `uplink[0].endpoint`: expected http://host[:port] or https://host[:port]",
+            "10:12: `uplink[0].username` is not a setting of eventbridge uplinks: credentials come from the AWS standard chain (environment, profile, instance role)",
+            "14:13: `uplink[1].event_bus` is a setting of eventbridge uplinks, and this one is mqtt",
+        ]
+    );
+}

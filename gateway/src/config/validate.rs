@@ -357,10 +357,9 @@ impl Checker {
         let named = |index: usize| {
             entries.get(index).is_some_and(|entry| {
                 entry.name.is_some()
-                    || entry
-                        .kind
-                        .as_ref()
-                        .is_some_and(|kind| kind.get_ref() == "kafka")
+                    || entry.kind.as_ref().is_some_and(|kind| {
+                        matches!(kind.get_ref().as_str(), "kafka" | "eventbridge")
+                    })
                     || entry
                         .url
                         .as_ref()
@@ -451,6 +450,27 @@ impl Checker {
         (url, kind)
     }
 
+    /// The place-holder url of an eventbridge uplink; `url` is refused.
+    fn no_url(&mut self, uplink: &RawUplink, key: &str) -> UplinkUrl {
+        if let Some(url) = &uplink.url {
+            self.report(
+                url,
+                format!(
+                    "`{key}.url` is not a setting of eventbridge uplinks: name the bus in \
+                     `{key}.event_bus`, the region in `{key}.region`, and a private endpoint, if \
+                     any, in `{key}.endpoint`"
+                ),
+            );
+        }
+        UplinkUrl {
+            kind: UplinkType::EventBridge,
+            tls: true,
+            host: String::new(),
+            port: 443,
+            vhost: None,
+        }
+    }
+
     /// The `brokers` of a kafka uplink, the first as its url; `url` is refused.
     fn kafka_brokers(&mut self, uplink: &RawUplink, at: usize, key: &str) -> UplinkUrl {
         if let Some(url) = &uplink.url {
@@ -493,6 +513,74 @@ impl Checker {
             }
         }
         first
+    }
+
+    /// The settings only eventbridge uplinks have.
+    fn eventbridge_settings(&mut self, uplink: &RawUplink, key: &str, config: &mut UplinkConfig) {
+        if let Some(bus) = &uplink.event_bus {
+            let text = bus.get_ref();
+            let name_ok = (1..=256).contains(&text.len())
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+            let arn_ok = text.starts_with("arn:") && text.contains(":event-bus/");
+            if !(name_ok || arn_ok) {
+                self.invalid(
+                    bus,
+                    &format!("{key}.event_bus"),
+                    "expected a bus name (1 to 256 of A-Z a-z 0-9 . _ - /) or its ARN".to_owned(),
+                );
+            }
+            config.event_bus = text.clone();
+        }
+        if let Some(region) = &uplink.region {
+            let text = region.get_ref();
+            let valid = !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                self.invalid(
+                    region,
+                    &format!("{key}.region"),
+                    "expected an AWS region, e.g. eu-west-1".to_owned(),
+                );
+            }
+            config.region = Some(text.clone());
+        }
+        if let Some(endpoint) = &uplink.endpoint {
+            let text = endpoint.get_ref();
+            let rest = text
+                .strip_prefix("https://")
+                .or_else(|| text.strip_prefix("http://"));
+            let valid = rest.is_some_and(|rest| {
+                let authority = rest.trim_end_matches('/');
+                !authority.is_empty() && !authority.contains(['/', '@', '?', '#', ' '])
+            });
+            if !valid {
+                self.invalid(
+                    endpoint,
+                    &format!("{key}.endpoint"),
+                    "expected http://host[:port] or https://host[:port]".to_owned(),
+                );
+            }
+            config.endpoint = Some(text.trim_end_matches('/').to_owned());
+        }
+        for (value, name) in [
+            (&uplink.username, "username"),
+            (&uplink.password_file, "password_file"),
+            (&uplink.ca_file, "ca_file"),
+        ] {
+            if let Some(value) = value {
+                self.report(
+                    value,
+                    format!(
+                        "`{key}.{name}` is not a setting of eventbridge uplinks: credentials come \
+                         from the AWS standard chain (environment, profile, instance role)"
+                    ),
+                );
+            }
+        }
     }
 
     /// The settings only kafka uplinks have; returns the brokers.
@@ -594,12 +682,15 @@ impl Checker {
                     ("nats", UplinkType::Nats),
                     ("amqp", UplinkType::Amqp),
                     ("kafka", UplinkType::Kafka),
+                    ("eventbridge", UplinkType::EventBridge),
                 ],
                 UplinkType::Mqtt,
             )
         });
         let (url, kind) = if declared == Some(UplinkType::Kafka) {
             (self.kafka_brokers(uplink, at, key), UplinkType::Kafka)
+        } else if declared == Some(UplinkType::EventBridge) {
+            (self.no_url(uplink, key), UplinkType::EventBridge)
         } else {
             self.uplink_url(uplink, at, key, declared)
         };
@@ -676,7 +767,7 @@ impl Checker {
 
         // Keys that belong to one protocol only.
         let only = |kind_of_key: UplinkType| kind_of_key == kind;
-        let protocol_keys: [(&Option<Text>, &str, UplinkType); 13] = [
+        let protocol_keys: [(&Option<Text>, &str, UplinkType); 16] = [
             (&uplink.topic_prefix, "topic_prefix", UplinkType::Mqtt),
             (&uplink.client_id, "client_id", UplinkType::Mqtt),
             (&uplink.keep_alive, "keep_alive", UplinkType::Mqtt),
@@ -694,6 +785,9 @@ impl Checker {
             (&uplink.alerts_topic, "alerts_topic", UplinkType::Kafka),
             (&uplink.status_topic, "status_topic", UplinkType::Kafka),
             (&uplink.sasl_mechanism, "sasl_mechanism", UplinkType::Kafka),
+            (&uplink.event_bus, "event_bus", UplinkType::EventBridge),
+            (&uplink.region, "region", UplinkType::EventBridge),
+            (&uplink.endpoint, "endpoint", UplinkType::EventBridge),
         ];
         for (value, name, owner) in protocol_keys {
             if let Some(value) = value
@@ -721,6 +815,9 @@ impl Checker {
             );
         }
 
+        if kind == UplinkType::EventBridge {
+            self.eventbridge_settings(uplink, key, &mut config);
+        }
         if kind == UplinkType::Kafka {
             config.brokers = self.kafka_settings(uplink, key, &mut config);
         } else {
@@ -866,7 +963,7 @@ impl Checker {
                 UplinkType::Mqtt => "an mqtts",
                 UplinkType::Nats => "a tls",
                 UplinkType::Amqp => "an amqps",
-                UplinkType::Kafka => "a tls",
+                UplinkType::Kafka | UplinkType::EventBridge => "a tls",
             };
             for (file, name) in [
                 (&uplink.ca_file, "ca_file"),

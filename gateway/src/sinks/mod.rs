@@ -10,6 +10,7 @@ pub mod driver;
 #[cfg(test)]
 mod driver_tests;
 pub mod error;
+pub mod eventbridge;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;

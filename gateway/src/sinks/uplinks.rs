@@ -12,6 +12,7 @@ use super::amqp::AmqpDestination;
 use super::destination::Destination;
 use super::driver::{DeliverySettings, Driver};
 use super::error::SinkError;
+use super::eventbridge::EventBridgeDestination;
 use super::kafka::KafkaDestination;
 use super::mqtt::MqttDestination;
 use super::nats::NatsDestination;
@@ -43,70 +44,46 @@ pub fn spawn(
         let Some(stats) = metrics.uplinks().get(index).cloned() else {
             continue;
         };
+        let launch = Launch {
+            settings,
+            journal,
+            stats,
+            start,
+            stopped,
+        };
+        let gateway = config.gateway.id.as_str();
         match uplink.kind {
-            UplinkType::Mqtt => {
-                let destination = MqttDestination::new(uplink, &config.gateway.id)?;
-                start_driver(
-                    &mut tasks,
-                    destination,
-                    settings,
-                    journal,
-                    stats,
-                    start,
-                    stopped,
-                )?;
-            }
-            UplinkType::Nats => {
-                let destination = NatsDestination::new(uplink, &config.gateway.id)?;
-                start_driver(
-                    &mut tasks,
-                    destination,
-                    settings,
-                    journal,
-                    stats,
-                    start,
-                    stopped,
-                )?;
-            }
-            UplinkType::Amqp => {
-                let destination = AmqpDestination::new(uplink, &config.gateway.id)?;
-                start_driver(
-                    &mut tasks,
-                    destination,
-                    settings,
-                    journal,
-                    stats,
-                    start,
-                    stopped,
-                )?;
-            }
-            UplinkType::Kafka => {
-                let destination = KafkaDestination::new(uplink, &config.gateway.id)?;
-                start_driver(
-                    &mut tasks,
-                    destination,
-                    settings,
-                    journal,
-                    stats,
-                    start,
-                    stopped,
-                )?;
+            UplinkType::Mqtt => launch.run(&mut tasks, MqttDestination::new(uplink, gateway)?)?,
+            UplinkType::Nats => launch.run(&mut tasks, NatsDestination::new(uplink, gateway)?)?,
+            UplinkType::Amqp => launch.run(&mut tasks, AmqpDestination::new(uplink, gateway)?)?,
+            UplinkType::Kafka => launch.run(&mut tasks, KafkaDestination::new(uplink, gateway)?)?,
+            UplinkType::EventBridge => {
+                launch.run(&mut tasks, EventBridgeDestination::new(uplink, gateway)?)?;
             }
         }
     }
     Ok(tasks)
 }
 
-fn start_driver<D: Destination>(
-    tasks: &mut JoinSet<()>,
-    destination: D,
+/// What a driver starts with, whatever its destination.
+struct Launch<'a> {
     settings: DeliverySettings,
-    journal: &JournalHandle,
+    journal: &'a JournalHandle,
     stats: Arc<crate::admin::UplinkStats>,
     start: [i64; 2],
-    stopped: &watch::Receiver<bool>,
-) -> Result<(), SinkError> {
-    let driver = Driver::new(destination, settings, journal.clone(), stats, start)?;
-    tasks.spawn(driver.run(stopped.clone()));
-    Ok(())
+    stopped: &'a watch::Receiver<bool>,
+}
+
+impl Launch<'_> {
+    fn run<D: Destination>(self, tasks: &mut JoinSet<()>, destination: D) -> Result<(), SinkError> {
+        let driver = Driver::new(
+            destination,
+            self.settings,
+            self.journal.clone(),
+            self.stats,
+            self.start,
+        )?;
+        tasks.spawn(driver.run(self.stopped.clone()));
+        Ok(())
+    }
 }
