@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Benchmarks the gateway's NATS JetStream and RabbitMQ uplinks against a bare client of each
-# broker with the same guarantee, and the gateway's CPU per event when it fans out to three
+# Benchmarks the gateway's NATS JetStream, RabbitMQ and Kafka uplinks against a bare client of
+# each broker with the same guarantee, and the gateway's CPU per event when it fans out to three
 # uplinks at once.
 #
 #   devices (edge-bench) ──MQTT──▶ edge-gateway (synchronous = "full") ──JetStream, PubAck──▶ nats-server ──▶ consumer
 #   edge-bench bare-* (one client, window 256)  ──────────────────────────JetStream, PubAck──▶ the same    ──▶ the same
 #   devices (edge-bench) ──MQTT──▶ edge-gateway (synchronous = "full") ──AMQP, confirms─────▶ RabbitMQ     ──▶ consumer
 #   edge-bench bare-* (one client, window 256)  ──────────────────────────AMQP, confirms─────▶ the same     ──▶ the same
+#   devices (edge-bench) ──MQTT──▶ edge-gateway (synchronous = "full") ──Kafka, idempotent───▶ mock cluster ──▶ consumer
+#   edge-bench bare-* (one producer, window 256) ─────────────────────────Kafka, idempotent───▶ the same     ──▶ the same
+#   devices (edge-bench) ──MQTT──▶ edge-gateway ──PutEvents──▶ moto's server (EventBridge, no rule):
+#     entries/s at saturation and PutEvents calls per 1 000 events (moto's access log)
 #   fan-out: one load through a gateway with an MQTT uplink, and through one with MQTT + NATS +
 #   RabbitMQ uplinks; the gateway's utime + stime (/proc/PID/stat) over each run ÷ events.
 #
@@ -14,7 +18,9 @@
 # turn; a ratio is the median of the per-run ratios): the machine is shared and noisy. Also
 # prints how busy the whole machine was during each kind of run (from /proc/stat).
 #
-# Its own nats-server (JetStream, file store in the temp dir) and Mosquitto on ephemeral ports;
+# Its own nats-server (JetStream, file store in the temp dir), Mosquitto and librdkafka's mock
+# Kafka cluster (three brokers in an edge-bench process, topics of four partitions) on ephemeral
+# ports;
 # the machine's RabbitMQ at AMQP_URL, with exchanges and a queue named after this run, deleted on
 # exit. Every process started here is stopped on exit.
 #
@@ -24,7 +30,9 @@
 # Environment: EVENTS (saturation events, default 100000), DEVICES (50), RATE (events/s of the
 # latency runs, 5000), LATENCY_SECONDS (10), FANOUT_RATES (offered rates of the fan-out runs,
 # "5000 1000"), RUNS (3), WINDOW (the gateway's max_inflight and the bare clients' window, 256),
-# SYNCHRONOUS (full), STAGES ("nats amqp fanout"), AMQP_URL (amqp://127.0.0.1:5672: RabbitMQ's
+# SYNCHRONOUS (full), STAGES ("nats amqp kafka eventbridge fanout"), EVENTBRIDGE_EVENTS (events
+# of an EventBridge run, 20000), MOTO_SERVER (moto_server, e.g. scripts/test.sh's
+# target/moto-venv/bin/moto_server), AMQP_URL (amqp://127.0.0.1:5672: RabbitMQ's
 # guest login), BENCH_DIR (where the temp dir goes, default $TMPDIR or /tmp: a real disk),
 # GATEWAY_BIN (a gateway binary to measure instead of building this tree's, e.g. one built from
 # a clean checkout of a commit), KEEP=1 keeps the temp dir (logs, outputs, journals).
@@ -40,7 +48,9 @@ FANOUT_RATES=${FANOUT_RATES:-5000 1000}
 RUNS=${RUNS:-3}
 WINDOW=${WINDOW:-256}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
-STAGES=${STAGES:-nats amqp fanout}
+STAGES=${STAGES:-nats amqp kafka eventbridge fanout}
+EVENTBRIDGE_EVENTS=${EVENTBRIDGE_EVENTS:-20000}
+MOTO_SERVER=${MOTO_SERVER:-target/moto-venv/bin/moto_server}
 AMQP_URL=${AMQP_URL:-amqp://127.0.0.1:5672}
 
 for tool in nats-server mosquitto curl; do
@@ -59,7 +69,7 @@ target_dir=${CARGO_TARGET_DIR:-target}
 if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --locked -p edge-gateway --bin edge-gateway >&2
 fi
-cargo build --release --locked -p edge-sim --features nats,amqp --bin edge-bench >&2
+cargo build --release --locked -p edge-sim --features nats,amqp,kafka --bin edge-bench >&2
 gateway_bin=${GATEWAY_BIN:-$target_dir/release/edge-gateway}
 bench_bin="$target_dir/release/edge-bench"
 
@@ -172,6 +182,21 @@ mosquitto -c "$work/mosquitto/mosquitto.conf" >"$work/mosquitto/mosquitto.log" 2
 pids+=("$!")
 wait_port "$cloud_port" "mosquitto"
 
+kafka_bootstrap=""
+case " $STAGES " in
+  *" kafka "*)
+    "$bench_bin" kafka-cluster --brokers 3 --partitions 4 \
+      --topics gw.events,gw.alerts,gw.status,bare.events >"$work/kafka.out" 2>"$work/kafka.err" &
+    pids+=("$!")
+    for _ in $(seq 1 200); do
+      kafka_bootstrap=$(sed -n 's/^bootstrap=//p' "$work/kafka.out")
+      [ -n "$kafka_bootstrap" ] && break
+      sleep 0.05
+    done
+    [ -n "$kafka_bootstrap" ] || { echo "bench-uplinks.sh: the mock Kafka cluster did not start" >&2; exit 1; }
+    ;;
+esac
+
 # ---------------------------------------------------------------- gateways
 uplink() { # type, then the table's other lines
   local kind=$1
@@ -181,6 +206,11 @@ uplink() { # type, then the table's other lines
 }
 nats_uplink() { uplink nats "url = \"$nats_url\"" "stream = \"$1\"" "subject_prefix = \"$2\""; }
 amqp_uplink() { uplink amqp "url = \"$AMQP_URL\"" "exchange = \"$1\""; }
+kafka_uplink() {
+  local brokers="\"${kafka_bootstrap//,/\", \"}\""
+  uplink kafka "brokers = [$brokers]" "topic = \"$1.events\"" "alerts_topic = \"$1.alerts\"" \
+    "status_topic = \"$1.status\""
+}
 mqtt_uplink() {
   uplink mqtt "url = \"mqtt://127.0.0.1:$cloud_port\"" "topic_prefix = \"$1\"" \
     "client_id = \"edge-gateway-$1\""
@@ -289,7 +319,7 @@ latency_figures() {
 }
 
 # ---------------------------------------------------------------- per destination
-# Stage $1 (nats or amqp): the gateway with that uplink only, against the bare client.
+# Stage $1 (nats, amqp or kafka): the gateway with that uplink only, against the bare client.
 destination_stage() {
   local dest=$1 gateway_args bare_args
   case $dest in
@@ -302,6 +332,11 @@ destination_stage() {
       start_gateway amqp < <(amqp_uplink "$exchange_gateway")
       gateway_args=(--amqp-url "$AMQP_URL" --exchange "$exchange_gateway" --queue "$queue")
       bare_args=(--amqp-url "$AMQP_URL" --exchange "$exchange_bare" --queue "$queue")
+      ;;
+    kafka)
+      start_gateway kafka < <(kafka_uplink gw)
+      gateway_args=(--kafka-brokers "$kafka_bootstrap" --kafka-topic gw.events)
+      bare_args=(--kafka-brokers "$kafka_bootstrap" --kafka-topic bare.events)
       ;;
   esac
   rate=$RATE
@@ -326,6 +361,46 @@ destination_stage() {
   results[$dest-rejected]=$(metric_sum "$dest" edge_uplink_rejected_total)
   results[$dest-stalls]=$(metric_sum "$dest" edge_uplink_stalls_total)
   stop_gateway "$dest"
+}
+
+# ---------------------------------------------------------------- EventBridge
+# Stage eventbridge: the gateway saturating moto's PutEvents (a bus with no rule, so that moto
+# spends least); entries/s from the first device publish to the last entry confirmed, and the
+# PutEvents calls that took (moto's access log: one line per call).
+eventbridge_stage() {
+  local moto_port calls_before calls_after acked_before started finished
+  [ -x "$MOTO_SERVER" ] || command -v "$MOTO_SERVER" >/dev/null ||
+    { echo "bench-uplinks.sh: $MOTO_SERVER not found: set MOTO_SERVER" >&2; exit 1; }
+  moto_port=$(free_port)
+  "$MOTO_SERVER" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+  pids+=("$!")
+  wait_port "$moto_port" "moto"
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$moto_port/" \
+    -H 'X-Amz-Target: AWSEvents.CreateEventBus' -H 'Content-Type: application/x-amz-json-1.1' \
+    -H 'Authorization: AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/events/aws4_request, SignedHeaders=host, Signature=0' \
+    -d '{"Name":"bench"}'
+  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_CONFIG_FILE=/dev/null \
+    AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
+    start_gateway eventbridge < <(uplink eventbridge 'event_bus = "bench"' 'region = "us-east-1"' \
+      "endpoint = \"http://127.0.0.1:$moto_port\"")
+  for run in $(seq 1 "$RUNS"); do
+    series=eventbridge-saturate
+    calls_before=$(grep -c 'POST / ' "$work/moto.log" || true)
+    acked_before=$(metric_sum eventbridge edge_uplink_acked_total)
+    started=$(date +%s.%N)
+    bench "$series" fill --device-port "${gateway_device_port[eventbridge]}" --devices "$DEVICES" \
+      --events "$EVENTBRIDGE_EVENTS"
+    while [ "$(metric_sum eventbridge edge_uplink_acked_total)" -lt $((acked_before + EVENTBRIDGE_EVENTS)) ]; do
+      sleep 0.05
+    done
+    finished=$(date +%s.%N)
+    calls_after=$(grep -c 'POST / ' "$work/moto.log" || true)
+    add "$series" "$(awk -v n="$EVENTBRIDGE_EVENTS" -v a="$started" -v b="$finished" 'BEGIN { printf "%.0f", n / (b - a) }')"
+    add "$series-calls" "$(awk -v n="$EVENTBRIDGE_EVENTS" -v c=$((calls_after - calls_before)) 'BEGIN { printf "%.1f", c * 1000 / n }')"
+    log "$series run $run: $(last "$series") entries/s, $(last "$series-calls") PutEvents calls per 1 000 events; machine $(last "$series-busy") % busy"
+  done
+  results[eventbridge-rejected]=$(metric_sum eventbridge edge_uplink_rejected_total)
+  stop_gateway eventbridge
 }
 
 # ---------------------------------------------------------------- fan-out
@@ -361,9 +436,13 @@ fanout_stage() {
 
 for stage in $STAGES; do
   case $stage in
-    nats | amqp)
+    nats | amqp | kafka)
       log "stage $stage: gateway against the bare client, $RUNS runs"
       destination_stage "$stage"
+      ;;
+    eventbridge)
+      log "stage eventbridge: the gateway saturating moto's PutEvents, $RUNS runs"
+      eventbridge_stage
       ;;
     fanout)
       log "stage fanout: one uplink against three, $RUNS runs at each of $FANOUT_RATES events/s"
@@ -386,7 +465,7 @@ compare() {
 echo
 echo "machine: $(nproc) cores, Linux $(uname -r); nats-server $(nats-server --version | awk '{ print $2 }'); synchronous = \"$SYNCHRONOUS\"; $DEVICES devices; window $WINDOW"
 echo "sizes: EVENTS=$EVENTS RATE=$RATE LATENCY_SECONDS=$LATENCY_SECONDS FANOUT_RATES=\"$FANOUT_RATES\" RUNS=$RUNS (medians of the runs; a ratio is the median of the per-run ratios)"
-for dest in nats amqp; do
+for dest in nats amqp kafka; do
   case " $STAGES " in *" $dest "*) ;; *) continue ;; esac
   echo
   row "$dest" "gateway" "bare" "ratio" "target" "runs (gateway; bare)"
@@ -402,6 +481,18 @@ for dest in nats amqp; do
   row "gateway CPU per event at $RATE/s (µs)" "$(median <<<"${results[$dest-gateway-latency-cpu]:-}")" "" "" "" "${results[$dest-gateway-latency-cpu]:-}"
   echo "$dest: the gateway's uplink counted ${results[$dest-rejected]:-0} rejections and ${results[$dest-stalls]:-0} stalls"
 done
+case " $STAGES " in
+  *" eventbridge "*)
+    echo
+    row "eventbridge (moto, $EVENTBRIDGE_EVENTS events)" "gateway" "" "" "target" "runs"
+    row "---" "---:" "---:" "---:" "---" "---"
+    calls=$(median <<<"${results[eventbridge-saturate-calls]:-}")
+    row "saturation (entries/s confirmed)" "$(median <<<"${results[eventbridge-saturate]:-}")" "" "" "" "${results[eventbridge-saturate]:-}"
+    row "PutEvents calls per 1 000 events" "$calls" "" "" "<= 110: $(verdict "$calls" "<=" 110)" "${results[eventbridge-saturate-calls]:-}"
+    row "machine busy (%)" "$(median <<<"${results[eventbridge-saturate-busy]:-}")" "" "" "" ""
+    echo "eventbridge: the gateway's uplink counted ${results[eventbridge-rejected]:-0} rejections"
+    ;;
+esac
 case " $STAGES " in
   *" fanout "*)
     echo

@@ -229,6 +229,21 @@ impl Drop for LogReader {
     }
 }
 
+/// What the proxy does to `PutEvents` calls on their way.
+#[derive(Debug, Default)]
+struct Tamper {
+    /// The device whose entries' `Detail` is spoiled.
+    spoil: Option<String>,
+    /// The device whose entries are refused for now, and in how many more calls.
+    refuse: Option<(String, u32)>,
+}
+
+/// The device an entry of a `PutEvents` request is for.
+fn entry_device(entry: &serde_json::Value) -> Option<String> {
+    let detail: serde_json::Value = serde_json::from_str(entry["Detail"].as_str()?).ok()?;
+    detail["device"].as_str().map(str::to_owned)
+}
+
 const PASS: u8 = 0;
 const CUT: u8 = 1;
 const THROTTLE: u8 = 2;
@@ -237,7 +252,7 @@ const THROTTLE: u8 = 2;
 pub struct AwsProxy {
     pub port: u16,
     mode: Arc<AtomicU8>,
-    spoiled: Arc<Mutex<Option<String>>>,
+    tamper: Arc<Mutex<Tamper>>,
     put_events: Arc<AtomicU64>,
     throttled: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -251,14 +266,14 @@ impl AwsProxy {
         let proxy = Self {
             port,
             mode: Arc::new(AtomicU8::new(PASS)),
-            spoiled: Arc::default(),
+            tamper: Arc::default(),
             put_events: Arc::default(),
             throttled: Arc::default(),
             stop: Arc::default(),
         };
-        let (mode, spoiled, put_events, throttled, stop) = (
+        let (mode, tamper, put_events, throttled, stop) = (
             Arc::clone(&proxy.mode),
-            Arc::clone(&proxy.spoiled),
+            Arc::clone(&proxy.tamper),
             Arc::clone(&proxy.put_events),
             Arc::clone(&proxy.throttled),
             Arc::clone(&proxy.stop),
@@ -271,9 +286,9 @@ impl AwsProxy {
                             drop(client);
                             continue;
                         }
-                        let (mode, spoiled, put_events, throttled, stop) = (
+                        let (mode, tamper, put_events, throttled, stop) = (
                             Arc::clone(&mode),
-                            Arc::clone(&spoiled),
+                            Arc::clone(&tamper),
                             Arc::clone(&put_events),
                             Arc::clone(&throttled),
                             Arc::clone(&stop),
@@ -283,7 +298,7 @@ impl AwsProxy {
                                 client,
                                 upstream,
                                 &mode,
-                                &spoiled,
+                                &tamper,
                                 &put_events,
                                 &throttled,
                                 &stop,
@@ -313,7 +328,15 @@ impl AwsProxy {
 
     /// The `Detail` of `device`'s entries replaced by text that is not JSON, on the way.
     pub fn spoil_device(&self, device: &str) {
-        *self.spoiled.lock().expect("lock") = Some(device.to_owned());
+        self.tamper.lock().expect("lock").spoil = Some(device.to_owned());
+    }
+
+    /// In the next `calls` calls that hold entries of `device`, the first of them is answered
+    /// `ThrottlingException` in its place of the result (and not passed to moto), as EventBridge
+    /// refuses single entries when an account's limit is hit; the device's later entries in the
+    /// call pass.
+    pub fn refuse_device_for_now(&self, device: &str, calls: u32) {
+        self.tamper.lock().expect("lock").refuse = Some((device.to_owned(), calls));
     }
 
     /// `PutEvents` calls passed to moto.
@@ -396,11 +419,40 @@ fn with_length(head: &str, length: usize, connection: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Puts a `ThrottlingException` result at each position of `refused` among moto's results.
+fn splice_refused(mut result: serde_json::Value, refused: &[usize]) -> String {
+    let mut entries = result["Entries"].as_array().cloned().unwrap_or_default();
+    for &n in refused {
+        let failure = serde_json::json!({
+            "ErrorCode": "ThrottlingException",
+            "ErrorMessage": "Rate exceeded",
+        });
+        entries.insert(n.min(entries.len()), failure);
+    }
+    let failed = entries
+        .iter()
+        .filter(|entry| entry.get("ErrorCode").is_some())
+        .count();
+    result["Entries"] = serde_json::Value::Array(entries);
+    result["FailedEntryCount"] = serde_json::json!(failed);
+    result.to_string()
+}
+
+/// Writes a JSON response; false if the client is gone.
+fn respond(client: &mut TcpStream, status: u16, body: &str) -> bool {
+    let head = format!(
+        "HTTP/1.1 {status} OK\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).is_ok() && client.write_all(body.as_bytes()).is_ok()
+}
+
 fn serve(
     mut client: TcpStream,
     upstream: u16,
     mode: &AtomicU8,
-    spoiled: &Mutex<Option<String>>,
+    tamper: &Mutex<Tamper>,
     put_events: &AtomicU64,
     throttled: &AtomicU64,
     stop: &AtomicBool,
@@ -428,25 +480,48 @@ fn serve(
             }
             _ => {}
         }
+        // Positions of the entries refused for now, answered here.
+        let mut refused: Vec<usize> = Vec::new();
+        let mut entries_sent = usize::MAX;
         if head.contains("AWSEvents.PutEvents") {
             put_events.fetch_add(1, Ordering::Relaxed);
-            let device = spoiled.lock().expect("lock").clone();
-            if let Some(device) = device
-                && let Ok(mut request) = serde_json::from_slice::<serde_json::Value>(&body)
+            let mut tamper = tamper.lock().expect("lock");
+            if let Ok(mut request) = serde_json::from_slice::<serde_json::Value>(&body)
+                && let Some(entries) = request["Entries"].as_array_mut()
             {
-                if let Some(entries) = request["Entries"].as_array_mut() {
-                    for entry in entries {
-                        let detail: serde_json::Value = entry["Detail"]
-                            .as_str()
-                            .and_then(|detail| serde_json::from_str(detail).ok())
-                            .unwrap_or_default();
-                        if detail["device"].as_str() == Some(device.as_str()) {
+                if let Some(device) = &tamper.spoil {
+                    for entry in entries.iter_mut() {
+                        if entry_device(entry).as_deref() == Some(device.as_str()) {
                             entry["Detail"] = serde_json::Value::String("{not json".into());
                         }
                     }
                 }
+                if let Some((device, calls)) = &mut tamper.refuse
+                    && *calls > 0
+                {
+                    // The device's first entry of the call: its later ones pass.
+                    refused = (0..entries.len())
+                        .find(|&n| entry_device(&entries[n]).as_deref() == Some(device.as_str()))
+                        .into_iter()
+                        .collect();
+                    if !refused.is_empty() {
+                        *calls -= 1;
+                        for &n in refused.iter().rev() {
+                            entries.remove(n);
+                        }
+                    }
+                }
+                entries_sent = entries.len();
                 body = request.to_string().into_bytes();
             }
+        }
+        if entries_sent == 0 {
+            // Every entry refused: moto is not asked.
+            let answer = splice_refused(serde_json::json!({ "Entries": [] }), &refused);
+            if !respond(&mut client, 200, &answer) {
+                return;
+            }
+            continue;
         }
         let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
             return;
@@ -457,9 +532,14 @@ fn serve(
             return;
         }
         let mut answer = Vec::new();
-        let Some((head, body)) = read_message(&mut server, &mut answer) else {
+        let Some((head, mut body)) = read_message(&mut server, &mut answer) else {
             return;
         };
+        if !refused.is_empty()
+            && let Ok(result) = serde_json::from_slice::<serde_json::Value>(&body)
+        {
+            body = splice_refused(result, &refused).into_bytes();
+        }
         let mut response = with_length(&head, body.len(), "keep-alive");
         response.extend_from_slice(&body);
         if client.write_all(&response).is_err() {

@@ -1,12 +1,13 @@
 //! `edge-bench`: drives a forwarder (the gateway, or a Mosquitto bridge) with simulated devices
 //! and measures what consumers at the far end receive: on the cloud MQTT broker, on a NATS
-//! JetStream stream, on a RabbitMQ queue (the last two with the `nats` and `amqp` features). The
-//! `bare-*` commands publish the gateway's messages straight to NATS or RabbitMQ with the
-//! gateway's guarantee, as the reference the gateway is measured against.
+//! JetStream stream, on a RabbitMQ queue, on a Kafka topic (the last three with the `nats`,
+//! `amqp` and `kafka` features). The `bare-*` commands publish the gateway's messages straight to
+//! NATS, RabbitMQ or Kafka with the gateway's guarantee, as the reference the gateway is
+//! measured against; `kafka-cluster` serves librdkafka's mock cluster on loopback.
 //!
 //! Every result is printed as one line, `result name=… value=… unit=…`, for scripts to read
 //! (`scripts/bench.sh`, `scripts/bench-uplinks.sh`); a consumer's results end in `via=mqtt`,
-//! `via=nats` or `via=amqp`. Everything else goes to stderr.
+//! `via=nats`, `via=amqp` or `via=kafka`. Everything else goes to stderr.
 
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use edge_sim::bench::mqtt::MqttConsumerConfig;
 use edge_sim::bench::{Consumer, FleetConfig, Pace, now_us, quantile, run_fleet};
 
 /// What to do when the binary was built without a backbone's feature.
-#[cfg(not(all(feature = "nats", feature = "amqp")))]
+#[cfg(not(all(feature = "nats", feature = "amqp", feature = "kafka")))]
 const NOT_BUILT: &str = "edge-bench was built without this backbone: \
-                         cargo build --release -p edge-sim --features nats,amqp --bin edge-bench";
+                         cargo build --release -p edge-sim --features nats,amqp,kafka --bin edge-bench";
 
 /// Load generator and measuring subscriber for forwarding benchmarks.
 #[derive(Debug, Parser)]
@@ -143,6 +144,19 @@ enum Command {
     Sizes,
     /// Print an unused TCP port on 127.0.0.1.
     FreePort,
+    /// Serve librdkafka's mock Kafka cluster on 127.0.0.1 until killed; prints
+    /// `bootstrap=host:port,…` once it listens.
+    KafkaCluster {
+        /// Brokers in the cluster.
+        #[arg(long, default_value_t = 3)]
+        brokers: i32,
+        /// Topics to create, comma-separated.
+        #[arg(long)]
+        topics: String,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +230,12 @@ struct CloudArgs {
     /// `edge-bench-{pid}`).
     #[arg(long)]
     queue: Option<String>,
+    /// Kafka bootstrap brokers (`host:port,…`): consume from `--kafka-topic` there.
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// The uplink's events `topic`.
+    #[arg(long, default_value = "edge.events")]
+    kafka_topic: String,
 }
 
 impl DeviceArgs {
@@ -262,8 +282,11 @@ impl CloudArgs {
         if let Some(url) = &self.amqp_url {
             consumers.push(amqp_consumer(self, url, boot).await?);
         }
+        if let Some(brokers) = &self.kafka_brokers {
+            consumers.push(kafka_consumer(self, brokers, boot).await?);
+        }
         if consumers.is_empty() {
-            bail!("no consumer: give --cloud-port, --nats-url or --amqp-url");
+            bail!("no consumer: give --cloud-port, --nats-url, --amqp-url or --kafka-brokers");
         }
         Ok(Consumers {
             consumers,
@@ -356,6 +379,56 @@ async fn amqp_delete(_: &str, _: &str, _: &[String], _: bool) -> anyhow::Result<
     bail!(NOT_BUILT)
 }
 
+#[cfg(feature = "kafka")]
+fn kafka_config(cloud: &CloudArgs, brokers: &str) -> edge_sim::bench::kafka::KafkaConfig {
+    edge_sim::bench::kafka::KafkaConfig {
+        brokers: brokers.to_owned(),
+        topic: cloud.kafka_topic.clone(),
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_consumer(cloud: &CloudArgs, brokers: &str, boot: u32) -> anyhow::Result<Consumer> {
+    edge_sim::bench::kafka::consume(&kafka_config(cloud, brokers), boot).await
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_consumer(_: &CloudArgs, _: &str, _: u32) -> anyhow::Result<Consumer> {
+    bail!(NOT_BUILT)
+}
+
+#[cfg(feature = "kafka")]
+async fn bare_kafka(
+    cloud: &CloudArgs,
+    brokers: &str,
+    plan: &edge_sim::bench::bare::BarePlan,
+) -> anyhow::Result<edge_sim::bench::bare::BareReport> {
+    use edge_sim::bench::kafka::KafkaPublisher;
+    let config = kafka_config(cloud, brokers);
+    let mut publisher = KafkaPublisher::connect(&config, &plan.gateway, plan.window)?;
+    edge_sim::bench::bare::run(&mut publisher, plan).await
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn bare_kafka(
+    _: &CloudArgs,
+    _: &str,
+    _: &edge_sim::bench::bare::BarePlan,
+) -> anyhow::Result<edge_sim::bench::bare::BareReport> {
+    bail!(NOT_BUILT)
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_cluster(brokers: i32, topics: &str, partitions: i32) -> anyhow::Result<()> {
+    let topics: Vec<String> = topics.split(',').map(str::to_owned).collect();
+    edge_sim::bench::kafka::serve_mock_cluster(brokers, &topics, partitions)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_cluster(_: i32, _: &str, _: i32) -> anyhow::Result<()> {
+    bail!(NOT_BUILT)
+}
+
 /// A boot number that differs between runs a second apart.
 fn clock_boot() -> u32 {
     (now_us() / 1_000_000) as u32
@@ -435,6 +508,11 @@ async fn main() -> anyhow::Result<()> {
             sizes();
             Ok(())
         }
+        Command::KafkaCluster {
+            brokers,
+            topics,
+            partitions,
+        } => kafka_cluster(brokers, &topics, partitions),
         Command::FreePort => {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             println!("{}", listener.local_addr()?.port());
@@ -514,10 +592,11 @@ async fn bare_run(
         window: bare.window.max(1),
     };
     let consumers = cloud.consumers(plan.boot).await?;
-    let report = match (&cloud.nats_url, &cloud.amqp_url) {
-        (Some(url), None) => bare_nats(cloud, url, &plan).await?,
-        (None, Some(url)) => bare_amqp(cloud, url, &plan).await?,
-        _ => bail!("give one of --nats-url and --amqp-url for the bare client"),
+    let report = match (&cloud.nats_url, &cloud.amqp_url, &cloud.kafka_brokers) {
+        (Some(url), None, None) => bare_nats(cloud, url, &plan).await?,
+        (None, Some(url), None) => bare_amqp(cloud, url, &plan).await?,
+        (None, None, Some(brokers)) => bare_kafka(cloud, brokers, &plan).await?,
+        _ => bail!("give one of --nats-url, --amqp-url and --kafka-brokers for the bare client"),
     };
     let stage = if rate.is_some() {
         "latency"

@@ -34,30 +34,70 @@ pub(super) fn size_of(message: &Outgoing) -> usize {
     entry_size(detail_type, &message.row.payload)
 }
 
-/// Takes the next batch from `queue` (in order): up to [`MAX_ENTRIES`] entries and
-/// [`MAX_BYTES`], at most one per device. An entry of a device already in the batch stays,
-/// and so does every later one of that device. The first entry is always taken (one too large
-/// for any call is refused before it gets here).
+/// Takes the next batch from the front of `queue`, in order: up to [`MAX_ENTRIES`] entries and
+/// [`MAX_BYTES`]. The first entry is always taken (one too large for any call is refused before
+/// it gets here).
 pub(super) fn next_batch(queue: &mut VecDeque<Outgoing>) -> Vec<Outgoing> {
     let mut batch = Vec::new();
     let mut bytes = 0;
-    let mut devices: HashSet<String> = HashSet::new();
-    let mut index = 0;
-    while index < queue.len() && batch.len() < MAX_ENTRIES {
-        let size = size_of(&queue[index]);
-        let device = &queue[index].row.device;
-        if devices.contains(device) || (!batch.is_empty() && bytes + size > MAX_BYTES) {
-            devices.insert(device.clone());
-            index += 1;
-            continue;
+    while let Some(next) = queue.front() {
+        let size = size_of(next);
+        if batch.len() == MAX_ENTRIES || (!batch.is_empty() && bytes + size > MAX_BYTES) {
+            break;
         }
-        devices.insert(device.clone());
         bytes += size;
-        if let Some(message) = queue.remove(index) {
+        if let Some(message) = queue.pop_front() {
             batch.push(message);
         }
     }
     batch
+}
+
+/// What became of one entry of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// It has an `EventId`.
+    Put,
+    /// Refused with this error code.
+    Failed(String),
+}
+
+/// What to do with each entry of a call, given each one's outcome (in the call's order):
+/// confirm it, refuse it for good, or send it again. An entry that failed for now is sent
+/// again, and so is every later entry of its device in the call, put or not: sent again after
+/// it, they arrive after it (and twice, which consumers absorb by id), so the last copy of each
+/// keeps the device's order.
+pub(super) fn settle(batch: &[Outgoing], outcomes: &[Outcome]) -> Vec<Verdict> {
+    let mut held: HashSet<&str> = HashSet::new();
+    batch
+        .iter()
+        .zip(outcomes)
+        .map(|(message, outcome)| {
+            let device = message.row.device.as_str();
+            match outcome {
+                Outcome::Failed(code) if entry_error(code) == RejectionKind::Permanent => {
+                    Verdict::Refuse
+                }
+                Outcome::Failed(_) => {
+                    held.insert(device);
+                    Verdict::Again
+                }
+                Outcome::Put if held.contains(device) => Verdict::Again,
+                Outcome::Put => Verdict::Confirm,
+            }
+        })
+        .collect()
+}
+
+/// What [`settle`] decided for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Confirm the row.
+    Confirm,
+    /// Refuse it for good (dead-lettered).
+    Refuse,
+    /// Send it again, first.
+    Again,
 }
 
 /// What an entry's `ErrorCode` means: permanent for what EventBridge will never take (a
@@ -106,50 +146,60 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_takes_ten_entries_at_most_one_per_device_in_order() {
-        let mut queue: VecDeque<Outgoing> = (0..30)
-            .map(|tag| message(tag, &format!("dev-{}", tag % 12), 100))
-            .collect();
-        let first = next_batch(&mut queue);
-        assert_eq!(tags(&first), (0..10).collect::<Vec<_>>());
-        // dev-10 and dev-11 come next, then dev-0 again: one entry each.
-        let second = next_batch(&mut queue);
-        assert_eq!(tags(&second), [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
-        let third = next_batch(&mut queue);
-        assert_eq!(tags(&third), (20..30).collect::<Vec<_>>());
+    fn a_batch_takes_ten_entries_in_order_whatever_their_devices() {
+        let mut queue: VecDeque<Outgoing> =
+            (0..25).map(|tag| message(tag, "one-device", 100)).collect();
+        assert_eq!(tags(&next_batch(&mut queue)), (0..10).collect::<Vec<_>>());
+        assert_eq!(tags(&next_batch(&mut queue)), (10..20).collect::<Vec<_>>());
+        assert_eq!(tags(&next_batch(&mut queue)), (20..25).collect::<Vec<_>>());
         assert!(queue.is_empty());
     }
 
     #[test]
-    fn a_device_seen_once_waits_with_all_its_later_entries() {
-        let mut queue: VecDeque<Outgoing> = [
-            message(0, "a", 10),
-            message(1, "a", 10),
-            message(2, "b", 10),
-            message(3, "a", 10),
-        ]
-        .into();
-        assert_eq!(tags(&next_batch(&mut queue)), [0, 2]);
-        assert_eq!(tags(&next_batch(&mut queue)), [1]);
-        assert_eq!(tags(&next_batch(&mut queue)), [3]);
-    }
-
-    #[test]
-    fn a_batch_stays_within_256_kilobytes_and_keeps_order_when_it_skips() {
+    fn a_batch_stays_within_256_kilobytes() {
         let big = MAX_BYTES / 2;
         let mut queue: VecDeque<Outgoing> = [
             message(0, "a", big),
             message(1, "b", big),
             message(2, "c", 10),
-            // Same device as one left out for size: it must wait too.
-            message(3, "b", 10),
         ]
         .into();
         let first = next_batch(&mut queue);
-        assert_eq!(tags(&first), [0, 2]);
+        assert_eq!(tags(&first), [0]);
         assert!(first.iter().map(size_of).sum::<usize>() <= MAX_BYTES);
-        assert_eq!(tags(&next_batch(&mut queue)), [1]);
-        assert_eq!(tags(&next_batch(&mut queue)), [3]);
+        assert_eq!(tags(&next_batch(&mut queue)), [1, 2]);
+    }
+
+    #[test]
+    fn after_an_entry_that_failed_its_device_is_sent_again_from_there_in_order() {
+        let batch = [
+            message(0, "a", 10),
+            message(1, "b", 10),
+            message(2, "a", 10),
+            message(3, "b", 10),
+            message(4, "a", 10),
+            message(5, "c", 10),
+        ];
+        let outcomes = [
+            Outcome::Put,
+            Outcome::Failed("ThrottlingException".into()),
+            Outcome::Put,
+            Outcome::Put,
+            Outcome::Failed("MalformedDetail".into()),
+            Outcome::Put,
+        ];
+        assert_eq!(
+            settle(&batch, &outcomes),
+            [
+                Verdict::Confirm,
+                Verdict::Again,
+                Verdict::Confirm,
+                // Put, but after b's failure: sent again after it.
+                Verdict::Again,
+                Verdict::Refuse,
+                Verdict::Confirm,
+            ]
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //!    entries reach the bus in the order they were offered.
 //! 3. Each entry's result decides, never `FailedEntryCount`: an `EventId` confirms; a malformed
 //!    or invalid entry is refused for good (dead-lettered); any other error code (throttling,
-//!    an internal failure) sends that entry again alone, first in the queue, after a backoff
-//!    (100 ms doubling to 5 s): later entries of its device wait for it, since a batch holds one
-//!    entry per device. A whole call refused for throttling, or failing on the server's side,
-//!    is sent again after the same backoff.
+//!    an internal failure) sends that entry again, first in the queue, after a backoff (100 ms
+//!    doubling to 5 s), and with it every later entry of its device in that call, put or not
+//!    ([`super::batch::settle`]): later entries of the device come after it. A whole call
+//!    refused for throttling, or failing on the server's side, is sent again after the same
+//!    backoff.
 //! 4. A call that fails otherwise (the endpoint unreachable, access denied, no such bus) ends
 //!    the connection: the driver reconnects with its backoff, and offers again what was not
 //!    confirmed.
@@ -30,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::batch::{
-    self, ALERT, EVENT, MAX_BYTES, SOURCE, STATUS, entry_error, entry_time, next_batch,
+    self, ALERT, EVENT, MAX_BYTES, Outcome, SOURCE, STATUS, Verdict, entry_time, next_batch,
 };
 use crate::config::UplinkConfig;
 use crate::journal::Lane;
@@ -426,32 +427,43 @@ async fn run(
                 .await;
             return;
         }
-        let mut again = Vec::new();
-        for (message, result) in batch.into_iter().zip(results) {
-            let confirmation = match (result.error_code(), result.event_id()) {
-                (None, Some(_)) => Confirmation::Confirmed(message.tag),
+        let outcomes: Vec<Outcome> = results
+            .iter()
+            .map(|result| match (result.error_code(), result.event_id()) {
+                (None, Some(_)) => Outcome::Put,
                 (code, _) => {
-                    let code = code.unwrap_or("(no code and no event id)");
-                    let reason = format!("{code}: {}", result.error_message().unwrap_or(""));
-                    match entry_error(code) {
-                        RejectionKind::Permanent => Confirmation::Rejected(
-                            message.tag,
-                            Rejection {
-                                kind: RejectionKind::Permanent,
-                                reason,
-                            },
-                        ),
-                        RejectionKind::Retryable => {
-                            if !retrying {
-                                tracing::warn!(
-                                    reason,
-                                    "EventBridge refused an entry for now: sending it again"
-                                );
-                            }
-                            again.push(message);
-                            continue;
-                        }
+                    Outcome::Failed(code.unwrap_or("(no code and no event id)").to_owned())
+                }
+            })
+            .collect();
+        let verdicts = batch::settle(&batch, &outcomes);
+        let mut again = Vec::new();
+        for ((message, result), verdict) in batch.into_iter().zip(results).zip(verdicts) {
+            let reason = || {
+                format!(
+                    "{}: {}",
+                    result.error_code().unwrap_or("(no code)"),
+                    result.error_message().unwrap_or("")
+                )
+            };
+            let confirmation = match verdict {
+                Verdict::Confirm => Confirmation::Confirmed(message.tag),
+                Verdict::Refuse => Confirmation::Rejected(
+                    message.tag,
+                    Rejection {
+                        kind: RejectionKind::Permanent,
+                        reason: reason(),
+                    },
+                ),
+                Verdict::Again => {
+                    if !retrying && result.error_code().is_some() {
+                        tracing::warn!(
+                            reason = reason(),
+                            "EventBridge refused an entry for now: sending it again"
+                        );
                     }
+                    again.push(message);
+                    continue;
                 }
             };
             if settled.send(Ok(confirmation)).await.is_err() {

@@ -1,7 +1,7 @@
-//! The AWS EventBridge destination: `PutEvents` in batches of at most ten entries and 256 KB;
-//! each entry's own result decides (the call's `FailedEntryCount` alone is never trusted). A
-//! batch holds at most one entry per device, so that an entry sent again after a failure is
-//! never overtaken by a later one of its device.
+//! The AWS EventBridge destination: `PutEvents` in batches of at most ten entries and 256 KB,
+//! one call at a time; each entry's own result decides (the call's `FailedEntryCount` alone is
+//! never trusted). An entry that failed for now is sent again first, with every later entry of
+//! its device in that call, so that the last copy of each keeps the device's order.
 
 mod batch;
 mod destination;

@@ -7,7 +7,8 @@
 //!    awaited.
 //! 2. Offering hands the row to the connection's [publisher task](crate::sinks::pipeline),
 //!    which gives it to librdkafka at once (`send_result` does not wait) and awaits its delivery
-//!    report.
+//!    report. librdkafka's queue has room for twice the window; should it still be full (reports
+//!    served but not yet freed), the task waits a millisecond at a time for room, up to 5 s.
 //! 3. librdkafka retries what the brokers refuse for a while (leader changes, a broker down)
 //!    by itself, without ever expiring a record (`message.timeout.ms = 0`). A delivery report
 //!    with an error is therefore final for that attempt: too large or malformed is permanent
@@ -42,6 +43,9 @@ use crate::sinks::pipeline::{Pipeline, Publish, Published};
 
 /// How long the first metadata request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many milliseconds a record waits, at most, for room in a full producer queue before the
+/// connection is given up.
+const QUEUE_FULL_WAITS: u32 = 5_000;
 
 /// An Apache Kafka cluster as a destination.
 pub struct KafkaDestination {
@@ -114,10 +118,12 @@ fn client_config(uplink: &UplinkConfig, gateway_id: &str, password: Option<&str>
         // Never expire a record: the journal is the buffer, the ack timeout is in charge.
         .set("message.timeout.ms", "0")
         .set("message.max.bytes", uplink.max_message_bytes.to_string())
-        // The driver keeps at most a window in flight, plus the status message.
+        // The driver keeps at most a window in flight, plus the status message; a record whose
+        // delivery report was served still counts until librdkafka frees it, so the queue has
+        // room for twice that (a full queue makes the publisher wait, see below).
         .set(
             "queue.buffering.max.messages",
-            (usize::from(uplink.max_inflight.max(1)) + 16).to_string(),
+            (2 * usize::from(uplink.max_inflight.max(1)) + 64).to_string(),
         )
         .set("socket.connection.setup.timeout.ms", "10000")
         .set("log_level", "6");
@@ -394,11 +400,25 @@ impl Publish for Publisher {
             key: "gateway",
             value: Some(self.gateway.as_str()),
         });
-        let record = FutureRecord::to(topic)
+        let mut record = FutureRecord::to(topic)
             .key(message.row.device.as_str())
             .payload(message.row.payload.as_slice())
             .headers(headers);
-        match self.producer.send_result(record) {
+        // A full queue is back-pressure, not a failure: wait for librdkafka to free room.
+        let mut waited = 0;
+        let sent = loop {
+            match self.producer.send_result(record) {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if waited < QUEUE_FULL_WAITS =>
+                {
+                    record = back;
+                    waited += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                sent => break sent,
+            }
+        };
+        match sent {
             Ok(delivery) => Published::Sent(Box::pin(async move {
                 match delivery.await {
                     Ok(Ok(_)) => Ok(Confirmation::Confirmed(tag)),
@@ -517,6 +537,11 @@ mod tests {
         assert_eq!(config.get("acks"), Some("all"));
         assert_eq!(config.get("message.timeout.ms"), Some("0"));
         assert_eq!(config.get("message.max.bytes"), Some("1000000"));
+        assert_eq!(
+            config.get("queue.buffering.max.messages"),
+            Some("576"),
+            "room for twice the window: reports served are freed a little later"
+        );
         assert_eq!(config.get("security.protocol"), Some("plaintext"));
         assert_eq!(config.get("sasl.mechanism"), None);
     }
