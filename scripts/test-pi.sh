@@ -76,10 +76,19 @@ if [ "$which" = aarch64 ] || [ "$which" = all ]; then
   # Tests built for aarch64 and run under qemu-user (without -L: with it, Debian's
   # qemu-aarch64-static hangs in pthread_create). The harness starts the gateway binary through
   # $EDGE_TEST_RUNNER, as no binfmt_misc handler runs aarch64 programs here.
+  # librdkafka's configure and make, and openssl-sys, are pointed at the cross toolchain and
+  # Debian's arm64 OpenSSL as scripts/build-pi.sh does (which installed them).
   cross_test() {
     RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/pi \
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
       CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+      CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ AR=aarch64-linux-gnu-ar \
+      LD=aarch64-linux-gnu-ld NM=aarch64-linux-gnu-nm OBJDUMP=aarch64-linux-gnu-objdump \
+      RANLIB=aarch64-linux-gnu-ranlib STRIP=aarch64-linux-gnu-strip \
+      CC_x86_64_unknown_linux_gnu=gcc AR_x86_64_unknown_linux_gnu=ar HOST_CC=gcc HOST_AR=ar \
+      PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+      AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_LIB_DIR=/usr/lib/aarch64-linux-gnu \
+      AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_INCLUDE_DIR=/usr/include \
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static \
       EDGE_TEST_RUNNER=qemu-aarch64-static \
       /usr/bin/cargo test --release --locked --target aarch64-unknown-linux-gnu "$@"
