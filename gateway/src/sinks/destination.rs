@@ -24,6 +24,14 @@ use std::time::Duration;
 
 use crate::journal::{Lane, StoredEvent};
 
+/// The timeout a destination puts on one request of its own (a PubAck, an HTTP call): twice the
+/// uplink's `ack_timeout`, so that a connection on which nothing is confirmed is noticed,
+/// counted and logged as a stall by the driver first, at `ack_timeout`. The request's own
+/// timeout only catches one request lost while others are confirmed.
+pub(crate) fn request_timeout(ack_timeout: Duration) -> Duration {
+    ack_timeout.saturating_mul(2)
+}
+
 /// One journal row handed to a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {

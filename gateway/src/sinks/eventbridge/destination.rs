@@ -2,8 +2,8 @@
 //!
 //! 1. The client is made at the first connection: credentials and region from the standard
 //!    chain (environment, profile, instance role), the region and endpoint of the uplink if set,
-//!    no retries of the SDK's own (this adapter decides), a connect timeout of 10 s and the
-//!    uplink's `ack_timeout` for each call. A connection says `online` (if the uplink takes the
+//!    no retries of the SDK's own (this adapter decides), a connect timeout of 10 s and twice the
+//!    uplink's `ack_timeout` for each call (a stall is the driver's to notice, at `ack_timeout`). A connection says `online` (if the uplink takes the
 //!    status lane) and awaits that entry's result: that is the proof the bus takes entries.
 //! 2. Offering hands the row to the connection's task, which calls `PutEvents` with the next
 //!    [batch](super::batch) as soon as the previous call answered: one call at a time, so that
@@ -108,7 +108,9 @@ impl EventBridgeDestination {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(self.ack_timeout)
+                    .operation_attempt_timeout(crate::sinks::destination::request_timeout(
+                        self.ack_timeout,
+                    ))
                     .build(),
             );
         if let Some(endpoint) = &self.endpoint {

@@ -7,11 +7,12 @@
 //!    never waits. The task publishes in order on the one client (per-device order on the wire)
 //!    and awaits every PubAck concurrently; each PubAck (or failure) goes back as a
 //!    confirmation.
-//! 3. The JetStream request timeout is the uplink's `ack_timeout`: a PubAck that does not come
-//!    is a retryable rejection (the driver starts over and sends again, with the same
-//!    `Nats-Msg-Id`, which the stream de-duplicates within its duplicate window). "No
-//!    responders" (no stream, or a leader change) is retryable too; a message over the server's
-//!    `max_payload` is refused for good.
+//! 3. The JetStream request timeout is twice the uplink's `ack_timeout` ([`request_timeout`]):
+//!    a stall of the whole connection is the driver's to notice, at `ack_timeout`; one PubAck
+//!    that does not come while others do is a retryable rejection (the driver starts over and
+//!    sends again, with the same `Nats-Msg-Id`, which the stream de-duplicates within its
+//!    duplicate window). "No responders" (no stream, or a leader change) is retryable too; a
+//!    message over the server's `max_payload` is refused for good.
 //! 4. The client reconnects by itself, but a disconnection ends our connection at once: the
 //!    driver starts over rather than wait for PubAcks that may never come.
 
@@ -26,6 +27,7 @@ use crate::config::UplinkConfig;
 use crate::journal::Lane;
 use crate::sinks::destination::{
     Confirmation, Connection, Destination, DestinationError, Outgoing, Rejection, RejectionKind,
+    request_timeout,
 };
 use crate::sinks::error::{SinkError, read_secret};
 use crate::sinks::pipeline::{Pipeline, Publish, Published};
@@ -167,7 +169,7 @@ impl Destination for NatsDestination {
         // own limit must not be lower, or a publish would wait for a permit while the PubAcks
         // that free permits wait behind it.
         let context = jetstream::context::ContextBuilder::new()
-            .timeout(self.ack_timeout)
+            .timeout(request_timeout(self.ack_timeout))
             .max_ack_inflight(self.window + 2)
             .build(client);
         let filter = edge_schema::address::nats_filter(&self.subject_prefix);
