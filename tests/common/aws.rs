@@ -103,6 +103,18 @@ pub fn aws_call(
     target: &str,
     body: &serde_json::Value,
 ) -> serde_json::Value {
+    aws_try_call(port, service, target, body).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// [`aws_call`], with a failure returned: moto's server is not thread-safe everywhere (a
+/// `FilterLogEvents` while the rule's target creates log streams can fail with a 500,
+/// "dictionary changed size during iteration"), so a poll can fail now and pass next time.
+pub fn aws_try_call(
+    port: u16,
+    service: &str,
+    target: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let content_type = match service {
         "sqs" => "application/x-amz-json-1.0",
         _ => "application/x-amz-json-1.1",
@@ -122,11 +134,10 @@ pub fn aws_call(
     stream.read_to_end(&mut response).expect("read");
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{target} failed: {head}\n{body}"
-    );
-    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    if !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")) {
+        return Err(format!("{target} failed: {head}\n{body}"));
+    }
+    Ok(serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
 
 /// Reads the log group that a bus's rule fills, into an inbox: each log event is an
@@ -152,15 +163,27 @@ impl LogReader {
             std::thread::spawn(move || {
                 let mut seen = std::collections::HashSet::new();
                 while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
                     let mut events = Vec::new();
                     let mut token = serde_json::Value::Null;
+                    let mut failures = 0;
                     loop {
                         let mut request = serde_json::json!({ "logGroupName": group });
                         if !token.is_null() {
                             request["nextToken"] = token.clone();
                         }
-                        let page =
-                            aws_call(moto_port, "logs", "Logs_20140328.FilterLogEvents", &request);
+                        let target = "Logs_20140328.FilterLogEvents";
+                        let page = match aws_try_call(moto_port, "logs", target, &request) {
+                            Ok(page) => page,
+                            // A page that failed is asked for again (see `aws_try_call`);
+                            // one that keeps failing is a broken set-up.
+                            Err(error) => {
+                                failures += 1;
+                                assert!(failures < 20, "{error}");
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        };
                         events.extend(page["events"].as_array().cloned().unwrap_or_default());
                         token = page["nextToken"].clone();
                         if token.is_null() {
@@ -207,7 +230,6 @@ impl LogReader {
                             ),
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(200));
                 }
             })
         };
