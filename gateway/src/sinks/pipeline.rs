@@ -21,6 +21,9 @@ use super::destination::{Confirmation, DestinationError, Outgoing};
 pub(crate) type Pending =
     Pin<Box<dyn Future<Output = Result<Confirmation, DestinationError>> + Send>>;
 
+/// Where a publisher task passes confirmations back; an error ends the connection.
+pub(crate) type ConfirmationSender = mpsc::Sender<Result<Confirmation, DestinationError>>;
+
 /// What publishing one message gave.
 pub(crate) enum Published {
     /// Sent; its confirmation comes later.
@@ -46,9 +49,23 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// Starts the task for a window of `window` messages.
     pub(crate) fn start(publisher: impl Publish, window: usize) -> Self {
+        Self::spawn(window, |pending, confirmed| {
+            run(publisher, pending, confirmed)
+        })
+    }
+
+    /// Starts a task of the adapter's own (one that batches, say) on the same two channels:
+    /// it takes what is offered from the first and passes each confirmation back on the second.
+    pub(crate) fn spawn<F>(
+        window: usize,
+        task: impl FnOnce(mpsc::Receiver<Outgoing>, ConfirmationSender) -> F,
+    ) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let (offers, pending) = mpsc::channel(window.max(1));
         let (confirmed, confirmations) = mpsc::channel(window.max(1) + 1);
-        let task = tokio::spawn(run(publisher, pending, confirmed));
+        let task = tokio::spawn(task(pending, confirmed));
         Self {
             offers: Some(offers),
             confirmations,
@@ -106,7 +123,7 @@ impl Drop for Pipeline {
 async fn run(
     publisher: impl Publish,
     mut offers: mpsc::Receiver<Outgoing>,
-    confirmations: mpsc::Sender<Result<Confirmation, DestinationError>>,
+    confirmations: ConfirmationSender,
 ) {
     let mut pending = FuturesUnordered::new();
     let mut open = true;

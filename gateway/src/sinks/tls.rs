@@ -1,5 +1,5 @@
-//! TLS client settings for uplinks (`mqtts://`, `tls://`, `amqps://`): trust roots from
-//! `ca_file` (or the system's), and an optional client certificate.
+//! TLS client settings for uplinks (`mqtts://`, `tls://`, `amqps://`, Kafka with `tls`): trust
+//! roots from `ca_file` (or the system's), and an optional client certificate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +54,17 @@ pub(crate) fn client_config(uplink: &UplinkConfig) -> Result<Arc<rustls::ClientC
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The PEM text of a CA file, for clients that take it as text (lapin, librdkafka): checked
+/// here that it holds at least one certificate that parses, so a wrong path or a wrong file
+/// fails at start with the file named.
+pub(crate) fn read_ca_pem(path: &Path) -> Result<String, SinkError> {
+    read_certs(path)?;
+    std::fs::read_to_string(path).map_err(|error| SinkError::Tls {
+        path: path.to_path_buf(),
+        message: format!("failed to read certificates: {error}"),
+    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, SinkError> {

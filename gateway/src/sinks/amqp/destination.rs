@@ -60,19 +60,7 @@ impl AmqpDestination {
         };
         // The CA file is added to the system's roots (lapin's rustls set-up).
         let ca_chain = match &uplink.ca_file {
-            Some(path) => {
-                let chain = std::fs::read_to_string(path).map_err(|error| SinkError::Tls {
-                    path: path.clone(),
-                    message: format!("failed to read certificates: {error}"),
-                })?;
-                if !chain.contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(SinkError::Tls {
-                        path: path.clone(),
-                        message: "no certificate in file".into(),
-                    });
-                }
-                Some(chain)
-            }
+            Some(path) => Some(crate::sinks::tls::read_ca_pem(path)?),
             None => None,
         };
         let uri = AMQPUri {

@@ -22,13 +22,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::sinks::pipeline::{ConfirmationSender, Pipeline};
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::{Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::batch::{
     self, ALERT, EVENT, MAX_BYTES, Outcome, SOURCE, STATUS, Verdict, entry_time, next_batch,
@@ -146,14 +146,13 @@ impl Destination for EventBridgeDestination {
         if self.status {
             bus.status("online").await?;
         }
-        let (offers, queued) = mpsc::channel(self.window.max(1));
-        let (settled, confirmations) = mpsc::channel(self.window.max(1) + 1);
-        let task = tokio::spawn(run(bus.clone(), queued, settled));
+        let task_bus = bus.clone();
+        let pipeline = Pipeline::spawn(self.window, |queued, settled| {
+            run(task_bus, queued, settled)
+        });
         Ok(EventBridgeConnection {
             bus,
-            offers: Some(offers),
-            confirmations,
-            task,
+            pipeline,
             status: self.status,
         })
     }
@@ -257,12 +256,10 @@ fn call_retryable<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     }
 }
 
-/// A live connection: the task that calls `PutEvents`, and its two channels.
+/// A live connection: the task that calls `PutEvents`, behind the shared two channels.
 pub struct EventBridgeConnection {
     bus: Bus,
-    offers: Option<mpsc::Sender<Outgoing>>,
-    confirmations: mpsc::Receiver<Result<Confirmation, DestinationError>>,
-    task: JoinHandle<()>,
+    pipeline: Pipeline,
     status: bool,
 }
 
@@ -273,40 +270,19 @@ impl std::fmt::Debug for EventBridgeConnection {
     }
 }
 
-impl Drop for EventBridgeConnection {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 impl Connection for EventBridgeConnection {
     fn offer(&mut self, message: Outgoing) -> Result<(), DestinationError> {
-        self.offers
-            .as_ref()
-            .ok_or_else(|| DestinationError::transient("the connection is closing"))?
-            .try_send(message)
-            .map_err(|error| {
-                DestinationError::transient(format!("the publisher is gone or behind: {error}"))
-            })
+        self.pipeline.offer(message)
     }
 
     async fn next(&mut self) -> Result<Confirmation, DestinationError> {
-        match self.confirmations.recv().await {
-            Some(result) => result,
-            None => Err(DestinationError::transient("the publisher stopped")),
-        }
+        self.pipeline.next().await
     }
 
     async fn close(mut self, grace: Duration) -> Vec<Confirmation> {
         let deadline = tokio::time::Instant::now() + grace;
         // The task sends what it holds, then ends.
-        self.offers = None;
-        let mut confirmed = Vec::new();
-        while let Ok(Some(Ok(confirmation))) =
-            tokio::time::timeout_at(deadline, self.confirmations.recv()).await
-        {
-            confirmed.push(confirmation);
-        }
+        let confirmed = self.pipeline.drain(grace).await;
         if self.status {
             let _ = tokio::time::timeout_at(deadline, self.bus.status("offline")).await;
         }
@@ -325,12 +301,30 @@ impl Backoff {
     }
 }
 
+/// Queues an offered message, or refuses it at once when no call can carry it; false when the
+/// connection is gone.
+async fn admit(
+    message: Outgoing,
+    queue: &mut VecDeque<Outgoing>,
+    settled: &ConfirmationSender,
+) -> bool {
+    let size = batch::size_of(&message);
+    if size <= MAX_BYTES {
+        queue.push_back(message);
+        return true;
+    }
+    let rejection = Rejection {
+        kind: RejectionKind::Permanent,
+        reason: format!("the entry is {size} bytes, over EventBridge's limit of {MAX_BYTES}"),
+    };
+    settled
+        .send(Ok(Confirmation::Rejected(message.tag, rejection)))
+        .await
+        .is_ok()
+}
+
 /// The connection's task: batches what is offered, one call at a time (see the module docs).
-async fn run(
-    bus: Bus,
-    mut offers: mpsc::Receiver<Outgoing>,
-    settled: mpsc::Sender<Result<Confirmation, DestinationError>>,
-) {
+async fn run(bus: Bus, mut offers: mpsc::Receiver<Outgoing>, settled: ConfirmationSender) {
     let mut queue: VecDeque<Outgoing> = VecDeque::new();
     let mut open = true;
     let mut backoff = Backoff(None);
@@ -341,13 +335,21 @@ async fn run(
                 return;
             }
             match offers.recv().await {
-                Some(message) => queue.push_back(message),
+                Some(message) => {
+                    if !admit(message, &mut queue, &settled).await {
+                        return;
+                    }
+                }
                 None => return,
             }
         }
         loop {
             match offers.try_recv() {
-                Ok(message) => queue.push_back(message),
+                Ok(message) => {
+                    if !admit(message, &mut queue, &settled).await {
+                        return;
+                    }
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     open = false;
@@ -355,29 +357,6 @@ async fn run(
                 }
             }
         }
-        // An entry no call can carry is refused before it is sent.
-        let mut kept = VecDeque::with_capacity(queue.len());
-        for message in queue.drain(..) {
-            let size = batch::size_of(&message);
-            if size > MAX_BYTES {
-                let rejection = Rejection {
-                    kind: RejectionKind::Permanent,
-                    reason: format!(
-                        "the entry is {size} bytes, over EventBridge's limit of {MAX_BYTES}"
-                    ),
-                };
-                if settled
-                    .send(Ok(Confirmation::Rejected(message.tag, rejection)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            } else {
-                kept.push_back(message);
-            }
-        }
-        queue = kept;
         if queue.is_empty() {
             continue;
         }

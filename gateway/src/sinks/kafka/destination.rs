@@ -76,16 +76,7 @@ impl KafkaDestination {
             None => None,
         };
         if let Some(path) = &uplink.ca_file {
-            let chain = std::fs::read_to_string(path).map_err(|error| SinkError::Tls {
-                path: path.clone(),
-                message: format!("failed to read certificates: {error}"),
-            })?;
-            if !chain.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(SinkError::Tls {
-                    path: path.clone(),
-                    message: "no certificate in file".into(),
-                });
-            }
+            crate::sinks::tls::read_ca_pem(path)?;
         }
         let config = client_config(uplink, gateway_id, password.as_deref());
         Ok(Self {
