@@ -53,6 +53,7 @@ pub fn journal_options(config: &Config) -> JournalOptions {
         max_age: config.journal.max_age,
         when_full: config.journal.when_full,
         synchronous: config.journal.synchronous,
+        commit_interval: config.journal.commit_interval,
         destinations: config.destination_routes(),
     }
 }

@@ -465,6 +465,10 @@ pub struct JournalConfig {
     pub when_full: WhenFull,
     /// `synchronous` (default `full`).
     pub synchronous: Synchronous,
+    /// `commit_interval` (default `0s`, at most `5s`): commits come at most this often, each
+    /// taking everything that arrived meanwhile (fewer syncs and fewer bytes on flash, at the
+    /// cost of acknowledgements that wait up to this long). Alerts do not wait.
+    pub commit_interval: Duration,
 }
 
 impl Default for JournalConfig {
@@ -474,6 +478,7 @@ impl Default for JournalConfig {
             max_age: Duration::from_secs(7 * 24 * 3600),
             when_full: WhenFull::default(),
             synchronous: Synchronous::default(),
+            commit_interval: Duration::ZERO,
         }
     }
 }

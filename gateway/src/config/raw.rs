@@ -187,6 +187,7 @@ pub(super) struct RawJournal {
     pub(super) max_age: Option<Text>,
     pub(super) when_full: Option<Text>,
     pub(super) synchronous: Option<Text>,
+    pub(super) commit_interval: Option<Text>,
 }
 
 /// `[admin]`.

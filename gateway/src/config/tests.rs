@@ -111,6 +111,7 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
     assert_eq!(config.journal.max_age, defaults.journal.max_age);
     assert_eq!(config.journal.when_full, WhenFull::DropOldest);
     assert_eq!(config.journal.synchronous, Synchronous::Full);
+    assert_eq!(config.journal.commit_interval, Duration::ZERO);
     assert_eq!(config.admin.listen, defaults.admin.listen);
 }
 
@@ -206,6 +207,7 @@ fn every_value_can_be_set() {
         max_age = "1h30m"
         when_full = "block"
         synchronous = "normal"
+        commit_interval = "1s"
         [admin]
         listen = "0.0.0.0:8080"
         "#,
@@ -244,6 +246,7 @@ fn every_value_can_be_set() {
     assert_eq!(config.journal.max_age, Duration::from_secs(5_400));
     assert_eq!(config.journal.when_full, WhenFull::Block);
     assert_eq!(config.journal.synchronous, Synchronous::Normal);
+    assert_eq!(config.journal.commit_interval, Duration::from_secs(1));
     assert_eq!(config.admin.listen, address("0.0.0.0:8080"));
 }
 
@@ -388,6 +391,7 @@ max_size = "1KiB"
 max_age = "1w"
 when_full = "drop"
 synchronous = "off"
+commit_interval = "10s"
 
 [admin]
 listen = "127.0.0.1"
@@ -413,7 +417,8 @@ listen = "127.0.0.1"
             "30:11: invalid duration `1w` for `journal.max_age`: expected a number followed by ms, s, m, h or d",
             "31:13: invalid value `drop` for `journal.when_full`: expected drop_oldest, drop_newest or block",
             "32:15: invalid value `off` for `journal.synchronous`: expected full or normal",
-            "35:10: invalid address `127.0.0.1` for `admin.listen`: expected ip:port, e.g. 127.0.0.1:9100",
+            "33:19: invalid value `10s` for `journal.commit_interval`: must be at most 5s: devices wait that long for their acknowledgements",
+            "36:10: invalid address `127.0.0.1` for `admin.listen`: expected ip:port, e.g. 127.0.0.1:9100",
         ]
     );
 }

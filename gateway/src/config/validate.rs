@@ -34,6 +34,8 @@ const MAX_KEEP_ALIVE: Duration = Duration::from_secs(65_535);
 const U32_MAX: i64 = u32::MAX as i64;
 /// Smallest journal: a few pages of SQLite plus room for events.
 const MIN_JOURNAL_SIZE: u64 = 64 << 10;
+/// The longest `journal.commit_interval`: a device waits that long for its acknowledgement.
+const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Checks everything in `raw`; returns the configuration with what deserves a warning (it works,
 /// but should change), or every problem found.
@@ -1110,11 +1112,26 @@ impl Checker {
             &[("full", Synchronous::Full), ("normal", Synchronous::Normal)],
             default.synchronous,
         );
+        let commit_interval = self.duration(
+            raw.commit_interval.as_ref(),
+            "journal.commit_interval",
+            default.commit_interval,
+        );
+        if let Some(text) = &raw.commit_interval
+            && commit_interval > MAX_COMMIT_INTERVAL
+        {
+            self.invalid(
+                text,
+                "journal.commit_interval",
+                "must be at most 5s: devices wait that long for their acknowledgements".to_owned(),
+            );
+        }
         JournalConfig {
             max_size,
             max_age,
             when_full,
             synchronous,
+            commit_interval,
         }
     }
 

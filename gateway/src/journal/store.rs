@@ -33,6 +33,8 @@ pub struct JournalOptions {
     pub when_full: WhenFull,
     /// SQLite's `synchronous` setting.
     pub synchronous: Synchronous,
+    /// Commits come at most this often (zero: as soon as work arrives); see the writer.
+    pub commit_interval: Duration,
     /// The destinations, in configuration order (their index is how sinks name them).
     pub destinations: Vec<DestinationRoute>,
 }

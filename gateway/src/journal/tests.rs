@@ -16,6 +16,7 @@ fn options(dir: &tempfile::TempDir, max_size: u64, when_full: WhenFull) -> Journ
         max_age: Duration::from_secs(7 * 24 * 3600),
         when_full,
         synchronous: Synchronous::Normal,
+        commit_interval: Duration::ZERO,
         destinations: vec![DestinationRoute::all("cloud")],
     }
 }
@@ -914,4 +915,94 @@ fn a_journal_keeps_its_number_and_a_replacement_draws_a_new_one() {
         replaced.journal, created.journal,
         "a replacement draws anew"
     );
+}
+
+fn windowed(dir: &tempfile::TempDir, commit_interval: Duration) -> JournalOptions {
+    JournalOptions {
+        commit_interval,
+        ..options(dir, 64 << 20, WhenFull::DropOldest)
+    }
+}
+
+#[tokio::test]
+async fn a_commit_window_commits_at_most_once_per_interval_and_acks_only_what_is_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let interval = Duration::from_millis(200);
+    let (journal, _) = Journal::start(windowed(&dir, interval)).expect("start");
+    let handle = journal.handle();
+    let before = handle.stats().commits();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for device in 0..4 {
+        let handle = handle.clone();
+        let path = handle.path().to_path_buf();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..5 {
+                let ids = handle
+                    .append_and_wait(vec![record(&format!("d{device}"), n, 50)])
+                    .await
+                    .expect("append_and_wait");
+                let id = ids[0].expect("stored");
+                // Acknowledged means committed: another connection finds the row.
+                let reader = rusqlite::Connection::open(&path).expect("open");
+                let found: i64 = reader
+                    .query_row("SELECT count(*) FROM events WHERE id = ?1", [id], |row| {
+                        row.get(0)
+                    })
+                    .expect("query");
+                assert_eq!(found, 1, "row {id} acknowledged before it was committed");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let elapsed = started.elapsed();
+    let commits = handle.stats().commits() - before;
+    // One commit per interval at most, plus the first (nothing to wait for) and the expiry
+    // pass that runs each second (a transaction that writes nothing here).
+    let most = elapsed.as_millis() / interval.as_millis() + elapsed.as_secs() as u128 + 2;
+    assert!(
+        u128::from(commits) <= most,
+        "{commits} commits in {elapsed:?} with a {interval:?} window (at most {most})"
+    );
+    assert_eq!(handle.stats().appended(), 20);
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn an_alert_ends_the_commit_window_and_takes_the_waiting_events_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let interval = Duration::from_secs(5);
+    let (journal, _) = Journal::start(windowed(&dir, interval)).expect("start");
+    let handle = journal.handle();
+    // Nothing was written yet: this one is committed at once, and opens a window.
+    let first = handle
+        .append_and_wait(vec![record("d", 0, 10)])
+        .await
+        .expect("append_and_wait");
+    let opened = std::time::Instant::now();
+    let mut events = handle.committed(Lane::Events);
+    let mut alerts = handle.committed(Lane::Alerts);
+    events.borrow_and_update();
+    alerts.borrow_and_update();
+    handle
+        .append(vec![record("d", 1, 10)])
+        .await
+        .expect("append");
+    handle.append_alert(alert(1, true)).await.expect("alert");
+    tokio::time::timeout(interval, alerts.changed())
+        .await
+        .expect("the alert is committed without waiting out the window")
+        .expect("writer running");
+    assert!(
+        opened.elapsed() < interval,
+        "the alert waited for the window"
+    );
+    assert_eq!(
+        *events.borrow_and_update(),
+        first[0].expect("stored") + 1,
+        "the event that waited went in the alert's commit"
+    );
+    journal.close().await;
 }

@@ -6,6 +6,13 @@
 //! to [`MAX_BATCH_ROWS`]) and applies it in one transaction. Under light load an event is
 //! committed as soon as it arrives; under heavy load the batches grow while a commit's sync is
 //! under way, so the cost of a sync is shared by many events.
+//!
+//! # Commit window
+//! With `commit_interval` (flash storage: every sync programs pages of the card), a commit comes
+//! at most once per interval: work that arrives sooner after the last commit waits for the rest
+//! of the interval, and everything that arrives meanwhile shares the commit. Nothing is
+//! acknowledged before the commit that holds it, so a device waits up to the interval for its
+//! acknowledgement. Alerts, a shutdown and a full batch end the wait at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -172,6 +179,8 @@ impl Journal {
         let path = store.path().to_path_buf();
         let tail = Arc::new(Tail::new(next_ids.map(|next| next - 1)));
         let writer = Writer {
+            commit_interval: store.options().commit_interval,
+            last_write: None,
             store,
             stats: Arc::clone(&stats),
             committed: [alerts_committed_tx, committed_tx],
@@ -344,6 +353,10 @@ impl JournalHandle {
 }
 
 struct Writer {
+    /// See the module's docs; zero commits as soon as work arrives.
+    commit_interval: Duration,
+    /// When the last commit that wrote something began.
+    last_write: Option<Instant>,
     store: Store,
     stats: Arc<JournalStats>,
     committed: [watch::Sender<i64>; 2],
@@ -392,38 +405,56 @@ impl Writer {
             // Records deferred by `when_full = "block"` go first, and nothing new is taken until
             // they are in: that is what makes the senders wait.
             let blocked = !pending.is_empty();
-            tokio::select! {
-                biased;
-                control = self.controls.recv() => match control {
-                    Some(control) => take_control(control, &mut batch, &mut shutdown),
-                    // Every handle is gone: nobody can append or ack any more.
-                    None => shutdown = Some(Shutdown(None)),
-                },
-                request = self.appends.recv(), if appends_open && !blocked => match request {
-                    Some(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
-                    None => appends_open = false,
-                },
-                alert = self.alerts.recv(), if alerts_open => match alert {
-                    Some(alert) => batch.alerts.push(alert),
-                    None => alerts_open = false,
-                },
-                _ = ticker.tick() => {}
-            }
-            while batch.confirms.len() + pending.len() + batch.dead_letters.len() < MAX_BATCH_ROWS {
-                if let Ok(control) = self.controls.try_recv() {
-                    take_control(control, &mut batch, &mut shutdown);
-                    continue;
+            // Take work until there is something to commit; with a commit window, go on taking
+            // until the window ends (see the module's docs).
+            let mut window: Option<Instant> = None;
+            loop {
+                let window_over = async move {
+                    match window {
+                        Some(until) => tokio::time::sleep_until(until.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    control = self.controls.recv() => match control {
+                        Some(control) => take_control(control, &mut batch, &mut shutdown),
+                        // Every handle is gone: nobody can append or ack any more.
+                        None => shutdown = Some(Shutdown(None)),
+                    },
+                    request = self.appends.recv(), if appends_open && !blocked => match request {
+                        Some(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
+                        None => appends_open = false,
+                    },
+                    alert = self.alerts.recv(), if alerts_open => match alert {
+                        Some(alert) => batch.alerts.push(alert),
+                        None => alerts_open = false,
+                    },
+                    _ = ticker.tick(), if window.is_none() => {}
+                    () = window_over => break,
                 }
-                if let Ok(alert) = self.alerts.try_recv() {
-                    batch.alerts.push(alert);
-                    continue;
+                while batch.confirms.len() + pending.len() + batch.dead_letters.len()
+                    < MAX_BATCH_ROWS
+                {
+                    if let Ok(control) = self.controls.try_recv() {
+                        take_control(control, &mut batch, &mut shutdown);
+                        continue;
+                    }
+                    if let Ok(alert) = self.alerts.try_recv() {
+                        batch.alerts.push(alert);
+                        continue;
+                    }
+                    if !appends_open || !pending.is_empty() && blocked {
+                        break;
+                    }
+                    match self.appends.try_recv() {
+                        Ok(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
+                        Err(_) => break,
+                    }
                 }
-                if !appends_open || !pending.is_empty() && blocked {
+                window = self.window_end(&batch, &pending, shutdown.is_some());
+                if window.is_none() {
                     break;
-                }
-                match self.appends.try_recv() {
-                    Ok(request) => take_append(request, &mut batch, &mut pending, &mut waiters),
-                    Err(_) => break,
                 }
             }
             if shutdown.is_some() {
@@ -481,8 +512,40 @@ impl Writer {
         }
     }
 
+    /// Until when the commit of `batch` and `pending` waits for more work: `None` to commit now
+    /// (no commit window, nothing that writes, an alert, a shutdown, a full batch, or the
+    /// interval since the last commit that wrote already past).
+    fn window_end(
+        &self,
+        batch: &Batch,
+        pending: &VecDeque<Record>,
+        shutting_down: bool,
+    ) -> Option<Instant> {
+        let writes =
+            !pending.is_empty() || !batch.confirms.is_empty() || !batch.dead_letters.is_empty();
+        let full =
+            batch.confirms.len() + pending.len() + batch.dead_letters.len() >= MAX_BATCH_ROWS;
+        if self.commit_interval.is_zero()
+            || !writes
+            || !batch.alerts.is_empty()
+            || shutting_down
+            || full
+        {
+            return None;
+        }
+        let until = self.last_write? + self.commit_interval;
+        (until > Instant::now()).then_some(until)
+    }
+
     /// Commits one batch; returns the appends deferred by `when_full = "block"`.
     fn commit(&mut self, batch: Batch, waiters: &mut VecDeque<Waiter>) -> Vec<Record> {
+        if !batch.appends.is_empty()
+            || !batch.confirms.is_empty()
+            || !batch.alerts.is_empty()
+            || !batch.dead_letters.is_empty()
+        {
+            self.last_write = Some(Instant::now());
+        }
         let appended = batch.appends.len();
         let now_ms = now_ms();
         let mut outcome = match self.store.apply(batch, now_ms) {

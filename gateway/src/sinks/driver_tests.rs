@@ -116,6 +116,7 @@ impl Bench {
             max_age: Duration::from_secs(3600),
             when_full: WhenFull::DropOldest,
             synchronous: Synchronous::Normal,
+            commit_interval: Duration::ZERO,
             destinations: vec![DestinationRoute::all("fake")],
         };
         let (journal, report) = Journal::start(options).expect("journal");
