@@ -97,16 +97,43 @@ pub(super) struct Accounting<'a> {
     pub(super) row_bytes: &'a mut u64,
 }
 
+/// Writes every destination's positions (see [`Accounting::confirm`]).
+pub(super) fn save_positions(
+    tx: &rusqlite::Transaction<'_>,
+    options: &JournalOptions,
+    positions: &[Position],
+) -> Result<(), rusqlite::Error> {
+    let mut save = tx.prepare_cached(
+        "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
+         ON CONFLICT (destination, lane) DO UPDATE SET confirmed = excluded.confirmed",
+    )?;
+    for lane in Lane::ALL {
+        for (route, position) in options.destinations.iter().zip(positions) {
+            save.execute(params![
+                route.name,
+                lane.as_str(),
+                position.confirmed[lane.index()]
+            ])?;
+        }
+    }
+    Ok(())
+}
+
 impl Accounting<'_> {
     /// Moves positions forward and deletes the rows every destination of their lane confirmed.
+    /// With `save`, the positions that moved are written too; without, only the deletes are,
+    /// and the caller writes the positions later ([`save_positions`]): a position
+    /// on disk may lag, never lead, so a crash meanwhile only sends rows again. Returns whether
+    /// a position moved.
     pub(super) fn confirm(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
         confirms: &[Confirm],
+        save: bool,
         outcome: &mut BatchOutcome,
-    ) -> Result<(), rusqlite::Error> {
+    ) -> Result<bool, rusqlite::Error> {
         if confirms.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut moved = [false; 2];
         for confirm in confirms {
@@ -121,7 +148,7 @@ impl Accounting<'_> {
                 moved[confirm.lane.index()] = true;
             }
         }
-        let mut save = tx.prepare_cached(
+        let mut written = tx.prepare_cached(
             "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
              ON CONFLICT (destination, lane) DO UPDATE SET confirmed = excluded.confirmed",
         )?;
@@ -129,12 +156,15 @@ impl Accounting<'_> {
             if !moved[lane.index()] {
                 continue;
             }
-            for (route, position) in self.options.destinations.iter().zip(self.positions.iter()) {
-                save.execute(params![
-                    route.name,
-                    lane.as_str(),
-                    position.confirmed[lane.index()]
-                ])?;
+            if save {
+                for (route, position) in self.options.destinations.iter().zip(self.positions.iter())
+                {
+                    written.execute(params![
+                        route.name,
+                        lane.as_str(),
+                        position.confirmed[lane.index()]
+                    ])?;
+                }
             }
             // Rows leave once every destination that takes the lane has confirmed them.
             let through = self
@@ -164,7 +194,7 @@ impl Accounting<'_> {
             outcome.released += removed.len() as u64;
             self.deleted_through[lane.index()] = through.min(self.next_id[lane.index()] - 1);
         }
-        Ok(())
+        Ok(moved.contains(&true))
     }
 
     fn remove_row(&mut self, lane: Lane, cost: u64) {

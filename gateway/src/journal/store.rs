@@ -3,7 +3,7 @@
 //! Synchronous and without threads: the writer thread drives it, and tests drive it directly.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -87,7 +87,18 @@ pub(crate) struct Store {
     row_bytes: u64,
     /// Whether commits currently sync (`synchronous = FULL` in effect).
     syncing: bool,
+    /// Positions moved in memory and not written yet (with a commit window only, see
+    /// [`SAVE_POSITIONS_EVERY`]).
+    positions_unsaved: bool,
+    /// When positions were last written.
+    positions_saved_at: Instant,
 }
+
+/// With a commit window, how often moved positions are written. The deletes they allow are
+/// committed at once (the rows leave the journal's only page at a steady rate, which is the
+/// cheapest layout); the positions table is another page per commit, written this often
+/// instead. A position on disk may lag, never lead: a crash meanwhile sends those rows again.
+const SAVE_POSITIONS_EVERY: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Opens the journal, creating it if needed. A journal SQLite cannot read is moved aside and
@@ -261,6 +272,8 @@ impl Store {
             alert_rows,
             row_bytes: event_bytes + alert_bytes + rows * ROW_OVERHEAD,
             syncing,
+            positions_unsaved: false,
+            positions_saved_at: Instant::now(),
         };
         Ok((store, report))
     }
@@ -437,9 +450,15 @@ impl Store {
             alert_rows: &mut self.alert_rows,
             row_bytes: &mut self.row_bytes,
         };
-        state
-            .confirm(&tx, &batch.confirms, &mut outcome)
+        let save_positions = self.options.commit_interval.is_zero()
+            || self.positions_saved_at.elapsed() >= SAVE_POSITIONS_EVERY;
+        let moved = state
+            .confirm(&tx, &batch.confirms, save_positions, &mut outcome)
             .map_err(fail("record confirmations in"))?;
+        if save_positions && self.positions_unsaved {
+            super::batch::save_positions(&tx, state.options, state.positions)
+                .map_err(fail("record confirmations in"))?;
+        }
         if batch.expire && !self.options.max_age.is_zero() {
             let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
             let cutoff = now_ms.saturating_sub(max_age_ms);
@@ -462,7 +481,33 @@ impl Store {
                 .map_err(fail("record dead letters in"))?;
         }
         tx.commit().map_err(fail("commit to"))?;
+        if save_positions {
+            if moved || self.positions_unsaved {
+                self.positions_saved_at = Instant::now();
+            }
+            self.positions_unsaved = false;
+        } else if moved {
+            self.positions_unsaved = true;
+        }
         Ok(outcome)
+    }
+
+    /// Writes positions that moved and are not written yet (at shutdown).
+    pub(crate) fn save_positions(&mut self) -> Result<(), JournalError> {
+        if !self.positions_unsaved {
+            return Ok(());
+        }
+        let fail = |source| JournalError::Sqlite {
+            action: "record confirmations in",
+            path: self.options.path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        super::batch::save_positions(&tx, &self.options, &self.positions).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        self.positions_unsaved = false;
+        self.positions_saved_at = Instant::now();
+        Ok(())
     }
 
     /// Size of the database and its WAL on disk.

@@ -1006,3 +1006,89 @@ async fn an_alert_ends_the_commit_window_and_takes_the_waiting_events_with_it() 
     );
     journal.close().await;
 }
+
+#[test]
+fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_sends_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = JournalOptions {
+        commit_interval: Duration::from_secs(1),
+        ..two_destinations(&dir, 64 << 20)
+    };
+    let stored = |name: &str| -> Option<i64> {
+        let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
+        conn.query_row(
+            "SELECT confirmed FROM positions WHERE destination = ?1 AND lane = 'events'",
+            [name],
+            |row| row.get(0),
+        )
+        .ok()
+    };
+    let (mut store, _) = Store::open(opts.clone()).expect("open");
+    store
+        .apply(appends((0..10).map(|n| record("a", n, 50)).collect()), 0)
+        .expect("append");
+    store
+        .apply(confirm_for(0, Lane::Events, 10), 0)
+        .expect("confirm");
+    let outcome = store
+        .apply(confirm_for(1, Lane::Events, 6), 0)
+        .expect("confirm");
+    assert_eq!(outcome.released, 6, "the deletes are committed at once");
+    assert_eq!(
+        (stored("cloud"), stored("bus")),
+        (None, None),
+        "the positions are not written with every commit"
+    );
+    store.save_positions().expect("save");
+    assert_eq!((stored("cloud"), stored("bus")), (Some(10), Some(6)));
+
+    // Moved again, and the process dies before the positions are written.
+    store
+        .apply(confirm_for(1, Lane::Events, 10), 0)
+        .expect("confirm");
+    assert_eq!(store.rows(), 0);
+    assert_eq!(stored("bus"), Some(6), "lags: not written yet");
+    drop(store);
+
+    let (mut store, report) = Store::open(opts).expect("reopen");
+    assert_eq!(report.positions, vec![[0, 10], [0, 6]]);
+    // New rows get ids past every stored position: no destination passes over them.
+    let ids = stored_ids(
+        &store
+            .apply(appends((10..13).map(|n| record("a", n, 50)).collect()), 0)
+            .expect("append")
+            .results,
+    );
+    assert!(ids.iter().all(|id| *id > 10), "{ids:?}");
+    assert_eq!(store.backlog(0, Lane::Events), 3);
+    assert_eq!(store.backlog(1, Lane::Events), 3);
+}
+
+#[tokio::test]
+async fn with_a_commit_window_closing_the_journal_writes_the_last_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _) = Journal::start(windowed(&dir, Duration::from_millis(100))).expect("start");
+    let handle = journal.handle();
+    let ids = handle
+        .append_and_wait((0..5).map(|n| record("d", n, 10)).collect())
+        .await
+        .expect("append_and_wait");
+    let last = ids.iter().flatten().max().copied().expect("stored");
+    handle
+        .confirm(Confirm {
+            destination: 0,
+            lane: Lane::Events,
+            through: last,
+        })
+        .expect("confirm");
+    journal.close().await;
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
+    let stored: i64 = conn
+        .query_row(
+            "SELECT confirmed FROM positions WHERE destination = 'cloud' AND lane = 'events'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("a position is written");
+    assert_eq!(stored, last);
+}

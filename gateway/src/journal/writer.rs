@@ -503,6 +503,9 @@ impl Writer {
                         "journal full at shutdown: events held back by when_full = \"block\" were not stored"
                     );
                 }
+                if let Err(error) = self.store.save_positions() {
+                    tracing::error!(error = %error_chain(&error), "failed to record the last confirmations; those events will be sent again");
+                }
                 self.store.checkpoint();
                 if let Some(done) = done {
                     let _ = done.send(());
