@@ -70,6 +70,8 @@ EOF
   EDGE_LOG=warn "$gateway_bin" run --config "$dir/gateway.toml" 2>"$dir/gateway.log" &
   gateway_pid=$!
   # About SECONDS_PER_RATE seconds of a line carrying ~50-byte frames.
+  # Whole events per second first (ten bits a byte, about 50 bytes an event), then the run.
+  # shellcheck disable=SC2017
   events=$(( baud / 10 / 50 * SECONDS_PER_RATE ))
   echo "== serial at $baud baud: $events events" >&2
   "$bench_bin" serial --link "$dir/tty" --baud "$baud" --events "$events" | tee "$dir/serial.out"

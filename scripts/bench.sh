@@ -46,7 +46,7 @@ sampler_pid=""
 
 cleanup() {
   local status=$?
-  [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null || true
+  if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; fi
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
