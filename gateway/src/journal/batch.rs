@@ -148,23 +148,12 @@ impl Accounting<'_> {
                 moved[confirm.lane.index()] = true;
             }
         }
-        let mut written = tx.prepare_cached(
-            "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
-             ON CONFLICT (destination, lane) DO UPDATE SET confirmed = excluded.confirmed",
-        )?;
+        if save && moved.contains(&true) {
+            save_positions(tx, self.options, self.positions)?;
+        }
         for lane in Lane::ALL {
             if !moved[lane.index()] {
                 continue;
-            }
-            if save {
-                for (route, position) in self.options.destinations.iter().zip(self.positions.iter())
-                {
-                    written.execute(params![
-                        route.name,
-                        lane.as_str(),
-                        position.confirmed[lane.index()]
-                    ])?;
-                }
             }
             // Rows leave once every destination that takes the lane has confirmed them.
             let through = self
