@@ -973,7 +973,8 @@ async fn a_commit_window_commits_at_most_once_per_interval_and_acks_only_what_is
 #[tokio::test]
 async fn an_alert_ends_the_commit_window_and_takes_the_waiting_events_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let interval = Duration::from_secs(5);
+    // A window no test run outlives: the alert's commit can only come from the alert.
+    let interval = Duration::from_secs(3600);
     let (journal, _) = Journal::start(windowed(&dir, interval)).expect("start");
     let handle = journal.handle();
     // Nothing was written yet: this one is committed at once, and opens a window.
@@ -981,7 +982,6 @@ async fn an_alert_ends_the_commit_window_and_takes_the_waiting_events_with_it() 
         .append_and_wait(vec![record("d", 0, 10)])
         .await
         .expect("append_and_wait");
-    let opened = std::time::Instant::now();
     let mut events = handle.committed(Lane::Events);
     let mut alerts = handle.committed(Lane::Alerts);
     events.borrow_and_update();
@@ -991,14 +991,10 @@ async fn an_alert_ends_the_commit_window_and_takes_the_waiting_events_with_it() 
         .await
         .expect("append");
     handle.append_alert(alert(1, true)).await.expect("alert");
-    tokio::time::timeout(interval, alerts.changed())
+    tokio::time::timeout(Duration::from_secs(60), alerts.changed())
         .await
         .expect("the alert is committed without waiting out the window")
         .expect("writer running");
-    assert!(
-        opened.elapsed() < interval,
-        "the alert waited for the window"
-    );
     assert_eq!(
         *events.borrow_and_update(),
         first[0].expect("stored") + 1,
