@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::live::Change;
-use crate::message::{Message, Refused, understand};
+use crate::message::{Message, Refused, understand_all};
 use crate::notify::Routes;
 use crate::source::config::SourceConfig;
 use crate::source::{amqp, kafka, mqtt, nats};
@@ -97,6 +97,18 @@ pub enum Outcome {
     Refused,
     /// The store could not take it: do not acknowledge; give it back if the backbone can.
     NotStored,
+}
+
+impl Outcome {
+    /// How a delivery of several messages (a batch) ends, from how two of them ended: not
+    /// stored if either was not (it must come again), else stored if either was.
+    fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::NotStored, _) | (_, Self::NotStored) => Self::NotStored,
+            (Self::Stored, _) | (_, Self::Stored) => Self::Stored,
+            (Self::Refused, Self::Refused) => Self::Refused,
+        }
+    }
 }
 
 /// How a source settles deliveries with its broker.
@@ -264,22 +276,26 @@ async fn apply<S: Store, H>(
     let mut pending = Vec::with_capacity(batch.len());
     let mut slots = Vec::with_capacity(batch.len());
     for (slot, delivery) in batch.iter().enumerate() {
+        // One message, or each event of a gateway's batch: the delivery is settled once all
+        // of them are.
         let understood = match &delivery.address {
-            Some(address) => understand(address, &delivery.origin, &delivery.payload),
-            None => Err(Refused::Topic(delivery.origin.clone())),
+            Some(address) => understand_all(address, &delivery.origin, &delivery.payload),
+            None => vec![Err(Refused::Topic(delivery.origin.clone()))],
         };
-        match understood {
-            Ok(message) => {
-                let notify = match &message {
-                    Message::Alert(alert) => outlets.routes.matching(alert),
-                    _ => Vec::new(),
-                };
-                pending.push(Pending { message, notify });
-                slots.push(slot);
-            }
-            Err(refused) => {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
-                refusals.log(&refused);
+        for understood in understood {
+            match understood {
+                Ok(message) => {
+                    let notify = match &message {
+                        Message::Alert(alert) => outlets.routes.matching(alert),
+                        _ => Vec::new(),
+                    };
+                    pending.push(Pending { message, notify });
+                    slots.push(slot);
+                }
+                Err(refused) => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    refusals.log(&refused);
+                }
             }
         }
     }
@@ -306,7 +322,7 @@ async fn apply<S: Store, H>(
         pending.into_iter().zip(slots).zip(results)
     {
         let origin = &batch[slot].origin;
-        outcomes[slot] = loop {
+        let outcome = loop {
             match result {
                 Ok(Applied::New) => {
                     stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +363,7 @@ async fn apply<S: Store, H>(
                 }
             }
         };
+        outcomes[slot] = outcomes[slot].and(outcome);
     }
     outcomes
 }
@@ -525,6 +542,44 @@ mod tests {
         assert_eq!(outcomes.iter().filter(|o| **o == Stored).count(), 5);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
         assert!(watching.try_recv().is_err());
+    }
+
+    /// A gateway's batch of events of `devices` (`device:seq`), as its MQTT uplink sends it.
+    fn batch_of(events: &[(&str, u32)]) -> Delivery<usize> {
+        let items: Vec<String> = events
+            .iter()
+            .map(|(device, seq)| {
+                format!(
+                    r#"{{"id":"{device}:1:{seq}","gateway":"gw","device":"{device}","boot":1,"seq":{seq},"received_at":{seq},"readings":{{"temp_c":20.5}}}}"#
+                )
+            })
+            .collect();
+        delivery("edge/gw/events", format!("[{}]", items.join(",")))
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_event_by_event_and_settled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        let stats = ConsumerStats::default();
+        let (outlets, mut watching) = outlets("");
+        let batch = [
+            batch_of(&[("d1", 1), ("d2", 1), ("d1", 2)]),
+            event(2), // also in the batch: a duplicate
+            delivery("edge/gw/events", r#"[{"id":"x"}]"#),
+            batch_of(&[("d3", 1)]),
+        ];
+        let (_stop, mut running) = watch::channel(false);
+        let outcomes = apply_all(&store, &stats, &outlets, &batch, true, &mut running).await;
+        assert_eq!(outcomes, [Stored, Stored, Skipped, Stored]);
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        let mut announced = Vec::new();
+        while let Ok(Change::Stored { message, .. }) = watching.try_recv() {
+            announced.push(message.key().unwrap());
+        }
+        assert_eq!(announced, ["d1:1:1", "d2:1:1", "d1:1:2", "d3:1:1"]);
     }
 
     #[tokio::test]

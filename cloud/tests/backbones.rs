@@ -301,6 +301,8 @@ mod kafka {
                             (TOPICS[1], alert["device"].as_str().unwrap_or("").to_owned())
                         }
                         edge_schema::Lane::Status => (TOPICS[2], gateway.clone()),
+                        // The NATS uplink sends no batches.
+                        edge_schema::Lane::Batch => continue,
                     };
                     let mut headers = OwnedHeaders::new().insert(Header {
                         key: "gateway",

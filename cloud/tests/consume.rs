@@ -65,6 +65,16 @@ fn messages_are_stored_once_whatever_the_redeliveries() {
     messages.push(alert("firing", 1000));
     messages.push(("edge/gw/alerts".into(), b"garbage".to_vec()));
     messages.push(("somewhere/else".into(), b"{}".to_vec()));
+    // A gateway's batch: events 50 to 59 in one message, 55 twice (one batch resent in part).
+    let batch: Vec<String> = (50..60)
+        .chain([55])
+        .map(|seq| String::from_utf8(event(seq).1).expect("utf-8"))
+        .collect();
+    messages.push((
+        "edge/gw/events".into(),
+        format!("[{}]", batch.join(",")).into_bytes(),
+    ));
+    messages.push(("edge/gw/events".into(), b"[1,2]".to_vec()));
     publish(port, &messages);
 
     wait_until("the alert in the store", Duration::from_secs(20), || {
@@ -93,7 +103,7 @@ fn messages_are_stored_once_whatever_the_redeliveries() {
             store
                 .devices()
                 .await
-                .map(|devices| devices.first().is_some_and(|device| device.last_seen == 49))
+                .map(|devices| devices.first().is_some_and(|device| device.last_seen == 59))
                 .unwrap_or(false)
         })
     });
@@ -102,7 +112,7 @@ fn messages_are_stored_once_whatever_the_redeliveries() {
         .expect("open")
         .query_row("SELECT count(*) FROM seen", [], |row| row.get(0))
         .expect("count");
-    assert_eq!(seen, 52, "50 events and 2 alert transitions, each once");
+    assert_eq!(seen, 62, "60 events and 2 alert transitions, each once");
 
     // The API serves what was stored, to holders of the token only.
     let (status, body) = http_get(api_port, "/api/alerts", Some("s3cret"));

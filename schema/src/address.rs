@@ -9,6 +9,10 @@
 //! | events | `{prefix}/{gateway}/devices/{device}/events` | `{subject_prefix}.{gateway}.devices.{device}.events` | `{gateway}.devices.{device}.events` |
 //! | alerts | `{prefix}/{gateway}/alerts` | `{subject_prefix}.{gateway}.alerts` | `{gateway}.alerts` |
 //! | status | `{prefix}/{gateway}/status` | `{subject_prefix}.{gateway}.status` | `{gateway}.status` |
+//! | batches of events | `{prefix}/{gateway}/events` | `{subject_prefix}.{gateway}.events` | `{gateway}.events` |
+//!
+//! A batch is a JSON array of event messages of one gateway, any of its devices, in the order
+//! the gateway journaled them (`docs/wire-protocol.md`).
 //!
 //! On AMQP the exchange (a topic exchange) takes the place of the prefix.
 //!
@@ -41,6 +45,8 @@ pub enum Lane<'a> {
     Alerts,
     /// The gateway's status.
     Status,
+    /// A batch of the gateway's events (of any of its devices).
+    Batch,
 }
 
 /// A message's destination: its gateway and its lane.
@@ -53,7 +59,7 @@ pub struct Address<'a> {
 }
 
 /// The AMQP binding patterns that cover every lane of every gateway.
-pub const AMQP_BINDINGS: [&str; 3] = ["*.devices.*.events", "*.alerts", "*.status"];
+pub const AMQP_BINDINGS: [&str; 4] = ["*.devices.*.events", "*.alerts", "*.status", "*.events"];
 
 /// The NATS subject filter that covers every lane of every gateway under `subject_prefix`.
 pub fn nats_filter(subject_prefix: &str) -> String {
@@ -87,11 +93,19 @@ impl<'a> Address<'a> {
         }
     }
 
+    /// Where batches of `gateway`'s events go.
+    pub fn batch(gateway: &'a str) -> Self {
+        Self {
+            gateway: Cow::Borrowed(gateway),
+            lane: Lane::Batch,
+        }
+    }
+
     /// The device, for the events lane.
     pub fn device(&self) -> Option<&str> {
         match &self.lane {
             Lane::Events { device } => Some(device),
-            Lane::Alerts | Lane::Status => None,
+            Lane::Alerts | Lane::Status | Lane::Batch => None,
         }
     }
 
@@ -105,6 +119,7 @@ impl<'a> Address<'a> {
                 },
                 Lane::Alerts => Lane::Alerts,
                 Lane::Status => Lane::Status,
+                Lane::Batch => Lane::Batch,
             },
         }
     }
@@ -116,6 +131,7 @@ impl<'a> Address<'a> {
             Lane::Events { device } => format!("{prefix}/{gateway}/devices/{device}/events"),
             Lane::Alerts => format!("{prefix}/{gateway}/alerts"),
             Lane::Status => format!("{prefix}/{gateway}/status"),
+            Lane::Batch => format!("{prefix}/{gateway}/events"),
         }
     }
 
@@ -133,6 +149,7 @@ impl<'a> Address<'a> {
             }
             Lane::Alerts => format!("{gateway}.alerts"),
             Lane::Status => format!("{gateway}.status"),
+            Lane::Batch => format!("{gateway}.events"),
         }
     }
 
@@ -144,6 +161,7 @@ impl<'a> Address<'a> {
         let lane = match (levels.next()?, levels.next(), levels.next(), levels.next()) {
             ("alerts", None, None, None) => Lane::Alerts,
             ("status", None, None, None) => Lane::Status,
+            ("events", None, None, None) => Lane::Batch,
             ("devices", Some(device), Some("events"), None) if !device.is_empty() => Lane::Events {
                 device: Cow::Borrowed(device),
             },
@@ -168,6 +186,7 @@ impl<'a> Address<'a> {
         let lane = match (words.next()?, words.next(), words.next(), words.next()) {
             ("alerts", None, None, None) => Lane::Alerts,
             ("status", None, None, None) => Lane::Status,
+            ("events", None, None, None) => Lane::Batch,
             ("devices", Some(device), Some("events"), None) => Lane::Events {
                 device: decode_id(device).ok()?,
             },
@@ -263,17 +282,21 @@ mod tests {
 
     use super::*;
 
-    fn all_lanes<'a>(gateway: &'a str, device: &'a str) -> [Address<'a>; 3] {
+    fn all_lanes<'a>(gateway: &'a str, device: &'a str) -> [Address<'a>; 4] {
         [
             Address::events(gateway, device),
             Address::alerts(gateway),
             Address::status(gateway),
+            Address::batch(gateway),
         ]
     }
 
     #[test]
     fn addresses_are_as_documented() {
-        let [events, alerts, status] = all_lanes("greenhouse.pi", "greenhouse.3");
+        let [events, alerts, status, batch] = all_lanes("greenhouse.pi", "greenhouse.3");
+        assert_eq!(batch.mqtt_topic("edge"), "edge/greenhouse.pi/events");
+        assert_eq!(batch.nats_subject("edge"), "edge.greenhouse%2Epi.events");
+        assert_eq!(batch.amqp_routing_key(), "greenhouse%2Epi.events");
         assert_eq!(
             events.mqtt_topic("edge"),
             "edge/greenhouse.pi/devices/greenhouse.3/events"

@@ -78,6 +78,7 @@ pub fn start(
     let filters = vec![
         shared(format!("{prefix}/+/alerts")),
         shared(format!("{prefix}/+/devices/+/events")),
+        shared(format!("{prefix}/+/events")),
         format!("{prefix}/+/status"),
     ];
     // The event loop is polled by a task of its own, so that acknowledging (which waits for room
