@@ -211,3 +211,55 @@ fn a_broker_that_takes_publishes_and_never_acknowledges_is_left_after_ack_timeou
         http_get(gateway.admin(), "/readyz").is_some_and(|(status, _)| status == 200)
     });
 }
+
+#[test]
+fn with_batches_a_backlog_arrives_in_order_many_events_to_a_publish() {
+    let mut broker = Mosquitto::start();
+    let cloud = Subscriber::connect(broker.port);
+    let gateway =
+        Gateway::start_setup(GatewaySetup::with([Uplink::mqtt(broker.port)
+            .set_toml("batch", r#"{ max_events = 50, max_delay = "20ms" }"#)]));
+    wait_until("uplink connected", Duration::from_secs(10), || {
+        gateway.metric("edge_uplink_connected") == 1.0
+    });
+    broker.pause();
+    wait_until(
+        "uplink to notice the outage",
+        Duration::from_secs(10),
+        || gateway.metric("edge_uplink_connected") == 0.0,
+    );
+    assert_eq!(
+        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
+        TOTAL as u64
+    );
+    wait_until(
+        "the journal to hold every event",
+        Duration::from_secs(30),
+        || gateway.metric("edge_journal_rows") == TOTAL as f64,
+    );
+    broker.resume();
+    wait_until("all events in the cloud", Duration::from_secs(60), || {
+        cloud.inbox.unique() == TOTAL
+    });
+    assert_complete(&cloud.inbox);
+    let batches = cloud.inbox.batches();
+    assert!(
+        batches.iter().all(|&size| (1..=50).contains(&size)),
+        "max_events holds: {batches:?}"
+    );
+    assert!(
+        batches.iter().sum::<usize>() >= TOTAL,
+        "every event came in a batch"
+    );
+    // A backlog fills its batches: 400 publishes would carry 20 000 events if all were full.
+    assert!(
+        batches.len() <= TOTAL / 10,
+        "{} publishes for {TOTAL} events",
+        batches.len()
+    );
+    // One PUBACK confirmed each batch's rows: every row is confirmed and the journal drains.
+    wait_until("the journal to drain", Duration::from_secs(10), || {
+        gateway.metric("edge_journal_rows") == 0.0
+    });
+    assert!(gateway.metric("edge_uplink_acked_total") >= TOTAL as f64);
+}

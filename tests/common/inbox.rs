@@ -30,6 +30,8 @@ pub struct Inbox {
     statuses: Arc<Mutex<Vec<String>>>,
     alerts: Arc<Mutex<Vec<ReceivedAlert>>>,
     arrivals: Arc<std::sync::atomic::AtomicUsize>,
+    /// How many events each batch received held, in arrival order.
+    batches: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Inbox {
@@ -43,6 +45,22 @@ impl Inbox {
         }
         let body: serde_json::Value =
             serde_json::from_slice(payload).expect("the cloud receives JSON");
+        if let serde_json::Value::Array(events) = body {
+            // A batch: each of its events, as if it had come alone.
+            assert!(
+                topic.ends_with("/events") && !topic.contains("/devices/"),
+                "a batch on {topic}"
+            );
+            self.batches.lock().expect("lock").push(events.len());
+            for event in events {
+                self.push_one(topic, event);
+            }
+            return;
+        }
+        self.push_one(topic, body);
+    }
+
+    fn push_one(&self, topic: &str, body: serde_json::Value) {
         let order = self
             .arrivals
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -63,6 +81,11 @@ impl Inbox {
             body,
         };
         self.messages.lock().expect("lock").push(received);
+    }
+
+    /// How many events each batch received held, in arrival order.
+    pub fn batches(&self) -> Vec<usize> {
+        self.batches.lock().expect("lock").clone()
     }
 
     /// The alerts received, in arrival order.
@@ -134,9 +157,12 @@ impl Inbox {
                 }
                 None => {
                     first.insert(&message.id, message);
-                    assert_eq!(
-                        message.topic,
-                        format!("edge/test-gw/devices/{}/events", message.device)
+                    assert!(
+                        message.topic == format!("edge/test-gw/devices/{}/events", message.device)
+                            || message.topic == "edge/test-gw/events",
+                        "{} came on {}",
+                        message.id,
+                        message.topic
                     );
                     assert_eq!(
                         message.id,

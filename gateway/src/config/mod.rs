@@ -25,6 +25,6 @@ mod tests;
 pub use error::{ConfigError, Problem};
 pub use load::{load, parse};
 pub use model::{
-    AdminConfig, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
-    SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    AdminConfig, Batch, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig,
+    Lanes, SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };

@@ -330,6 +330,40 @@ pub struct UplinkConfig {
     pub reconnect_min: Duration,
     /// `reconnect_max` (default `30s`, at least `reconnect_min`): the longest reconnect delay.
     pub reconnect_max: Duration,
+    /// `batch = { max_events, max_bytes, max_delay }` (mqtt and kafka; default off): many events
+    /// per message. Any of the keys turns it on; the others take their defaults.
+    pub batch: Option<Batch>,
+}
+
+/// An uplink's `batch`: how many events one message may carry, and how long the first may wait
+/// for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// `max_events` (default 100, 1 to 10000): events in one message at most.
+    pub max_events: u32,
+    /// `max_bytes` (default `64KiB`, from `1KiB` to `240KiB`): the events of one message, in
+    /// bytes at most; an event larger than this goes alone.
+    pub max_bytes: u32,
+    /// `max_delay` (default `5ms`, at most `1s`): how long a batch that is not full may wait
+    /// for more events while an earlier message is still unconfirmed; with nothing unconfirmed
+    /// it goes at once.
+    pub max_delay: Duration,
+}
+
+impl Batch {
+    /// The largest `max_bytes`: an MQTT packet of the uplink is at most 256 KiB, topic
+    /// included.
+    pub const MAX_BYTES: u32 = 240 * 1024;
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            max_events: 100,
+            max_bytes: 64 * 1024,
+            max_delay: Duration::from_millis(5),
+        }
+    }
 }
 
 impl UplinkConfig {
@@ -398,7 +432,19 @@ impl UplinkConfig {
             max_inflight: 256,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(30),
+            batch: None,
         }
+    }
+
+    /// Rows in flight at most: `max_inflight` messages, each of up to `batch.max_events` rows
+    /// when an MQTT uplink batches (a Kafka producer batches records, each still its own
+    /// message).
+    pub fn window(&self) -> usize {
+        let per_message = match (self.kind, self.batch) {
+            (UplinkType::Mqtt, Some(batch)) => batch.max_events.max(1),
+            _ => 1,
+        };
+        usize::from(self.max_inflight.max(1)).saturating_mul(per_message as usize)
     }
 }
 

@@ -177,6 +177,16 @@ pub(super) struct RawUplink {
     pub(super) max_inflight: Option<Integer>,
     pub(super) reconnect_min: Option<Text>,
     pub(super) reconnect_max: Option<Text>,
+    pub(super) batch: Option<Spanned<RawBatch>>,
+}
+
+/// An uplink's `batch = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub(super) struct RawBatch {
+    pub(super) max_events: Option<Integer>,
+    pub(super) max_bytes: Option<Text>,
+    pub(super) max_delay: Option<Text>,
 }
 
 /// `[journal]`.

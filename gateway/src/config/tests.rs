@@ -1120,3 +1120,79 @@ event_bus = "edge"
         ]
     );
 }
+
+#[test]
+fn batch_turns_on_with_any_of_its_keys_and_counts_in_the_window() {
+    let config = valid(
+        r#"[gateway]
+id = "gw"
+
+[[uplink]]
+name = "plain"
+url = "mqtt://broker"
+
+[[uplink]]
+name = "batched"
+url = "mqtt://broker"
+client_id = "second"
+max_inflight = 8
+batch = { max_events = 500 }
+
+[[uplink]]
+name = "tuned"
+url = "mqtt://broker"
+client_id = "third"
+batch = { max_bytes = "128KiB", max_delay = "50ms" }
+"#,
+    );
+    let [plain, batched, tuned] = &config.uplinks[..] else {
+        panic!("three uplinks");
+    };
+    assert_eq!(plain.batch, None, "off by default");
+    assert_eq!(plain.window(), 256);
+    assert_eq!(
+        batched.batch,
+        Some(crate::config::Batch {
+            max_events: 500,
+            ..crate::config::Batch::default()
+        })
+    );
+    assert_eq!(
+        batched.window(),
+        8 * 500,
+        "publishes of up to 500 rows each"
+    );
+    assert_eq!(
+        tuned.batch,
+        Some(crate::config::Batch {
+            max_events: 100,
+            max_bytes: 128 * 1024,
+            max_delay: Duration::from_millis(50),
+        })
+    );
+}
+
+#[test]
+fn batch_is_refused_where_it_cannot_be_honoured_and_checked_key_by_key() {
+    let source = r#"[gateway]
+id = "gw"
+
+[[uplink]]
+url = "nats://bus"
+batch = { max_events = 10 }
+
+[[uplink]]
+url = "mqtt://broker"
+batch = { max_events = 0, max_bytes = "1MiB", max_delay = "2s", size = 3 }
+"#;
+    assert_eq!(
+        problems(source),
+        [
+            "6:9: `uplink[0].batch` is not a setting of nats uplinks: only mqtt and kafka uplinks batch; each event is its own message here",
+            "10:24: invalid value `0` for `uplink[1].batch.max_events`: must be from 1 to 10000",
+            "10:39: invalid value `1MiB` for `uplink[1].batch.max_bytes`: must be from 1KiB to 240KiB",
+            "10:59: invalid value `2s` for `uplink[1].batch.max_delay`: must be at most 1s",
+            "10:65: unknown key `uplink[1].batch.size`",
+        ]
+    );
+}

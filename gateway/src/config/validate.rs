@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use super::error::{Issue, UnitError};
 use super::model::{
-    AdminConfig, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig, Lanes,
-    SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    AdminConfig, Batch, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig,
+    Lanes, SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
 };
 use super::raw::{
-    Integer, Number, RawAdmin, RawConfig, RawDevices, RawGateway, RawJournal, RawRule, RawSerial,
-    RawUplink, RawUplinks, Text,
+    Integer, Number, RawAdmin, RawBatch, RawConfig, RawDevices, RawGateway, RawJournal, RawRule,
+    RawSerial, RawUplink, RawUplinks, Text,
 };
 use super::units::{parse_duration, parse_size};
 use super::url::{parse_broker, parse_uplink_url};
@@ -1071,7 +1071,80 @@ impl Checker {
                 ),
             );
         }
+        if let Some(batch) = &uplink.batch {
+            config.batch = self.batch(batch, key, kind);
+        }
         config
+    }
+
+    /// An uplink's `batch`: on for mqtt (JSON arrays) and kafka (the producer's own batches).
+    fn batch(
+        &mut self,
+        raw: &toml::Spanned<RawBatch>,
+        key: &str,
+        kind: UplinkType,
+    ) -> Option<Batch> {
+        let key = format!("{key}.batch");
+        let reason = match kind {
+            UplinkType::Mqtt | UplinkType::Kafka => None,
+            UplinkType::EventBridge => {
+                Some("eventbridge uplinks always send up to 10 events per PutEvents call")
+            }
+            UplinkType::Nats | UplinkType::Amqp => {
+                Some("only mqtt and kafka uplinks batch; each event is its own message here")
+            }
+        };
+        if let Some(reason) = reason {
+            self.issues.push(Issue::new(
+                raw.span().start,
+                format!(
+                    "`{key}` is not a setting of {} uplinks: {reason}",
+                    kind.as_str()
+                ),
+            ));
+            return None;
+        }
+        let raw = raw.get_ref();
+        let default = Batch::default();
+        let max_events = self.integer(
+            raw.max_events.as_ref(),
+            &format!("{key}.max_events"),
+            default.max_events,
+            1..=10_000,
+        );
+        let mut max_bytes = default.max_bytes;
+        if let Some(text) = &raw.max_bytes {
+            match parse_size(text.get_ref()) {
+                Ok(size) if (1024..=u64::from(Batch::MAX_BYTES)).contains(&size) => {
+                    max_bytes = u32::try_from(size).unwrap_or(Batch::MAX_BYTES);
+                }
+                Ok(_) => self.invalid(
+                    text,
+                    &format!("{key}.max_bytes"),
+                    "must be from 1KiB to 240KiB".to_owned(),
+                ),
+                Err(error) => self.bad_unit(text, "size", &format!("{key}.max_bytes"), &error),
+            }
+        }
+        let max_delay = self.duration(
+            raw.max_delay.as_ref(),
+            &format!("{key}.max_delay"),
+            default.max_delay,
+        );
+        if let Some(text) = &raw.max_delay
+            && max_delay > Duration::from_secs(1)
+        {
+            self.invalid(
+                text,
+                &format!("{key}.max_delay"),
+                "must be at most 1s".to_owned(),
+            );
+        }
+        Some(Batch {
+            max_events,
+            max_bytes,
+            max_delay,
+        })
     }
 
     fn journal(&mut self, raw: &RawJournal) -> JournalConfig {

@@ -131,6 +131,12 @@ pub trait Connection: Send {
     /// Hands a message over without waiting (step 2). An error means the connection is gone.
     fn offer(&mut self, message: Outgoing) -> Result<(), DestinationError>;
 
+    /// The driver has offered what it had for now: an adapter that gathers messages into
+    /// batches may send a partial one. An error means the connection is gone.
+    fn offered(&mut self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+
     /// The next confirmation or rejection (steps 3 and 4).
     fn next(&mut self) -> impl Future<Output = Result<Confirmation, DestinationError>> + Send;
 

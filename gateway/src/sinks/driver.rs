@@ -238,6 +238,9 @@ impl<D: Destination> Driver<D> {
                     break;
                 }
             }
+            if let Err(error) = connection.offered() {
+                return lost(error.message);
+            }
             // The stall timer is armed at the deadline it last saw and only moved when it fires
             // early (progress came meanwhile): not re-armed for every confirmation.
             let stall_at = delivery.stall_deadline(self.settings.ack_timeout);

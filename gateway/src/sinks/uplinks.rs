@@ -35,7 +35,7 @@ pub fn spawn(
         let settings = DeliverySettings {
             index,
             route: uplink.route(),
-            window: usize::from(uplink.max_inflight.max(1)),
+            window: uplink.window(),
             ack_timeout: uplink.ack_timeout,
             reconnect_min: uplink.reconnect_min,
             reconnect_max: uplink.reconnect_max,

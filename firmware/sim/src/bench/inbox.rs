@@ -54,9 +54,23 @@ impl Inbox {
         latencies
     }
 
-    /// Counts `payload`, received at `received_us` (µs since the epoch) and `at`, if it is an
-    /// event of this run.
+    /// Counts `payload`, received at `received_us` (µs since the epoch) and `at`: an event of
+    /// this run, or each event of this run in a gateway's batch (a JSON array).
     fn record(&mut self, payload: &[u8], received_us: f64, at: Instant) {
+        if payload.first() == Some(&b'[') {
+            if let Ok(items) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(payload)
+            {
+                for item in items {
+                    self.record_one(item.get().as_bytes(), received_us, at);
+                }
+            }
+            return;
+        }
+        self.record_one(payload, received_us, at);
+    }
+
+    /// Counts one event, if it is one of this run.
+    fn record_one(&mut self, payload: &[u8], received_us: f64, at: Instant) {
         let Some(arrival) = parse_arrival(payload) else {
             return;
         };
@@ -178,5 +192,27 @@ mod tests {
         assert_eq!(inbox.distinct(), 1);
         assert_eq!(inbox.received(), 2, "a duplicate is received, not distinct");
         assert_eq!(inbox.sorted_latencies(), vec![500.0], "first arrival only");
+    }
+    #[test]
+    fn counts_each_event_of_a_gateways_batch() {
+        let mut inbox = Inbox {
+            boot: 7,
+            ..Inbox::default()
+        };
+        let at = Instant::now();
+        let batch = format!(
+            "[{},{},{}]",
+            event_payload("bench-1", 7, 1, 1_000),
+            event_payload("bench-2", 7, 1, 1_000),
+            event_payload("bench-1", 6, 2, 1_000),
+        );
+        inbox.record(batch.as_bytes(), 1_500.0, at);
+        assert_eq!(
+            inbox.distinct(),
+            2,
+            "this run's two events, not the other boot's"
+        );
+        inbox.record(b"[not json", 1_500.0, at);
+        assert_eq!(inbox.received(), 2);
     }
 }

@@ -118,6 +118,14 @@ fn client_config(uplink: &UplinkConfig, gateway_id: &str, password: Option<&str>
         )
         .set("socket.connection.setup.timeout.ms", "10000")
         .set("log_level", "6");
+    if let Some(batch) = uplink.batch {
+        // The producer batches records per partition by itself; `batch` tunes it. Each record
+        // is still its own message with its own delivery report.
+        config
+            .set("batch.num.messages", batch.max_events.to_string())
+            .set("batch.size", batch.max_bytes.to_string())
+            .set("linger.ms", batch.max_delay.as_millis().to_string());
+    }
     let protocol = match (uplink.url.tls, uplink.sasl_mechanism.is_some()) {
         (false, false) => "plaintext",
         (true, false) => "ssl",
@@ -535,6 +543,22 @@ mod tests {
         );
         assert_eq!(config.get("security.protocol"), Some("plaintext"));
         assert_eq!(config.get("sasl.mechanism"), None);
+        assert_eq!(config.get("linger.ms"), None, "librdkafka's own default");
+    }
+
+    #[test]
+    fn batch_tunes_the_producers_own_batches() {
+        let mut batched = uplink();
+        batched.batch = Some(crate::config::Batch {
+            max_events: 500,
+            max_bytes: 128 * 1024,
+            max_delay: std::time::Duration::from_millis(20),
+        });
+        let config = client_config(&batched, "gw-1", None);
+        assert_eq!(config.get("batch.num.messages"), Some("500"));
+        assert_eq!(config.get("batch.size"), Some("131072"));
+        assert_eq!(config.get("linger.ms"), Some("20"));
+        assert_eq!(batched.window(), 256, "records are counted one by one");
     }
 
     #[test]
