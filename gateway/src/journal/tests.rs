@@ -1088,3 +1088,50 @@ async fn with_a_commit_window_closing_the_journal_writes_the_last_positions() {
         .expect("a position is written");
     assert_eq!(stored, last);
 }
+
+#[tokio::test]
+async fn a_confirmation_alone_waits_for_an_append_and_shares_its_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _) =
+        Journal::start(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("start");
+    let handle = journal.handle();
+    // The expiry pass commits once a second on its own: a round it falls into is tried again.
+    // Without the linger no round can take a single commit.
+    let mut rounds = Vec::new();
+    for n in 0..3 {
+        let ids = handle
+            .append_and_wait(vec![record("d", n, 10)])
+            .await
+            .expect("append");
+        let id = ids[0].expect("stored");
+        let before = handle.stats().commits();
+        handle
+            .confirm(Confirm {
+                destination: 0,
+                lane: Lane::Events,
+                through: id,
+            })
+            .expect("confirm");
+        // Answered once the writer has taken the confirmation (the channel is in order).
+        handle.heartbeat().await.expect("heartbeat");
+        handle
+            .append_and_wait(vec![record("d", n + 100, 10)])
+            .await
+            .expect("append");
+        rounds.push(handle.stats().commits() - before);
+        if rounds.last() == Some(&1) {
+            break;
+        }
+    }
+    assert_eq!(
+        rounds.last(),
+        Some(&1),
+        "the confirmation and the next append in one commit: {rounds:?} commits per round"
+    );
+    journal.close().await;
+    let summary = summarize(&dir.path().join("journal.db"), &[]).expect("summary");
+    assert_eq!(
+        summary.rows, 1,
+        "every confirmed row left; the last append stays"
+    );
+}

@@ -13,6 +13,13 @@
 //! of the interval, and everything that arrives meanwhile shares the commit. Nothing is
 //! acknowledged before the commit that holds it, so a device waits up to the interval for its
 //! acknowledgement. Alerts, a shutdown and a full batch end the wait at once.
+//!
+//! # Confirmations ride along
+//! Confirmations only delete rows, which may be lost in a power cut (the rows are sent again),
+//! so they need no commit of their own: work that is only confirmations waits up to
+//! [`CONFIRM_LINGER`] for an append to share its commit. While devices send, every commit
+//! carries both; while a backlog drains with nothing arriving, confirmations are committed a few
+//! times a second instead of every few milliseconds.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,6 +46,8 @@ const APPEND_QUEUE: usize = 32;
 const ALERT_QUEUE: usize = 256;
 /// How often rows past `max_age` are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long work that is only confirmations waits for an append to commit with.
+pub(crate) const CONFIRM_LINGER: Duration = Duration::from_millis(100);
 
 enum AppendRequest {
     Records {
@@ -408,6 +417,7 @@ impl Writer {
             // Take work until there is something to commit; with a commit window, go on taking
             // until the window ends (see the module's docs).
             let mut window: Option<Instant> = None;
+            let mut started: Option<Instant> = None;
             loop {
                 let window_over = async move {
                     match window {
@@ -452,7 +462,8 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                window = self.window_end(&batch, &pending, shutdown.is_some());
+                let started = *started.get_or_insert_with(Instant::now);
+                window = self.window_end(&batch, &pending, shutdown.is_some(), started);
                 if window.is_none() {
                     break;
                 }
@@ -515,28 +526,29 @@ impl Writer {
         }
     }
 
-    /// Until when the commit of `batch` and `pending` waits for more work: `None` to commit now
-    /// (no commit window, nothing that writes, an alert, a shutdown, a full batch, or the
-    /// interval since the last commit that wrote already past).
+    /// Until when the commit of `batch` and `pending`, whose first work came at `started`,
+    /// waits for more work: `None` to commit now (nothing that writes, an alert, a shutdown, a
+    /// full batch, or else no commit window and no confirmations waiting for an append, or the
+    /// wait already past).
     fn window_end(
         &self,
         batch: &Batch,
         pending: &VecDeque<Record>,
         shutting_down: bool,
+        started: Instant,
     ) -> Option<Instant> {
-        let writes =
-            !pending.is_empty() || !batch.confirms.is_empty() || !batch.dead_letters.is_empty();
+        let adds = !pending.is_empty() || !batch.dead_letters.is_empty();
+        let writes = adds || !batch.confirms.is_empty();
         let full =
             batch.confirms.len() + pending.len() + batch.dead_letters.len() >= MAX_BATCH_ROWS;
-        if self.commit_interval.is_zero()
-            || !writes
-            || !batch.alerts.is_empty()
-            || shutting_down
-            || full
-        {
+        if !writes || !batch.alerts.is_empty() || shutting_down || full {
             return None;
         }
-        let until = self.last_write? + self.commit_interval;
+        let window = (!self.commit_interval.is_zero())
+            .then(|| self.last_write.map(|last| last + self.commit_interval))
+            .flatten();
+        let linger = (!adds).then_some(started + CONFIRM_LINGER);
+        let until = window.into_iter().chain(linger).max()?;
         (until > Instant::now()).then_some(until)
     }
 
