@@ -125,7 +125,12 @@ impl Destination for MqttDestination {
     }
 
     async fn connect(&mut self) -> Result<MqttConnection, DestinationError> {
-        let (client, event_loop) = AsyncClient::new(self.options.clone(), self.queue);
+        let (client, mut event_loop) = AsyncClient::new(self.options.clone(), self.queue);
+        // No Nagle: a publish that rumqttc writes in pieces would otherwise wait for the
+        // broker's delayed ACK of the first piece (tens to hundreds of milliseconds).
+        let mut network = event_loop.network_options();
+        network.set_tcp_nodelay(true);
+        event_loop.set_network_options(network);
         let mut events = event_stream(event_loop);
         loop {
             match events.next().await {
