@@ -19,7 +19,8 @@
 # LATENCY_SECONDS (20), BACKLOG (1000000), FILL_RATE (events/s while the backlog is built,
 # default 20000; empty: as fast as the device broker acks), SIT_SECONDS (10), SYNCHRONOUS (full),
 # BENCH_DIR (where the temp dir goes, default $TMPDIR or /tmp: it must be a real disk for
-# synchronous = "full" to mean anything), KEEP=1 keeps the temp dir (logs, journal).
+# synchronous = "full" to mean anything), GATEWAY_BIN (a gateway binary to measure instead of
+# this tree's), KEEP=1 keeps the temp dir (logs, journal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
@@ -39,7 +40,7 @@ command -v mosquitto >/dev/null || { echo "bench.sh: mosquitto is not installed 
 echo "== building (release)" >&2
 cargo build --release --locked -p edge-gateway -p edge-sim --bin edge-gateway --bin edge-bench >&2
 target_dir=${CARGO_TARGET_DIR:-target}
-gateway_bin="$target_dir/release/edge-gateway"
+gateway_bin=${GATEWAY_BIN:-"$target_dir/release/edge-gateway"}
 bench_bin="$target_dir/release/edge-bench"
 
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/edge-bench.XXXXXX")
@@ -77,6 +78,10 @@ wait_port() { # port, what
 }
 
 # The value of `result name=$2` in file $1.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of process $1
+clock_ticks=$(getconf CLK_TCK)
+# CPU µs per event: ticks $1 -> $2 over $3 events.
+cpu_us() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$clock_ticks" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }'; }
 value() { awk -v name="$2" '$1 == "result" && $2 == "name=" name { sub("value=", "", $3); print $3 }' "$1"; }
 
 # RSS sampling: every 100 ms, "phase kB" lines for the process $1 into $2; the phase is the
@@ -176,8 +181,10 @@ log "gateway: saturate ($EVENTS events, $DEVICES devices)"
 
 phase latency
 log "gateway: latency ($RATE events/s for $LATENCY_SECONDS s)"
+g_ticks_before=$(cpu_ticks "$gateway_pid")
 "$bench_bin" latency --device-port "$device_port" --cloud-port "$cloud_port" --filter 'edge/#' \
   --devices "$DEVICES" --rate "$RATE" --seconds "$LATENCY_SECONDS" | tee "$work/gateway/latency.out" || true
+g_ticks_after=$(cpu_ticks "$gateway_pid")
 
 # The backlog: the drain subscriber's session is made while the cloud is up, then the cloud
 # goes down, the devices fill the journal, the backlog sits, the cloud comes back.
@@ -256,8 +263,10 @@ log "bridge: saturate ($EVENTS events, $DEVICES devices)"
   --devices "$DEVICES" --events "$EVENTS" | tee "$work/bridge/saturate.out" || true
 phase latency
 log "bridge: latency ($RATE events/s for $LATENCY_SECONDS s)"
+b_ticks_before=$(cpu_ticks "$bridge_pid")
 "$bench_bin" latency --device-port "$bridge_port" --cloud-port "$cloud_port" --filter 'devices/#' \
   --devices "$DEVICES" --rate "$RATE" --seconds "$LATENCY_SECONDS" | tee "$work/bridge/latency.out" || true
+b_ticks_after=$(cpu_ticks "$bridge_pid")
 phase end
 bridge_hwm=$(hwm_mb "$bridge_pid")
 stop_sampler
@@ -278,6 +287,9 @@ b_p50=$(value "$work/bridge/latency.out" latency_p50)
 g_p99=$(value "$work/gateway/latency.out" latency_p99)
 b_p99=$(value "$work/bridge/latency.out" latency_p99)
 g_max=$(value "$work/gateway/latency.out" latency_max)
+latency_events=$((RATE * LATENCY_SECONDS))
+g_cpu=$(cpu_us "$g_ticks_before" "$g_ticks_after" "$latency_events")
+b_cpu=$(cpu_us "$b_ticks_before" "$b_ticks_after" "$latency_events")
 b_max=$(value "$work/bridge/latency.out" latency_max)
 g_rss=$(peak_mb "$work/gateway/rss" "")
 b_rss=$(peak_mb "$work/bridge/rss" "")
@@ -303,6 +315,7 @@ printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "saturation: events lost (of $
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "latency p50 at $RATE events/s (ms)" "$g_p50" "$b_p50" "$(ratio "$g_p50" "$b_p50")" ""
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "latency p99 at $RATE events/s (ms)" "$g_p99" "$b_p99" "$(ratio "$g_p99" "$b_p99")" "<= 10: $(check "$g_p99" "<=" 10)"
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "latency max at $RATE events/s (ms)" "$g_max" "$b_max" "$(ratio "$g_max" "$b_max")" ""
+printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "CPU per event at $RATE events/s (µs)" "$g_cpu" "$b_cpu" "$(ratio "$g_cpu" "$b_cpu")" ""
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "latency run: events lost" "$(value "$work/gateway/latency.out" latency_lost)" "$(value "$work/bridge/latency.out" latency_lost)" "" "0"
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "peak RSS, sampled every 100 ms (MB)" "$g_rss" "$b_rss" "$(ratio "$g_rss" "$b_rss")" "<= 30: $(check "$g_rss" "<=" 30)"
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "peak RSS, VmHWM (MB)" "$gateway_hwm" "$bridge_hwm" "$(ratio "$gateway_hwm" "$bridge_hwm")" "<= 30: $(check "$gateway_hwm" "<=" 30)"
