@@ -436,16 +436,23 @@ impl UplinkConfig {
         }
     }
 
-    /// Rows in flight at most: `max_inflight` messages, each of up to `batch.max_events` rows
-    /// when an MQTT uplink batches (a Kafka producer batches records, each still its own
-    /// message).
+    /// Rows in flight at most: `max_inflight` messages; when an MQTT uplink batches, each of up
+    /// to `batch.max_events` rows, but no more than [`Self::MAX_BATCHED_WINDOW`] rows in all (a
+    /// Kafka producer batches records, each still its own message).
     pub fn window(&self) -> usize {
-        let per_message = match (self.kind, self.batch) {
-            (UplinkType::Mqtt, Some(batch)) => batch.max_events.max(1),
-            _ => 1,
-        };
-        usize::from(self.max_inflight.max(1)).saturating_mul(per_message as usize)
+        let messages = usize::from(self.max_inflight.max(1));
+        match (self.kind, self.batch) {
+            (UplinkType::Mqtt, Some(batch)) => messages
+                .saturating_mul(batch.max_events.max(1) as usize)
+                .min(Self::MAX_BATCHED_WINDOW.max(messages)),
+            _ => messages,
+        }
     }
+
+    /// Rows in flight at most on a batching MQTT uplink (unless `max_inflight` is larger): what
+    /// the gateway holds in memory for it stays a few megabytes, and 40 full batches of 100 in
+    /// flight keep a link busy.
+    pub const MAX_BATCHED_WINDOW: usize = 4096;
 }
 
 /// A parsed uplink URL. `Display` gives it back with the port spelled out.

@@ -113,6 +113,13 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
     assert_eq!(config.journal.synchronous, Synchronous::Full);
     assert_eq!(config.journal.commit_interval, Duration::ZERO);
     assert_eq!(config.admin.listen, defaults.admin.listen);
+    assert_eq!(config.uplinks[0].batch, None, "batches are off by default");
+    // The commented batch line states the defaults.
+    let batched = valid(&EXAMPLE.replace("# batch = {", "batch = {"));
+    assert_eq!(
+        batched.uplinks[0].batch,
+        Some(crate::config::Batch::default())
+    );
 }
 
 #[test]
@@ -1162,6 +1169,11 @@ batch = { max_bytes = "128KiB", max_delay = "50ms" }
         8 * 500,
         "publishes of up to 500 rows each"
     );
+    let mut wide = batched.clone();
+    wide.max_inflight = 256;
+    assert_eq!(wide.window(), 4096, "the rows in flight are capped");
+    wide.max_inflight = 5000;
+    assert_eq!(wide.window(), 5000, "but never below max_inflight");
     assert_eq!(
         tuned.batch,
         Some(crate::config::Batch {
