@@ -17,7 +17,9 @@
 # Environment: BATCH (events per uplink message: sets the uplink's `batch = { max_events }`;
 # default empty, one event per message), EVENTS (saturation events, default 200000), DEVICES (50), RATE (5000 events/s),
 # LATENCY_SECONDS (20), BACKLOG (1000000), FILL_RATE (events/s while the backlog is built,
-# default 20000; empty: as fast as the device broker acks), SIT_SECONDS (10), SYNCHRONOUS (full),
+# default 20000; empty: as fast as the device broker acks), SIT_SECONDS (10), SETTLE_SECONDS (pause
+# between the saturation and the latency run, for the gateway and the bridge alike, 10: a journal
+# that just took a burst checkpoints and frees pages for a few seconds), SYNCHRONOUS (full),
 # BENCH_DIR (where the temp dir goes, default $TMPDIR or /tmp: it must be a real disk for
 # synchronous = "full" to mean anything), GATEWAY_BIN (a gateway binary to measure instead of
 # this tree's), KEEP=1 keeps the temp dir (logs, journal).
@@ -32,6 +34,7 @@ LATENCY_SECONDS=${LATENCY_SECONDS:-20}
 BACKLOG=${BACKLOG:-1000000}
 FILL_RATE=${FILL_RATE-20000}
 SIT_SECONDS=${SIT_SECONDS:-10}
+SETTLE_SECONDS=${SETTLE_SECONDS:-10}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
 BATCH=${BATCH:-}
 
@@ -179,6 +182,7 @@ log "gateway: saturate ($EVENTS events, $DEVICES devices)"
 "$bench_bin" saturate --device-port "$device_port" --cloud-port "$cloud_port" --filter 'edge/#' \
   --devices "$DEVICES" --events "$EVENTS" | tee "$work/gateway/saturate.out" || true
 
+sleep "$SETTLE_SECONDS"
 phase latency
 log "gateway: latency ($RATE events/s for $LATENCY_SECONDS s)"
 g_ticks_before=$(cpu_ticks "$gateway_pid")
@@ -261,6 +265,7 @@ phase saturate
 log "bridge: saturate ($EVENTS events, $DEVICES devices)"
 "$bench_bin" saturate --device-port "$bridge_port" --cloud-port "$cloud_port" --filter 'devices/#' \
   --devices "$DEVICES" --events "$EVENTS" | tee "$work/bridge/saturate.out" || true
+sleep "$SETTLE_SECONDS"
 phase latency
 log "bridge: latency ($RATE events/s for $LATENCY_SECONDS s)"
 b_ticks_before=$(cpu_ticks "$bridge_pid")
@@ -305,7 +310,7 @@ check() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? (v >= 
 
 echo
 echo "machine: $(nproc) cores, Linux $(uname -r); synchronous = \"$SYNCHRONOUS\"; $DEVICES devices; uplink batch: ${BATCH:-off}"
-echo "sizes: EVENTS=$EVENTS RATE=$RATE LATENCY_SECONDS=$LATENCY_SECONDS BACKLOG=$BACKLOG FILL_RATE=$FILL_RATE SIT_SECONDS=$SIT_SECONDS"
+echo "sizes: EVENTS=$EVENTS RATE=$RATE LATENCY_SECONDS=$LATENCY_SECONDS SETTLE_SECONDS=$SETTLE_SECONDS BACKLOG=$BACKLOG FILL_RATE=$FILL_RATE SIT_SECONDS=$SIT_SECONDS"
 echo
 printf '| %-42s | %12s | %12s | %16s | %-22s |\n' "figure" "gateway" "mq bridge" "gateway / bridge" "target (gateway)"
 printf '|%s|%s|%s|%s|%s|\n' "--------------------------------------------" "--------------" "--------------" "------------------" "------------------------"
