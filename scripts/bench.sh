@@ -18,8 +18,8 @@
 # default empty, one event per message), EVENTS (saturation events, default 200000), DEVICES (50), RATE (5000 events/s),
 # LATENCY_SECONDS (20), BACKLOG (1000000), FILL_RATE (events/s while the backlog is built,
 # default 20000; empty: as fast as the device broker acks), SIT_SECONDS (10), SETTLE_SECONDS (pause
-# between the saturation and the latency run, for the gateway and the bridge alike, 10: a journal
-# that just took a burst checkpoints and frees pages for a few seconds), SYNCHRONOUS (full),
+# between the saturation and the latency run, for the gateway and the bridge alike, 10: fsyncs
+# are slower for a few seconds after a burst, see docs/benchmarks.md), SYNCHRONOUS (full),
 # BENCH_DIR (where the temp dir goes, default $TMPDIR or /tmp: it must be a real disk for
 # synchronous = "full" to mean anything), GATEWAY_BIN (a gateway binary to measure instead of
 # this tree's), KEEP=1 keeps the temp dir (logs, journal).
