@@ -1092,13 +1092,17 @@ async fn with_a_commit_window_closing_the_journal_writes_the_last_positions() {
 #[tokio::test]
 async fn a_confirmation_alone_waits_for_an_append_and_shares_its_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (journal, _) =
-        Journal::start(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("start");
+    // A linger no machine is slow enough to outwait between the confirmation and the append.
+    let (journal, _) = Journal::start_lingering(
+        options(&dir, 64 << 20, WhenFull::DropOldest),
+        Duration::from_secs(3600),
+    )
+    .expect("start");
     let handle = journal.handle();
     // The expiry pass commits once a second on its own: a round it falls into is tried again.
     // Without the linger no round can take a single commit.
     let mut rounds = Vec::new();
-    for n in 0..3 {
+    for n in 0..5 {
         let ids = handle
             .append_and_wait(vec![record("d", n, 10)])
             .await

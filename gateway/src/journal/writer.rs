@@ -150,6 +150,15 @@ impl std::fmt::Debug for JournalHandle {
 impl Journal {
     /// Opens (or recovers) the journal and starts its writer thread.
     pub fn start(options: JournalOptions) -> Result<(Self, OpenReport), JournalError> {
+        Self::start_lingering(options, CONFIRM_LINGER)
+    }
+
+    /// [`Journal::start`] with confirmations alone waiting up to `confirm_linger` for an
+    /// append (tests use a wait no machine is slow enough to run out of).
+    pub(crate) fn start_lingering(
+        options: JournalOptions,
+        confirm_linger: Duration,
+    ) -> Result<(Self, OpenReport), JournalError> {
         let stats = Arc::new(JournalStats::new(
             options.destinations.iter().map(|route| route.name.clone()),
         ));
@@ -189,6 +198,7 @@ impl Journal {
         let tail = Arc::new(Tail::new(next_ids.map(|next| next - 1)));
         let writer = Writer {
             commit_interval: store.options().commit_interval,
+            confirm_linger,
             last_write: None,
             store,
             stats: Arc::clone(&stats),
@@ -364,6 +374,8 @@ impl JournalHandle {
 struct Writer {
     /// See the module's docs; zero commits as soon as work arrives.
     commit_interval: Duration,
+    /// How long work that is only confirmations waits for an append ([`CONFIRM_LINGER`]).
+    confirm_linger: Duration,
     /// When the last commit that wrote something began.
     last_write: Option<Instant>,
     store: Store,
@@ -547,7 +559,7 @@ impl Writer {
         let window = (!self.commit_interval.is_zero())
             .then(|| self.last_write.map(|last| last + self.commit_interval))
             .flatten();
-        let linger = (!adds).then_some(started + CONFIRM_LINGER);
+        let linger = (!adds).then_some(started + self.confirm_linger);
         let until = window.into_iter().chain(linger).max()?;
         (until > Instant::now()).then_some(until)
     }
