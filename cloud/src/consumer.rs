@@ -7,7 +7,8 @@
 //! The pipeline is the same for every source; a source only receives [`Delivery`]s and
 //! settles them ([`Settle`]):
 //!
-//! 1. Receive a delivery, and whatever else has arrived (up to [`BATCH`]).
+//! 1. Receive a delivery, and whatever else has arrived (up to [`BATCH`] deliveries and
+//!    [`BATCH_BYTES`] of payload).
 //! 2. Interpret each: its address (topic, subject, routing key) and payload must agree
 //!    ([`crate::message::understand`]). What is not understood is counted as refused, logged
 //!    at a limited rate, and settled as [`Outcome::Refused`] so that it does not come back.
@@ -44,8 +45,12 @@ use crate::source::config::SourceConfig;
 use crate::source::{amqp, kafka, mqtt, nats};
 use crate::store::{Applied, Pending, Store, StoreError};
 
-/// Messages applied in one transaction at most.
+/// Deliveries applied in one transaction at most.
 pub const BATCH: usize = 256;
+/// Payload bytes taken into one transaction, at most (past the first delivery): a gateway's
+/// batch carries up to 10 000 events, so counting deliveries alone would let 256 of them put
+/// millions of events in memory at once.
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// What the consumer has done.
 #[derive(Debug, Default)]
@@ -193,23 +198,24 @@ pub async fn consume<S: Store, A: Settle>(
     } = started;
     let hold = !settler.gives_back();
     let mut refusals = RefusalLog::default();
+    // A delivery received but left for the next transaction (it would have passed BATCH_BYTES).
+    let mut held: Option<Delivery<A::Handle>> = None;
     let mut backoff = Backoff::default();
     loop {
-        let first = tokio::select! {
-            delivery = incoming.recv() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
+        let first = match held.take() {
+            Some(delivery) => delivery,
+            None => tokio::select! {
+                delivery = incoming.recv() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+                _ = shutdown.changed() => break,
             },
-            _ = shutdown.changed() => break,
         };
-        // What else has arrived goes into the same transaction: one commit for many messages.
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match incoming.try_recv() {
-                Ok(delivery) => batch.push(delivery),
-                Err(_) => break,
-            }
-        }
+        // What else has arrived goes into the same transaction: one commit for many messages,
+        // up to BATCH deliveries and BATCH_BYTES of payload.
+        let (batch, next) = take_batch(first, &mut incoming);
+        held = next;
         let outcomes = apply(
             store,
             stats,
@@ -243,7 +249,10 @@ pub async fn consume<S: Store, A: Settle>(
     }
     // What was received but not handled goes back to the broker (where the backbone can).
     incoming.close();
-    let mut left = Vec::new();
+    let mut left: Vec<_> = held
+        .into_iter()
+        .map(|delivery| (delivery.handle, Outcome::NotStored))
+        .collect();
     while let Ok(delivery) = incoming.try_recv() {
         left.push((delivery.handle, Outcome::NotStored));
     }
@@ -252,6 +261,28 @@ pub async fn consume<S: Store, A: Settle>(
     }
     settler.close().await;
     task.abort();
+}
+
+/// `first` and whatever else has already arrived, up to [`BATCH`] deliveries and [`BATCH_BYTES`]
+/// of payload (the first is always taken); the delivery that would have passed the bytes is
+/// given back, to start the next transaction.
+fn take_batch<H>(
+    first: Delivery<H>,
+    incoming: &mut mpsc::UnboundedReceiver<Delivery<H>>,
+) -> (Vec<Delivery<H>>, Option<Delivery<H>>) {
+    let mut bytes = first.payload.len();
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        let Ok(delivery) = incoming.try_recv() else {
+            break;
+        };
+        bytes += delivery.payload.len();
+        if bytes > BATCH_BYTES {
+            return (batch, Some(delivery));
+        }
+        batch.push(delivery);
+    }
+    (batch, None)
 }
 
 /// Applies `batch` to the store, in one transaction when it can; says for each delivery how it
@@ -580,6 +611,33 @@ mod tests {
             announced.push(message.key().unwrap());
         }
         assert_eq!(announced, ["d1:1:1", "d2:1:1", "d1:1:2", "d3:1:1"]);
+    }
+
+    #[test]
+    fn a_transaction_takes_at_most_batch_deliveries_and_batch_bytes() {
+        let (tx, mut incoming) = mpsc::unbounded_channel();
+        let sized = |bytes: usize| delivery("edge/gw/events", vec![b' '; bytes]);
+        // Deliveries of 300 KiB: three fit in 1 MiB, the fourth starts the next transaction.
+        for _ in 0..5 {
+            tx.send(sized(300 << 10)).unwrap();
+        }
+        let first = incoming.try_recv().unwrap();
+        let (batch, held) = take_batch(first, &mut incoming);
+        assert_eq!(batch.len(), 3);
+        let (batch, held) = take_batch(held.expect("the fourth is held"), &mut incoming);
+        assert_eq!((batch.len(), held.is_none()), (2, true));
+        // A delivery larger than the budget still goes, alone.
+        tx.send(sized(2 << 20)).unwrap();
+        tx.send(sized(10)).unwrap();
+        let first = incoming.try_recv().unwrap();
+        let (batch, held) = take_batch(first, &mut incoming);
+        assert_eq!((batch.len(), held.is_some()), (1, true));
+        // Small deliveries stop at BATCH.
+        for _ in 0..BATCH + 10 {
+            tx.send(sized(10)).unwrap();
+        }
+        let (batch, held) = take_batch(held.unwrap(), &mut incoming);
+        assert_eq!((batch.len(), held.is_none()), (BATCH, true));
     }
 
     #[tokio::test]
