@@ -23,6 +23,33 @@ fn assert_complete(inbox: &Inbox) {
     }
 }
 
+/// Stops the cloud broker once the gateway is connected to it, and waits for the gateway to
+/// notice.
+fn cut_off(gateway: &Gateway, broker: &mut Mosquitto) {
+    wait_until("uplink connected", Duration::from_secs(10), || {
+        gateway.metric("edge_uplink_connected") == 1.0
+    });
+    broker.pause();
+    wait_until(
+        "uplink to notice the outage",
+        Duration::from_secs(10),
+        || gateway.metric("edge_uplink_connected") == 0.0,
+    );
+}
+
+/// Sends every event of every device and waits until the journal holds them all.
+fn build_backlog(gateway: &Gateway) {
+    assert_eq!(
+        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
+        TOTAL as u64
+    );
+    wait_until(
+        "the journal to hold every event",
+        Duration::from_secs(30),
+        || gateway.metric("edge_journal_rows") == TOTAL as f64,
+    );
+}
+
 #[test]
 fn twenty_thousand_events_from_fifty_devices_reach_rumqttd_in_order() {
     let cloud = RumqttdCloud::start();
@@ -77,29 +104,11 @@ fn a_cloud_outage_buffers_everything_and_delivers_it_in_order_afterwards() {
     let mut broker = Mosquitto::start();
     let cloud = Subscriber::connect(broker.port);
     let gateway = Gateway::start(broker.port, JournalSettings::default());
-    wait_until("uplink connected", Duration::from_secs(10), || {
-        gateway.metric("edge_uplink_connected") == 1.0
-    });
-
-    broker.pause();
-    wait_until(
-        "uplink to notice the outage",
-        Duration::from_secs(10),
-        || gateway.metric("edge_uplink_connected") == 0.0,
-    );
+    cut_off(&gateway, &mut broker);
     let (status, body) = http_get(gateway.admin(), "/readyz").expect("readyz");
     assert_eq!(status, 503, "not ready while the uplink is down");
     assert!(body.contains("uplink is not connected"), "{body}");
-
-    assert_eq!(
-        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
-        TOTAL as u64
-    );
-    wait_until(
-        "the journal to hold every event",
-        Duration::from_secs(30),
-        || gateway.metric("edge_journal_rows") == TOTAL as f64,
-    );
+    build_backlog(&gateway);
     assert!(gateway.metric("edge_journal_oldest_age_seconds") >= 0.0);
 
     broker.resume();
@@ -219,24 +228,8 @@ fn with_batches_a_backlog_arrives_in_order_many_events_to_a_publish() {
     let gateway =
         Gateway::start_setup(GatewaySetup::with([Uplink::mqtt(broker.port)
             .set_toml("batch", r#"{ max_events = 50, max_delay = "20ms" }"#)]));
-    wait_until("uplink connected", Duration::from_secs(10), || {
-        gateway.metric("edge_uplink_connected") == 1.0
-    });
-    broker.pause();
-    wait_until(
-        "uplink to notice the outage",
-        Duration::from_secs(10),
-        || gateway.metric("edge_uplink_connected") == 0.0,
-    );
-    assert_eq!(
-        publish_events(gateway.device_port, DEVICES, PER_DEVICE),
-        TOTAL as u64
-    );
-    wait_until(
-        "the journal to hold every event",
-        Duration::from_secs(30),
-        || gateway.metric("edge_journal_rows") == TOTAL as f64,
-    );
+    cut_off(&gateway, &mut broker);
+    build_backlog(&gateway);
     broker.resume();
     wait_until("all events in the cloud", Duration::from_secs(60), || {
         cloud.inbox.unique() == TOTAL
