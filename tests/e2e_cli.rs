@@ -126,6 +126,46 @@ fn a_gateway_stops_cleanly_on_sigterm_and_says_offline() {
     });
 }
 
+/// Threads of process `pid` named `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the gateway's threads")
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .count()
+}
+
+#[test]
+fn the_network_runs_on_as_many_threads_as_configured() {
+    let broker = Mosquitto::start();
+    for (line, expected) in [("", 1), ("worker_threads = 3\n", 3)] {
+        let mut gateway = Gateway::prepare(
+            &format!("mqtt://127.0.0.1:{}", broker.port),
+            "",
+            "",
+            JournalSettings::default(),
+        );
+        let config = std::fs::read_to_string(&gateway.config_path).expect("read config");
+        let config = config.replacen("[devices]", &format!("{line}[devices]"), 1);
+        std::fs::write(&gateway.config_path, config).expect("write config");
+        gateway.spawn();
+        let pid = gateway.pid().expect("running");
+        // Workers start as the runtime does; the admin server answers once they run.
+        wait_until("the admin server", Duration::from_secs(10), || {
+            http_get(gateway.admin(), "/healthz").is_some()
+        });
+        assert_eq!(
+            threads_named(pid, "tokio-rt-worker"),
+            expected,
+            "worker threads with {line:?}"
+        );
+        assert!(gateway.stop().success());
+    }
+}
+
 #[test]
 fn a_killed_gateway_is_announced_offline_by_its_last_will() {
     let broker = Mosquitto::start();

@@ -175,10 +175,15 @@ fn init_logging() {
         .try_init();
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The async runtime, with `worker_threads` threads, or one per core.
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     // TLS for the uplink uses ring: lean to build, fast enough for a gateway.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         .build()
         .context("failed to start the async runtime")
@@ -186,7 +191,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(config: config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     init_logging();
-    runtime()?.block_on(async {
+    runtime(Some(config.gateway.worker_threads))?.block_on(async {
         edge_gateway::app::run(config, Some(config_path), shutdown_signal()).await?;
         Ok(())
     })
@@ -194,7 +199,8 @@ fn run(config: config::Config, config_path: std::path::PathBuf) -> anyhow::Resul
 
 fn demo(args: edge_gateway::demo::DemoArgs) -> anyhow::Result<()> {
     init_logging();
-    runtime()?.block_on(edge_gateway::demo::run(args, shutdown_signal()))
+    // The demo runs the cloud broker and the devices in the same process: a thread per core.
+    runtime(None)?.block_on(edge_gateway::demo::run(args, shutdown_signal()))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -59,6 +59,7 @@ pub(super) struct RawRule {
 pub(super) struct RawGateway {
     pub(super) id: Option<Text>,
     pub(super) data_dir: Option<Text>,
+    pub(super) worker_threads: Option<Integer>,
 }
 
 /// `[devices]` (or `[local_broker]`).

@@ -68,6 +68,10 @@ fn the_example_parses_and_matches_the_defaults_it_documents() {
 
     assert_eq!(config.gateway.id, "greenhouse-pi");
     assert_eq!(config.gateway.data_dir, defaults.gateway.data_dir);
+    assert_eq!(
+        config.gateway.worker_threads,
+        defaults.gateway.worker_threads
+    );
     assert_eq!(config.devices.listen, defaults.devices.listen);
     assert_eq!(config.devices.max_connections, 1000);
     assert_eq!(config.devices.users.len(), 2);
@@ -134,6 +138,7 @@ fn only_gateway_id_and_uplink_url_are_required() {
     let config = valid(MINIMAL);
     assert_eq!(config.gateway.id, "gw-1");
     assert_eq!(config.gateway.data_dir, Path::new("/var/lib/edge-gateway"));
+    assert_eq!(config.gateway.worker_threads, 1);
     assert_eq!(config.devices.listen, address("127.0.0.1:1883"));
     assert!(config.devices.users.is_empty());
     assert!(!config.devices.allow_anonymous);
@@ -182,6 +187,7 @@ fn every_value_can_be_set() {
         [gateway]
         id = "a.b_c-1"
         data_dir = "/tmp/gw"
+        worker_threads = 4
         [devices]
         listen = "[::]:2883"
         max_connections = 5
@@ -220,6 +226,7 @@ fn every_value_can_be_set() {
         "#,
     );
     assert_eq!(config.journal_path(), Path::new("/tmp/gw/journal.db"));
+    assert_eq!(config.gateway.worker_threads, 4);
     assert_eq!(config.devices.listen, address("[::]:2883"));
     assert_eq!(config.devices.max_connections, 5);
     let names: Vec<&str> = config
@@ -369,6 +376,7 @@ fn every_bad_value_is_reported_at_once() {
     let source = r#"[gateway]
 id = "green house"
 data_dir = ""
+worker_threads = 0
 
 [devices]
 listen = "localhost:1883"
@@ -408,24 +416,25 @@ listen = "127.0.0.1"
         [
             "2:6: invalid value `green house` for `gateway.id`: expected 1 to 64 of A-Z a-z 0-9 . _ -",
             "3:12: invalid value `` for `gateway.data_dir`: must not be empty",
-            "6:10: invalid address `localhost:1883` for `devices.listen`: expected ip:port, e.g. 0.0.0.0:1883",
-            "7:19: invalid value `0` for `devices.max_connections`: must be from 1 to 4294967295",
-            "10:14: duplicate user `a` in `devices.users[1].name`: already in `devices.users[0]`",
-            "15:8: invalid value `-1` for `serial[0].baud`: must be from 1 to 4294967295",
-            "17:8: duplicate port `/dev/ttyUSB0` in `serial[1].port`: already in `serial[0]`",
-            "20:7: invalid url `http://x` for `uplink.url`: scheme must be mqtt, mqtts, nats, tls, amqp or amqps",
-            "21:16: invalid value `edge/#/` for `uplink.topic_prefix`: must not contain the wildcards + or #",
-            "22:13: invalid value `` for `uplink.client_id`: must not be empty",
-            "23:14: invalid value `1s` for `uplink.keep_alive`: must be from 5s to 65535s",
-            "24:16: invalid value `70000` for `uplink.max_inflight`: must be from 1 to 65535",
-            "25:17: invalid value `0s` for `uplink.reconnect_min`: must be above zero",
-            "26:17: invalid duration `5 minutes` for `uplink.reconnect_max`: expected a number followed by ms, s, m, h or d",
-            "29:12: invalid value `1KiB` for `journal.max_size`: must be at least 64KiB",
-            "30:11: invalid duration `1w` for `journal.max_age`: expected a number followed by ms, s, m, h or d",
-            "31:13: invalid value `drop` for `journal.when_full`: expected drop_oldest, drop_newest or block",
-            "32:15: invalid value `off` for `journal.synchronous`: expected full or normal",
-            "33:19: invalid value `10s` for `journal.commit_interval`: must be at most 5s: devices wait that long for their acknowledgements",
-            "36:10: invalid address `127.0.0.1` for `admin.listen`: expected ip:port, e.g. 127.0.0.1:9100",
+            "4:18: invalid value `0` for `gateway.worker_threads`: must be from 1 to 64",
+            "7:10: invalid address `localhost:1883` for `devices.listen`: expected ip:port, e.g. 0.0.0.0:1883",
+            "8:19: invalid value `0` for `devices.max_connections`: must be from 1 to 4294967295",
+            "11:14: duplicate user `a` in `devices.users[1].name`: already in `devices.users[0]`",
+            "16:8: invalid value `-1` for `serial[0].baud`: must be from 1 to 4294967295",
+            "18:8: duplicate port `/dev/ttyUSB0` in `serial[1].port`: already in `serial[0]`",
+            "21:7: invalid url `http://x` for `uplink.url`: scheme must be mqtt, mqtts, nats, tls, amqp or amqps",
+            "22:16: invalid value `edge/#/` for `uplink.topic_prefix`: must not contain the wildcards + or #",
+            "23:13: invalid value `` for `uplink.client_id`: must not be empty",
+            "24:14: invalid value `1s` for `uplink.keep_alive`: must be from 5s to 65535s",
+            "25:16: invalid value `70000` for `uplink.max_inflight`: must be from 1 to 65535",
+            "26:17: invalid value `0s` for `uplink.reconnect_min`: must be above zero",
+            "27:17: invalid duration `5 minutes` for `uplink.reconnect_max`: expected a number followed by ms, s, m, h or d",
+            "30:12: invalid value `1KiB` for `journal.max_size`: must be at least 64KiB",
+            "31:11: invalid duration `1w` for `journal.max_age`: expected a number followed by ms, s, m, h or d",
+            "32:13: invalid value `drop` for `journal.when_full`: expected drop_oldest, drop_newest or block",
+            "33:15: invalid value `off` for `journal.synchronous`: expected full or normal",
+            "34:19: invalid value `10s` for `journal.commit_interval`: must be at most 5s: devices wait that long for their acknowledgements",
+            "37:10: invalid address `127.0.0.1` for `admin.listen`: expected ip:port, e.g. 127.0.0.1:9100",
         ]
     );
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use super::error::{Issue, UnitError};
 use super::model::{
     AdminConfig, Batch, Config, DeviceTls, DeviceUser, DevicesConfig, GatewayConfig, JournalConfig,
-    Lanes, SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType, UplinkUrl, WhenFull,
+    Lanes, MAX_WORKER_THREADS, SaslMechanism, SerialConfig, Synchronous, UplinkConfig, UplinkType,
+    UplinkUrl, WhenFull,
 };
 use super::raw::{
     Integer, Number, RawAdmin, RawBatch, RawConfig, RawDevices, RawGateway, RawJournal, RawRule,
@@ -108,7 +109,17 @@ impl Checker {
         let data_dir = gateway
             .and_then(|gateway: &RawGateway| gateway.data_dir.as_ref())
             .map_or(default.data_dir, |dir| self.path(dir, "gateway.data_dir"));
-        GatewayConfig { id, data_dir }
+        let worker_threads = self.integer(
+            gateway.and_then(|gateway: &RawGateway| gateway.worker_threads.as_ref()),
+            "gateway.worker_threads",
+            default.worker_threads,
+            1..=MAX_WORKER_THREADS as i64,
+        );
+        GatewayConfig {
+            id,
+            data_dir,
+            worker_threads,
+        }
     }
 
     /// `[devices]`, or `[local_broker]` as the first release called it (with a warning).
