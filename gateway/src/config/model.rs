@@ -9,9 +9,9 @@ use std::time::Duration;
 /// Default `[gateway] data_dir`.
 const DEFAULT_DATA_DIR: &str = "/var/lib/edge-gateway";
 /// `gateway.worker_threads` by default.
-pub const DEFAULT_WORKER_THREADS: usize = 1;
+const DEFAULT_WORKER_THREADS: usize = 1;
 /// The most `gateway.worker_threads` allowed.
-pub const MAX_WORKER_THREADS: usize = 64;
+pub(super) const MAX_WORKER_THREADS: usize = 64;
 /// Default `[uplink] topic_prefix`.
 const DEFAULT_TOPIC_PREFIX: &str = "edge";
 
