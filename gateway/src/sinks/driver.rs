@@ -8,7 +8,10 @@
 //! 2. While connected and the in-flight window has room, rows are offered to the connection
 //!    without waiting ([`Connection::offer`]).
 //! 3. Each confirmation settles its row; the position (every row confirmed up to it) is handed
-//!    to the journal every few milliseconds, which deletes the rows every destination has.
+//!    to the journal every [`CONFIRM_FLUSH_INTERVAL`], which deletes the rows every destination
+//!    has. Each hand-over wakes the journal's writer; the writer lets confirmations wait for
+//!    the next append anyway (up to its `CONFIRM_LINGER`), so handing them over more often
+//!    would only cost wake-ups.
 //! 4. A row refused for good is kept as a dead letter with the reason, counted, and passed over.
 //!    A row refused for now starts the connection over after a backoff.
 //! 5. When nothing in flight is confirmed for `ack_timeout`, the connection is stalled: counted,
@@ -37,8 +40,8 @@ use crate::journal::{
     StoredEvent,
 };
 
-/// How often positions are handed to the journal.
-const CONFIRM_FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+/// How often positions are handed to the journal, at most.
+const CONFIRM_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// How long a graceful shutdown waits for confirmations still due.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Rows read from the journal at a time, at most.
