@@ -112,6 +112,21 @@ first_mb() { awk -v phase="$2" '$1 == phase { printf "%.1f", $2 / 1024; exit }' 
 last_mb() { awk -v phase="$2" '$1 == phase { last = $2 } END { printf "%.1f", last / 1024 }' "$1"; }
 hwm_mb() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
+# Subscribes a drain subscriber for the backlog of boot $3 (filter $2, output in $work/$1)
+# while the cloud is up, so that its session outlives the cloud's restart, then stops the cloud.
+# Sets cut_drain_pid.
+cut_drain_pid=""
+cut_off() {
+  "$bench_bin" drain --cloud-port "$cloud_port" --filter "$2" --events "$BACKLOG" --boot "$3" \
+    --session "edge-bench-drain-$3" >"$work/$1/drain.out" 2>"$work/$1/drain.err" &
+  cut_drain_pid=$!
+  pids+=("$cut_drain_pid")
+  for _ in $(seq 1 200); do grep -q '^ready' "$work/$1/drain.out" && break; sleep 0.05; done
+  grep -q '^ready' "$work/$1/drain.out" || { echo "bench.sh: the $1's drain subscriber did not subscribe" >&2; exit 1; }
+  stop_cloud
+  log "$1: cloud down; fill $BACKLOG events at ${FILL_RATE:-an unlimited rate} events/s"
+}
+
 # Waits for the drain subscriber $1 to finish, at most DRAIN_TIMEOUT seconds (default 600): a
 # subscriber that never hears from the cloud again must not hang the benchmark.
 wait_drain() {
@@ -211,14 +226,8 @@ g_ticks_after=$(cpu_ticks "$gateway_pid")
 # The backlog: the drain subscriber's session is made while the cloud is up, then the cloud
 # goes down, the devices fill the journal, the backlog sits, the cloud comes back.
 boot=$(( $(date +%s) % 1000000000 ))
-"$bench_bin" drain --cloud-port "$cloud_port" --filter 'edge/#' --events "$BACKLOG" --boot "$boot" \
-  --session "edge-bench-drain-$boot" >"$work/gateway/drain.out" 2>"$work/gateway/drain.err" &
-drain_pid=$!
-pids+=("$drain_pid")
-for _ in $(seq 1 200); do grep -q '^ready' "$work/gateway/drain.out" && break; sleep 0.05; done
-grep -q '^ready' "$work/gateway/drain.out" || { echo "bench.sh: the drain subscriber did not subscribe" >&2; exit 1; }
-stop_cloud
-log "gateway: cloud down; fill $BACKLOG events at ${FILL_RATE:-an unlimited rate} events/s"
+cut_off gateway 'edge/#' "$boot"
+drain_pid=$cut_drain_pid
 phase fill
 fill_started=$(date +%s.%N)
 "$bench_bin" fill --device-port "$device_port" --devices "$DEVICES" --events "$BACKLOG" --boot "$boot" \
@@ -295,14 +304,8 @@ b_ticks_after=$(cpu_ticks "$bridge_pid")
 
 # The same backlog through the bridge: it holds it in memory.
 b_boot=$((boot + 1))
-"$bench_bin" drain --cloud-port "$cloud_port" --filter 'devices/#' --events "$BACKLOG" --boot "$b_boot" \
-  --session "edge-bench-drain-$b_boot" >"$work/bridge/drain.out" 2>"$work/bridge/drain.err" &
-b_drain_pid=$!
-pids+=("$b_drain_pid")
-for _ in $(seq 1 200); do grep -q '^ready' "$work/bridge/drain.out" && break; sleep 0.05; done
-grep -q '^ready' "$work/bridge/drain.out" || { echo "bench.sh: the bridge's drain subscriber did not subscribe" >&2; exit 1; }
-stop_cloud
-log "bridge: cloud down; fill $BACKLOG events at ${FILL_RATE:-an unlimited rate} events/s"
+cut_off bridge 'devices/#' "$b_boot"
+b_drain_pid=$cut_drain_pid
 phase fill
 "$bench_bin" fill --device-port "$bridge_port" --devices "$DEVICES" --events "$BACKLOG" --boot "$b_boot" \
   ${FILL_RATE:+--rate "$FILL_RATE"} | tee "$work/bridge/fill.out" || true
