@@ -61,8 +61,10 @@ async fn the_dashboard_shows_a_new_alert_live_and_acknowledges_it() {
         "edge-alerts",
     );
     // Something to show: a gateway, two devices with a history, a resolved alert.
-    let mut history = vec![("edge/greenhouse-gw/status".to_owned(), b"online".to_vec())];
-    history.extend(events("bench-3", 30));
+    tokio::task::spawn_blocking(move || announce_and_wait_subscribed(port, api, "greenhouse-gw"))
+        .await
+        .expect("subscribed");
+    let mut history = events("bench-3", 30);
     history.extend(events("shed-1", 5));
     history.push(transition(
         1, "firing", "shed-1", "warning", 31.0, 1_500_000,

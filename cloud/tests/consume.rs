@@ -291,10 +291,7 @@ fn each_alert_transition_is_posted_once_to_the_routes_that_want_it() {
         dir.path(),
         "edge-alerts",
     );
-    publish(port, &[("edge/gw/status".into(), b"online".to_vec())]);
-    wait_until("the consumer to subscribe", Duration::from_secs(10), || {
-        counters(api).0 == 1
-    });
+    announce_and_wait_subscribed(port, api, "gw");
 
     let warning = (
         "edge/gw/alerts".to_owned(),

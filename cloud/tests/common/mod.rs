@@ -212,6 +212,20 @@ pub fn edge_alerts_serving(args: &[&str], dir: &std::path::Path, name: &str) -> 
     (service, api_port)
 }
 
+/// Publishes gateway `gateway`'s retained status on the broker at `port` and waits until the
+/// consumer serving its API on `api_port` has taken it: from then on it holds its subscription,
+/// and what is published next reaches it (a message published before would go to nobody).
+pub fn announce_and_wait_subscribed(port: u16, api_port: u16, gateway: &str) {
+    publish(
+        port,
+        &[(format!("edge/{gateway}/status"), b"online".to_vec())],
+    );
+    wait_until("the consumer to subscribe", Duration::from_secs(20), || {
+        let counters = consumer_counters(api_port);
+        counters.applied + counters.duplicates >= 1
+    });
+}
+
 /// What an `edge-alerts` consumer has done, from its `/metrics` on `api_port`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsumerCounters {
