@@ -97,11 +97,19 @@ pub(super) struct Accounting<'a> {
     pub(super) row_bytes: &'a mut u64,
 }
 
-/// Writes every destination's positions (see [`Accounting::confirm`]).
+/// Writes the positions that the journal's rows do not already tell (see
+/// [`Accounting::confirm`]).
+///
+/// Every row through `deleted_through` has left the journal, so a destination that has
+/// confirmed no further needs no position on disk: it starts after the rows that are gone
+/// whatever its stored position says, and a stored one that lags only points at rows that no
+/// longer exist. With one destination that is always the case, and a commit writes the lane's
+/// page alone instead of that page and the positions table's.
 pub(super) fn save_positions(
     tx: &rusqlite::Transaction<'_>,
     options: &JournalOptions,
     positions: &[Position],
+    deleted_through: &[i64; 2],
 ) -> Result<(), rusqlite::Error> {
     let mut save = tx.prepare_cached(
         "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
@@ -109,22 +117,30 @@ pub(super) fn save_positions(
     )?;
     for lane in Lane::ALL {
         for (route, position) in options.destinations.iter().zip(positions) {
-            save.execute(params![
-                route.name,
-                lane.as_str(),
-                position.confirmed[lane.index()]
-            ])?;
+            let confirmed = position.confirmed[lane.index()];
+            if confirmed > deleted_through[lane.index()] {
+                save.execute(params![route.name, lane.as_str(), confirmed])?;
+            }
         }
     }
     Ok(())
 }
 
+/// Whether a destination has confirmed `lane` past the rows deleted from it: a position that
+/// must be written to survive a restart ([`save_positions`]).
+fn ahead_of_deletes(positions: &[Position], deleted_through: &[i64; 2], lane: Lane) -> bool {
+    positions
+        .iter()
+        .any(|position| position.confirmed[lane.index()] > deleted_through[lane.index()])
+}
+
 impl Accounting<'_> {
     /// Moves positions forward and deletes the rows every destination of their lane confirmed.
-    /// With `save`, the positions that moved are written too; without, only the deletes are,
-    /// and the caller writes the positions later ([`save_positions`]): a position
-    /// on disk may lag, never lead, so a crash meanwhile only sends rows again. Returns whether
-    /// a position moved.
+    /// With `save`, the positions that moved past the deletes are written too; without, only
+    /// the deletes are, and the caller writes the positions later ([`save_positions`]): a
+    /// position on disk may lag, never lead, so a crash meanwhile only sends rows again.
+    /// Returns whether a position moved to where the deletes do not tell it: one that is not
+    /// written yet when `save` is false.
     pub(super) fn confirm(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
@@ -147,9 +163,6 @@ impl Accounting<'_> {
                 *slot = through;
                 moved[confirm.lane.index()] = true;
             }
-        }
-        if save && moved.contains(&true) {
-            save_positions(tx, self.options, self.positions)?;
         }
         for lane in Lane::ALL {
             if !moved[lane.index()] {
@@ -183,7 +196,13 @@ impl Accounting<'_> {
             outcome.released += removed.len() as u64;
             self.deleted_through[lane.index()] = through.min(self.next_id[lane.index()] - 1);
         }
-        Ok(moved.contains(&true))
+        let ahead = Lane::ALL.into_iter().any(|lane| {
+            moved[lane.index()] && ahead_of_deletes(self.positions, self.deleted_through, lane)
+        });
+        if save && ahead {
+            save_positions(tx, self.options, self.positions, self.deleted_through)?;
+        }
+        Ok(ahead)
     }
 
     fn remove_row(&mut self, lane: Lane, cost: u64) {

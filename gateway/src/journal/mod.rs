@@ -32,7 +32,9 @@
 //!   ms since the Unix epoch.
 //! - `alerts(id, device, received_at, payload)`: the alerts lane, the same shape.
 //! - `positions(destination TEXT, lane TEXT, confirmed INTEGER)`: per uplink name and lane, the
-//!   highest row id that uplink has confirmed, with everything before it.
+//!   highest row id that uplink has confirmed, with everything before it, where the deletes do
+//!   not tell it: a destination confirmed no further than the rows that left the lane starts
+//!   after them, whatever its row says (written when the name first starts, it may lag).
 //! - `dead_letters(id, received_at, source, topic, reason, detail, payload)`: rejected input,
 //!   and rows a destination refused for good; kept for inspection, bounded in count.
 //! - `alert_state(rule, device, alert)`: the alerts firing now, so they go on after a restart.

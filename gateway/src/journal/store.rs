@@ -250,23 +250,56 @@ impl Store {
         }
         let syncing = options.synchronous == Synchronous::Full;
         let rows = event_rows + alert_rows;
+        let deleted_through = [
+            if alert_rows == 0 {
+                highest[0]
+            } else {
+                first_alert - 1
+            },
+            if event_rows == 0 {
+                highest[1]
+            } else {
+                first_event - 1
+            },
+        ];
+        // Every destination has confirmed what has left the journal: positions are written
+        // only past that (`batch::save_positions`), and one on disk may lag.
+        for position in &mut positions {
+            for lane in Lane::ALL {
+                let confirmed = &mut position.confirmed[lane.index()];
+                *confirmed = (*confirmed).max(deleted_through[lane.index()]);
+            }
+        }
+        // Each configured name has a row from its first start on, even when the deletes tell
+        // its position from then on: so that the start after it is renamed or removed knows
+        // the journal held rows for it (the warning above).
+        let tx = conn.transaction().map_err(fail("record positions in"))?;
+        {
+            let mut known = tx
+                .prepare(
+                    "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (destination, lane) DO NOTHING",
+                )
+                .map_err(fail("record positions in"))?;
+            for (route, position) in options.destinations.iter().zip(&positions) {
+                for lane in Lane::ALL {
+                    known
+                        .execute(rusqlite::params![
+                            route.name,
+                            lane.as_str(),
+                            position.confirmed[lane.index()]
+                        ])
+                        .map_err(fail("record positions in"))?;
+                }
+            }
+        }
+        tx.commit().map_err(fail("record positions in"))?;
         let store = Self {
             conn,
             options,
             budget,
             next_id: [highest[0] + 1, highest[1] + 1],
-            deleted_through: [
-                if alert_rows == 0 {
-                    highest[0]
-                } else {
-                    first_alert - 1
-                },
-                if event_rows == 0 {
-                    highest[1]
-                } else {
-                    first_event - 1
-                },
-            ],
+            deleted_through,
             positions,
             rows,
             alert_rows,
@@ -456,8 +489,13 @@ impl Store {
             .confirm(&tx, &batch.confirms, save_positions, &mut outcome)
             .map_err(fail("record confirmations in"))?;
         if save_positions && self.positions_unsaved {
-            super::batch::save_positions(&tx, state.options, state.positions)
-                .map_err(fail("record confirmations in"))?;
+            super::batch::save_positions(
+                &tx,
+                state.options,
+                state.positions,
+                state.deleted_through,
+            )
+            .map_err(fail("record confirmations in"))?;
         }
         if batch.expire && !self.options.max_age.is_zero() {
             let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
@@ -503,7 +541,8 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(fail)?;
-        super::batch::save_positions(&tx, &self.options, &self.positions).map_err(fail)?;
+        super::batch::save_positions(&tx, &self.options, &self.positions, &self.deleted_through)
+            .map_err(fail)?;
         tx.commit().map_err(fail)?;
         self.positions_unsaved = false;
         self.positions_saved_at = Instant::now();

@@ -729,9 +729,11 @@ fn a_journal_of_the_first_release_is_migrated_with_its_backlog() {
     assert_eq!(report.recovered_rows, 113, "110 events and 3 alerts");
     assert_eq!(
         report.positions,
-        vec![[0, 0], [0, 0]],
-        "every destination gets it all"
+        vec![[0, 10], [0, 10]],
+        "every destination gets it all: the events left start at 11"
     );
+    assert_eq!(store.backlog(0, Lane::Events), 110);
+    assert_eq!(store.backlog(1, Lane::Alerts), 3);
     assert_eq!(report.last_alert, 3);
     assert_eq!(
         report.journal, 0,
@@ -1020,11 +1022,16 @@ fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_s
         .ok()
     };
     let (mut store, _) = Store::open(opts.clone()).expect("open");
+    assert_eq!(
+        (stored("cloud"), stored("bus")),
+        (Some(0), Some(0)),
+        "each name is known from its first start"
+    );
     store
         .apply(appends((0..10).map(|n| record("a", n, 50)).collect()), 0)
         .expect("append");
     store
-        .apply(confirm_for(0, Lane::Events, 10), 0)
+        .apply(confirm_for(0, Lane::Events, 8), 0)
         .expect("confirm");
     let outcome = store
         .apply(confirm_for(1, Lane::Events, 6), 0)
@@ -1032,23 +1039,32 @@ fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_s
     assert_eq!(outcome.released, 6, "the deletes are committed at once");
     assert_eq!(
         (stored("cloud"), stored("bus")),
-        (None, None),
+        (Some(0), Some(0)),
         "the positions are not written with every commit"
     );
     store.save_positions().expect("save");
-    assert_eq!((stored("cloud"), stored("bus")), (Some(10), Some(6)));
+    assert_eq!(
+        (stored("cloud"), stored("bus")),
+        (Some(8), Some(0)),
+        "only what the deletes do not tell is written: bus has confirmed what is gone"
+    );
 
-    // Moved again, and the process dies before the positions are written.
+    // cloud moves again, and the process dies before its position is written.
     store
-        .apply(confirm_for(1, Lane::Events, 10), 0)
+        .apply(confirm_for(0, Lane::Events, 10), 0)
         .expect("confirm");
-    assert_eq!(store.rows(), 0);
-    assert_eq!(stored("bus"), Some(6), "lags: not written yet");
+    assert_eq!(stored("cloud"), Some(8), "lags: not written yet");
     drop(store);
 
     let (mut store, report) = Store::open(opts).expect("reopen");
-    assert_eq!(report.positions, vec![[0, 10], [0, 6]]);
-    // New rows get ids past every stored position: no destination passes over them.
+    assert_eq!(
+        report.positions,
+        vec![[0, 8], [0, 6]],
+        "cloud is sent 9 and 10 again; bus starts after the rows that left"
+    );
+    assert_eq!(store.backlog(0, Lane::Events), 2);
+    assert_eq!(store.backlog(1, Lane::Events), 4);
+    // New rows get ids past every row and stored position: no destination passes over them.
     let ids = stored_ids(
         &store
             .apply(appends((10..13).map(|n| record("a", n, 50)).collect()), 0)
@@ -1056,20 +1072,67 @@ fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_s
             .results,
     );
     assert!(ids.iter().all(|id| *id > 10), "{ids:?}");
+    assert_eq!(store.backlog(0, Lane::Events), 5);
+    assert_eq!(store.backlog(1, Lane::Events), 7);
+}
+
+#[test]
+fn one_destination_never_writes_its_position_and_a_reopen_sends_nothing_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(&dir, 64 << 20, WhenFull::DropOldest);
+    let stored = || -> Option<i64> {
+        let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
+        conn.query_row(
+            "SELECT confirmed FROM positions WHERE destination = 'cloud' AND lane = 'events'",
+            [],
+            |row| row.get(0),
+        )
+        .ok()
+    };
+    let (mut store, _) = Store::open(opts.clone()).expect("open");
+    for round in 0..3 {
+        let ids = stored_ids(
+            &store
+                .apply(
+                    appends((0..10).map(|n| record("a", round * 10 + n, 50)).collect()),
+                    0,
+                )
+                .expect("append")
+                .results,
+        );
+        let last = *ids.last().expect("stored");
+        store
+            .apply(confirm_for(0, Lane::Events, last - 3), 0)
+            .expect("confirm");
+    }
+    assert_eq!(
+        stored(),
+        Some(0),
+        "the deletes tell where the only destination is: its row is never rewritten"
+    );
     assert_eq!(store.backlog(0, Lane::Events), 3);
-    assert_eq!(store.backlog(1, Lane::Events), 3);
+    drop(store);
+
+    let (store, report) = Store::open(opts).expect("reopen");
+    assert_eq!(report.positions, vec![[0, 27]]);
+    assert_eq!(store.backlog(0, Lane::Events), 3, "28, 29 and 30, no more");
 }
 
 #[tokio::test]
 async fn with_a_commit_window_closing_the_journal_writes_the_last_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (journal, _) = Journal::start(windowed(&dir, Duration::from_millis(100))).expect("start");
+    let opts = JournalOptions {
+        commit_interval: Duration::from_millis(100),
+        ..two_destinations(&dir, 64 << 20)
+    };
+    let (journal, _) = Journal::start(opts).expect("start");
     let handle = journal.handle();
     let ids = handle
         .append_and_wait((0..5).map(|n| record("d", n, 10)).collect())
         .await
         .expect("append_and_wait");
     let last = ids.iter().flatten().max().copied().expect("stored");
+    // cloud has them all, bus nothing: cloud's position is ahead of the deletes.
     handle
         .confirm(Confirm {
             destination: 0,
