@@ -100,6 +100,31 @@ pub(crate) struct Store {
 /// instead. A position on disk may lag, never lead: a crash meanwhile sends those rows again.
 const SAVE_POSITIONS_EVERY: Duration = Duration::from_secs(30);
 
+/// Gives each destination that has none a row in `positions`, at its current position.
+fn register_destinations(
+    conn: &mut Connection,
+    destinations: &[DestinationRoute],
+    positions: &[Position],
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut known = tx.prepare(
+            "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
+             ON CONFLICT (destination, lane) DO NOTHING",
+        )?;
+        for (route, position) in destinations.iter().zip(positions) {
+            for lane in Lane::ALL {
+                known.execute(rusqlite::params![
+                    route.name,
+                    lane.as_str(),
+                    position.confirmed[lane.index()]
+                ])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
 impl Store {
     /// Opens the journal, creating it if needed. A journal SQLite cannot read is moved aside and
     /// a fresh one started: the report says so.
@@ -272,28 +297,15 @@ impl Store {
         }
         // Each configured name has a row from its first start on, even when the deletes tell
         // its position from then on: so that the start after it is renamed or removed knows
-        // the journal held rows for it (the warning above).
-        let tx = conn.transaction().map_err(fail("record positions in"))?;
-        {
-            let mut known = tx
-                .prepare(
-                    "INSERT INTO positions (destination, lane, confirmed) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (destination, lane) DO NOTHING",
-                )
-                .map_err(fail("record positions in"))?;
-            for (route, position) in options.destinations.iter().zip(&positions) {
-                for lane in Lane::ALL {
-                    known
-                        .execute(rusqlite::params![
-                            route.name,
-                            lane.as_str(),
-                            position.confirmed[lane.index()]
-                        ])
-                        .map_err(fail("record positions in"))?;
-                }
-            }
+        // the journal held rows for it (the warning above). Only that warning depends on it, so
+        // a journal that cannot take the row now (a full disk) still opens.
+        if let Err(error) = register_destinations(&mut conn, &options.destinations, &positions) {
+            tracing::warn!(
+                error = %error,
+                path = %path.display(),
+                "could not record the configured uplinks' names in the journal; renaming or removing one before they are recorded will not be warned about"
+            );
         }
-        tx.commit().map_err(fail("record positions in"))?;
         let store = Self {
             conn,
             options,

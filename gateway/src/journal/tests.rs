@@ -1118,6 +1118,44 @@ fn one_destination_never_writes_its_position_and_a_reopen_sends_nothing_again() 
     assert_eq!(store.backlog(0, Lane::Events), 3, "28, 29 and 30, no more");
 }
 
+#[test]
+fn a_journal_that_cannot_record_a_new_uplink_name_still_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(options(&dir, 64 << 20, WhenFull::DropOldest)).expect("open");
+    store
+        .apply(appends((0..3).map(|n| record("a", n, 50)).collect()), 0)
+        .expect("append");
+    drop(store);
+    // Every insert into `positions` fails from now on, as on a full disk.
+    rusqlite::Connection::open(dir.path().join("journal.db"))
+        .and_then(|conn| {
+            conn.execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON positions
+                 BEGIN SELECT RAISE(ABORT, 'no room'); END",
+            )
+        })
+        .expect("trigger");
+
+    let (store, report) =
+        Store::open(two_destinations(&dir, 64 << 20)).expect("opens all the same");
+    assert_eq!(report.positions, vec![[0, 0], [0, 0]]);
+    assert_eq!(
+        store.backlog(1, Lane::Events),
+        3,
+        "the new uplink gets everything"
+    );
+    let bus_rows: i64 = rusqlite::Connection::open(dir.path().join("journal.db"))
+        .and_then(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM positions WHERE destination = 'bus'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .expect("count");
+    assert_eq!(bus_rows, 0);
+}
+
 #[tokio::test]
 async fn with_a_commit_window_closing_the_journal_writes_the_last_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
