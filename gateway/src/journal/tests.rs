@@ -1005,6 +1005,17 @@ async fn an_alert_ends_the_commit_window_and_takes_the_waiting_events_with_it() 
     journal.close().await;
 }
 
+/// The events position stored for `destination` in the journal in `dir`, if it has a row.
+fn stored_position(dir: &tempfile::TempDir, destination: &str) -> Option<i64> {
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
+    conn.query_row(
+        "SELECT confirmed FROM positions WHERE destination = ?1 AND lane = 'events'",
+        [destination],
+        |row| row.get(0),
+    )
+    .ok()
+}
+
 #[test]
 fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_sends_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1012,15 +1023,7 @@ fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_s
         commit_interval: Duration::from_secs(1),
         ..two_destinations(&dir, 64 << 20)
     };
-    let stored = |name: &str| -> Option<i64> {
-        let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
-        conn.query_row(
-            "SELECT confirmed FROM positions WHERE destination = ?1 AND lane = 'events'",
-            [name],
-            |row| row.get(0),
-        )
-        .ok()
-    };
+    let stored = |name: &str| stored_position(&dir, name);
     let (mut store, _) = Store::open(opts.clone()).expect("open");
     assert_eq!(
         (stored("cloud"), stored("bus")),
@@ -1080,15 +1083,7 @@ fn with_a_commit_window_positions_are_written_later_and_a_crash_meanwhile_only_s
 fn one_destination_never_writes_its_position_and_a_reopen_sends_nothing_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = options(&dir, 64 << 20, WhenFull::DropOldest);
-    let stored = || -> Option<i64> {
-        let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
-        conn.query_row(
-            "SELECT confirmed FROM positions WHERE destination = 'cloud' AND lane = 'events'",
-            [],
-            |row| row.get(0),
-        )
-        .ok()
-    };
+    let stored = || stored_position(&dir, "cloud");
     let (mut store, _) = Store::open(opts.clone()).expect("open");
     for round in 0..3 {
         let ids = stored_ids(
@@ -1144,16 +1139,7 @@ fn a_journal_that_cannot_record_a_new_uplink_name_still_opens() {
         3,
         "the new uplink gets everything"
     );
-    let bus_rows: i64 = rusqlite::Connection::open(dir.path().join("journal.db"))
-        .and_then(|conn| {
-            conn.query_row(
-                "SELECT count(*) FROM positions WHERE destination = 'bus'",
-                [],
-                |row| row.get(0),
-            )
-        })
-        .expect("count");
-    assert_eq!(bus_rows, 0);
+    assert_eq!(stored_position(&dir, "bus"), None, "no row for bus");
 }
 
 #[tokio::test]
@@ -1179,15 +1165,11 @@ async fn with_a_commit_window_closing_the_journal_writes_the_last_positions() {
         })
         .expect("confirm");
     journal.close().await;
-    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
-    let stored: i64 = conn
-        .query_row(
-            "SELECT confirmed FROM positions WHERE destination = 'cloud' AND lane = 'events'",
-            [],
-            |row| row.get(0),
-        )
-        .expect("a position is written");
-    assert_eq!(stored, last);
+    assert_eq!(
+        stored_position(&dir, "cloud"),
+        Some(last),
+        "a position is written"
+    );
 }
 
 #[tokio::test]
